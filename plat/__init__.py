@@ -1,0 +1,5 @@
+"""plat: a local-first serverless platform."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,90 @@
+"""``plat daemon run|start|stop|status``: the background daemon's lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+
+from plat.client import DaemonClient
+from plat.console import err, out
+from plat.daemon import lifecycle
+from plat.paths import Home
+from plat.units import format_duration
+
+daemon_app = typer.Typer(
+    help="Run, start, stop and inspect the plat daemon (one per PLAT_HOME).",
+    no_args_is_help=True,
+)
+
+PORT_HELP = "Gateway port on 127.0.0.1 (default: PLAT_GATEWAY_PORT or 8080)."
+
+
+@daemon_app.command()
+def run(port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP)) -> None:
+    """Run the daemon in the foreground (Ctrl-C or SIGTERM stops it and its instances)."""
+    lifecycle.run(Home.from_env(), os.environ, {"gateway_port": port})
+
+
+@daemon_app.command()
+def start(port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP)) -> None:
+    """Start the daemon in the background (no-op when it is running)."""
+    home = Home.from_env()
+    client = DaemonClient(home)
+    if not client.ping():
+        with err.status("starting the plat daemon...", spinner="dots"):
+            lifecycle.start_detached(home, os.environ, port)
+    _print_status(client.request("GET", "/v1/status"))
+
+
+@daemon_app.command()
+def stop() -> None:
+    """Stop the daemon; its instances are stopped, functions stay in the store."""
+    pid = lifecycle.stop(Home.from_env())
+    out.print(f"stopped the plat daemon (pid {pid})" if pid else "the plat daemon is not running")
+
+
+@daemon_app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show pid, version, uptime, gateway URL, backend and engine. Exit 1 when stopped."""
+    home = Home.from_env()
+    client = DaemonClient(home)
+    if not client.ping():
+        if as_json:
+            out.print_json(json.dumps({"running": False, "home": str(home.root)}))
+        else:
+            out.print(f"the plat daemon is not running (home {home.root})")
+        raise typer.Exit(1)
+    data = client.request("GET", "/v1/status")
+    if as_json:
+        out.print_json(json.dumps({"running": True, **data}))
+    else:
+        _print_status(data)
+
+
+def _print_status(data: dict[str, object]) -> None:
+    engine = data.get("engine") or {}
+    assert isinstance(engine, dict)
+    rows = [
+        ("pid", data["pid"]),
+        ("version", data["version"]),
+        ("uptime", format_duration(float(data["uptime"]))),  # type: ignore[arg-type]
+        ("gateway", data["gateway_url"]),
+        ("backend", data["backend"]),
+        (
+            "engine",
+            f"{engine.get('name')} {engine.get('version')} at {engine.get('endpoint')}"
+            + (" (started by plat)" if engine.get("started_by_plat") else ""),
+        ),
+        ("builder", data["builder"]),
+        ("functions", data["functions"]),
+        ("home", data["home"]),
+    ]
+    out.print("[green]●[/green] plat daemon running")
+    for key, value in rows:
+        out.print(f"  [dim]{key:<10}[/dim] {value}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(daemon_app, name="daemon")

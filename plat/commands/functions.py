@@ -1,0 +1,119 @@
+"""``plat ls``, ``plat describe NAME``, ``plat rm NAME``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from plat.client import connect
+from plat.console import err, out
+from plat.units import format_duration
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return format_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List deployed functions."""
+    items: list[dict[str, Any]] = connect().request("GET", "/v1/functions")
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    if not items:
+        err.print("no functions yet: `plat init hello && cd hello && plat deploy`")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL"):
+        table.add_column(col)
+    for fn in items:
+        table.add_row(
+            fn["name"],
+            str(fn.get("runtime") or "-"),
+            str(fn.get("version") or "-"),
+            f"{fn.get('instances', 0)}/{fn.get('desired', '-')}",
+            str(fn.get("auth", "-")),
+            _ago(fn.get("updated_at")),
+            str(fn.get("url") or "-"),
+        )
+    out.print(table)
+
+
+def describe(
+    name: str = typer.Argument(..., help="The function."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show a function's manifest, versions and instances."""
+    fn: dict[str, Any] = connect().request("GET", f"/v1/functions/{name}")
+    if as_json:
+        out.print_json(json.dumps(fn))
+        return
+    m = fn["manifest"]
+    out.print(f"[bold]{fn['name']}[/bold]  {fn.get('url') or ''}")
+    rows = [
+        ("runtime", m["runtime"]),
+        ("version", fn.get("version") or "-"),
+        ("image", fn.get("image") or "-"),
+        ("source", fn["source_dir"]),
+        ("auth", m["auth"]),
+        ("timeout", f"{m['timeout']:g} s"),
+        (
+            "resources",
+            f"memory {m['resources']['memory'] // 1024**2}Mi, cpu {m['resources']['cpu']}"
+            f", pids {m['resources']['pids']}",
+        ),
+        (
+            "scale",
+            f"min {m['scale']['min']}, max {m['scale']['max']}, "
+            f"concurrency {m['scale']['concurrency']}",
+        ),
+        ("env", ", ".join(f"{k}={v}" for k, v in m["env"].items()) or "-"),
+        ("updated", _ago(fn.get("updated_at"))),
+    ]
+    for key, value in rows:
+        out.print(f"  [dim]{key:<10}[/dim] {value}")
+    instances = Table(title="instances", box=None, header_style="bold", title_justify="left")
+    for col in ("ID", "VERSION", "STATE", "ADDRESS", "READY IN", "STARTED"):
+        instances.add_column(col)
+    for inst in fn["instance_list"]:
+        ready = inst.get("ready_seconds")
+        instances.add_row(
+            inst["id"],
+            inst["version"],
+            inst["state"],
+            inst["address"],
+            format_duration(ready) if ready else "-",
+            _ago(inst["started_at"]),
+        )
+    out.print(instances)
+    versions = Table(title="versions", box=None, header_style="bold", title_justify="left")
+    for col in ("VERSION", "STATUS", "BUILDER", "BUILD TIME", "CREATED"):
+        versions.add_column(col)
+    for v in fn["versions"][:10]:
+        seconds = v.get("build_seconds")
+        versions.add_row(
+            v["version"],
+            v["status"],
+            v.get("builder") or "-",
+            format_duration(seconds) if seconds else "-",
+            _ago(v["created_at"]),
+        )
+    out.print(versions)
+
+
+def rm(name: str = typer.Argument(..., help="The function to remove.")) -> None:
+    """Remove a function: stop its instances and delete its metadata."""
+    connect().request("DELETE", f"/v1/functions/{name}")
+    out.print(f"[green]✓[/green] removed {name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ls)
+    app.command()(describe)
+    app.command()(rm)

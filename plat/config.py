@@ -1,0 +1,99 @@
+"""Daemon settings, one declarative table.
+
+Precedence: defaults < $PLAT_HOME/config.yaml < PLAT_* environment < flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from plat.errors import PlatError
+from plat.paths import Home
+from plat.units import parse_duration, parse_size
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "PLAT_" + self.name.upper()
+
+
+def _port(value: Any) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("a port is 0..65535")
+    return port
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if str(value) not in choices:
+            raise ValueError(f"use one of: {', '.join(choices)}")
+        return str(value)
+
+    return parse
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("gateway_port", 8080, _port, "TCP port of the gateway on 127.0.0.1"),
+    Setting("gateway_host", "127.0.0.1", str, "address the gateway binds (loopback by default)"),
+    Setting("max_body", 6 * 1024**2, parse_size, "largest request body the gateway accepts"),
+    Setting("engine_host", None, str, "Docker Engine API endpoint (default: discovered)"),
+    Setting("builder", "auto", _choice("auto", "buildah", "engine"), "image builder"),
+    Setting("ready_timeout", 30.0, parse_duration, "how long a new instance may take to be ready"),
+    Setting("drain_timeout", 30.0, parse_duration, "bound on draining an old instance"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def load_config(
+    home: Home, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Resolve every setting; raises PlatError naming the setting and its source."""
+    by_name = {s.name: s for s in SETTINGS}
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    path = home.root / "config.yaml"
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise PlatError(f"{path}: not valid YAML: {exc}") from None
+        unknown = sorted(set(data) - set(by_name))
+        if unknown:
+            raise PlatError(
+                f"{path}: unknown setting {unknown[0]!r}",
+                hint=f"known settings: {', '.join(by_name)}",
+            )
+        sources.append((str(path), data))
+    sources.append(("environment", {s.name: env[s.env] for s in SETTINGS if s.env in env}))
+    sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    values = {s.name: s.default for s in SETTINGS}
+    for origin, mapping in sources:
+        for name, raw in mapping.items():
+            setting = by_name[name]
+            try:
+                values[name] = setting.parse(raw)
+            except (ValueError, TypeError) as exc:
+                where = setting.env if origin == "environment" else name
+                raise PlatError(f"invalid {where} ({origin}): {exc}") from None
+    return Config(values)

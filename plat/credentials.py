@@ -1,0 +1,59 @@
+"""The gateway's basic-auth credentials: user ``admin``, password generated at first start."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+
+from plat.errors import PlatError
+from plat.paths import Home
+
+USER = "admin"
+
+
+def ensure_password(home: Home) -> str:
+    """The password in ``$PLAT_HOME/credentials`` (mode 0600), created when absent."""
+    path = home.credentials
+    if path.is_file():
+        return read_password(home)
+    home.root.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{USER}:{password}\n")
+    return password
+
+
+def read_password(home: Home) -> str:
+    try:
+        text = home.credentials.read_text().strip()
+    except FileNotFoundError:
+        raise PlatError(
+            f"no credentials in {home.root}", hint="start the daemon once: `plat daemon start`"
+        ) from None
+    user, _, password = text.partition(":")
+    if user != USER or not password:
+        raise PlatError(
+            f"{home.credentials} is malformed",
+            hint="delete it and restart the daemon to generate a new password",
+        )
+    return password
+
+
+def basic_header(password: str, user: str = USER) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def check_basic(header: str | None, expected: str) -> bool:
+    """Whether an Authorization header carries the expected ``Basic`` credentials.
+
+    ``expected`` is ``basic_header(password)``; the comparison is constant-time.
+    """
+    if not header:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    return hmac.compare_digest(token.strip().encode(), expected[6:].encode())

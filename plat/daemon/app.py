@@ -1,0 +1,162 @@
+"""The daemon: its parts wired in one place, started and closed in order.
+
+Start: store -> engine -> backend/builder -> controller (reconcile) -> gateway ->
+sockets. Close runs the same steps backwards, each bounded, so SIGTERM leaves no
+instances behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiohttp import web
+
+from plat import engine as engines
+from plat.config import Config
+from plat.credentials import basic_header, ensure_password
+from plat.daemon.backends import Backend
+from plat.daemon.backends.container import ContainerBackend
+from plat.daemon.build import ImageBuilder
+from plat.daemon.builders import Builder
+from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
+from plat.daemon.builders.engine import EngineBuilder
+from plat.daemon.control import control_routes, deploy_locks, error_middleware
+from plat.daemon.controller import Controller
+from plat.daemon.gateway import Gateway
+from plat.daemon.health import health_routes
+from plat.daemon.store import Store
+from plat.daemon.tasks import TaskGroup
+from plat.errors import DaemonError
+from plat.paths import Home
+
+log = logging.getLogger(__name__)
+
+
+def daemon_id(home: Home) -> str:
+    """A stable id for this PLAT_HOME, put on every container as the plat.daemon label."""
+    path = home.root / "daemon-id"
+    if path.is_file():
+        return path.read_text().strip()
+    value = secrets.token_hex(8)
+    path.write_text(value + "\n")
+    return value
+
+
+def choose_builder(config: Config, engine_name: str, endpoint: str) -> Builder:
+    """buildah when it shares storage with the engine (Podman); else the engine's build API."""
+    if config.builder == "buildah" or (
+        config.builder == "auto" and engine_name == "podman" and buildah_available()
+    ):
+        return BuildahBuilder()
+    return EngineBuilder(endpoint)
+
+
+class Daemon:
+    def __init__(self, home: Home, config: Config, env: Mapping[str, str]) -> None:
+        self.home = home
+        self.config = config
+        self.env = env
+        self.started_at = time.time()
+        self.stop_event = asyncio.Event()
+        self.tasks = TaskGroup(log)
+        self.deploy_locks = deploy_locks()
+        self.engine_description: dict[str, Any] = {}
+        self.gateway_url = ""
+        self._stack = AsyncExitStack()
+        # Set by start():
+        self.store: Store
+        self.backend: Backend
+        self.images: ImageBuilder
+        self.controller: Controller
+        self.gateway: Gateway
+
+    async def start(self) -> None:
+        stack = self._stack
+        self.home.ensure()
+        password = ensure_password(self.home)
+
+        self.store = Store(self.home.database)
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+
+        info, service = await engines.resolve_engine(self.home, self.env, self.config.engine_host)
+        if service is not None:
+            stack.push_async_callback(service.stop)
+        self.engine_description = {
+            "endpoint": info.endpoint,
+            "name": info.name,
+            "version": info.version,
+            "started_by_plat": service is not None,
+        }
+        backend = ContainerBackend(info.endpoint, daemon_id(self.home))
+        self.backend = backend
+        stack.push_async_callback(backend.close)
+        builder = choose_builder(self.config, info.name, info.endpoint)
+        self.images = ImageBuilder(builder, self.home.builds_dir, self.env)
+
+        self.controller = Controller(
+            self.store,
+            backend,
+            ready_timeout=self.config.ready_timeout,
+            drain_timeout=self.config.drain_timeout,
+        )
+        stack.push_async_callback(self.controller.close)
+        await self.controller.start()
+
+        self.gateway = Gateway(
+            self.controller, auth_header=basic_header(password), max_body=self.config.max_body
+        )
+        await self.gateway.start()
+        stack.push_async_callback(self.gateway.close)
+        stack.push_async_callback(self.tasks.close)
+        await self._serve()
+
+    async def _serve(self) -> None:
+        gateway_app = web.Application(client_max_size=self.config.max_body + 1)
+        gateway_app.add_routes(health_routes(self))
+        gateway_app.add_routes(self.gateway.routes())
+        gateway_runner = web.AppRunner(gateway_app, access_log=None, handle_signals=False)
+        await gateway_runner.setup()
+        self._stack.push_async_callback(gateway_runner.cleanup)
+        site = web.TCPSite(
+            gateway_runner, self.config.gateway_host, self.config.gateway_port, reuse_address=True
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DaemonError(
+                f"the gateway cannot listen on {self.config.gateway_host}:"
+                f"{self.config.gateway_port}: {exc.strerror}",
+                hint="choose another port with `plat daemon start --port N` or PLAT_GATEWAY_PORT",
+            ) from None
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.gateway_url = f"http://{self.config.gateway_host}:{port}"
+
+        control_app = web.Application(middlewares=[error_middleware])
+        control_app.add_routes(control_routes(self))
+        control_runner = web.AppRunner(control_app, access_log=None, handle_signals=False)
+        await control_runner.setup()
+        self._stack.push_async_callback(control_runner.cleanup)
+        sock_path = self.home.socket
+        if sock_path.exists():
+            sock_path.unlink()
+        old_umask = os.umask(0o177)  # the socket is born 0600
+        try:
+            await web.UnixSite(control_runner, str(sock_path)).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock_path, 0o600)
+        self._stack.callback(lambda: sock_path.unlink(missing_ok=True))
+        log.info("gateway on %s, control socket %s", self.gateway_url, sock_path)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        shutil.rmtree(self.home.builds_dir, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""Where instances run. One ``Backend`` protocol; implementations are siblings.
+
+A backend starts an instance from an InstanceSpec, stops it, lists the instances
+it holds for this daemon (by label), reports liveness and returns log tails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+LABEL_FUNCTION = "plat.function"
+LABEL_VERSION = "plat.version"
+LABEL_DAEMON = "plat.daemon"
+LABEL_INSTANCE = "plat.instance"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to run: one instance of a function version."""
+
+    function: str
+    version: str
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    memory: int = 256 * 1024**2
+    cpu: float = 1.0
+    pids: int = 256
+    port: int = 8080
+    # None lets the image choose (a user's Dockerfile); template runtimes run unprivileged.
+    user: str | None = "10001:10001"
+
+
+@dataclass(frozen=True)
+class RunningInstance:
+    """An instance as the backend sees it. ``host``/``port`` is where it answers."""
+
+    id: str
+    function: str
+    version: str
+    host: str
+    port: int
+    backend_ref: str
+    running: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Backend(Protocol):
+    name: str
+
+    @property
+    def endpoint(self) -> str: ...
+
+    async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
+        """Start an instance and return where it listens; it may not be ready yet."""
+        ...
+
+    async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
+        """Stop and remove the instance; idempotent."""
+        ...
+
+    async def list(self) -> list[RunningInstance]:
+        """Instances of this daemon the backend holds, running or not."""
+        ...
+
+    async def is_alive(self, instance: RunningInstance) -> bool: ...
+
+    async def logs(self, instance: RunningInstance, tail: int = 50) -> str: ...
+
+    async def close(self) -> None: ...

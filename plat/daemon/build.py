@@ -1,0 +1,183 @@
+"""From a function folder to an image: context snapshot, Containerfile, digest, build.
+
+The image tag carries a content digest of everything that goes into the image,
+so deploying unchanged code finds the image and does not rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from plat import baseimages
+from plat.daemon.builders import Builder, BuildJob, LineSink
+from plat.errors import BuildError
+from plat.ignore import IgnoreRules, digest_files
+from plat.manifest import Manifest
+from plat.runtimes import Runtime, get_runtime
+
+CA_TARGET = "/run/plat-ca/ca.crt"
+GENERATED_CONTAINERFILE = ".plat.Containerfile"
+# Host settings a dependency install may need; passed as build arguments when set.
+PASSED_BUILD_ARGS = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "NPM_CONFIG_REGISTRY",
+)
+CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    version: str
+    image: str
+    cached: bool
+    seconds: float
+    builder: str
+    log: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    runtime: Runtime
+    files: list[Path]
+    containerfile: str
+    version: str
+
+
+def host_ca_bundle(env: Mapping[str, str]) -> str | None:
+    """The CA bundle the host trusts (passed to dependency installs only)."""
+    for key in ("PLAT_CA_BUNDLE", "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"):
+        value = env.get(key)
+        if value and os.path.isfile(value):
+            return value
+    return next((path for path in CA_CANDIDATES if os.path.isfile(path)), None)
+
+
+def image_tag(function: str, version: str) -> str:
+    return f"localhost/plat/{function}:{version}"
+
+
+class ImageBuilder:
+    def __init__(self, builder: Builder, work_dir: Path, env: Mapping[str, str]) -> None:
+        self.builder = builder
+        self.work_dir = work_dir
+        self.env = env
+
+    async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
+        runtime = get_runtime(manifest.runtime)
+        rules = IgnoreRules(source)
+        files = await asyncio.to_thread(lambda: list(rules.files()))
+        if runtime.containerfile:
+            base = await baseimages.resolve_base(runtime)
+            present = [name for name in runtime.dependencies if (source / name).is_file()]
+            text = runtime.render(
+                runtime.containerfile,
+                base=base,
+                handler=manifest.handler or runtime.handler or "",
+                dependency_files=present,
+                has_dependencies=bool(present),
+            )
+            shim = runtime.shim_dir
+            shim_digest = (
+                await asyncio.to_thread(digest_files, shim, sorted(_tree(shim))) if shim else ""
+            )
+            extra = f"{runtime.name}\0{text}\0{shim_digest}".encode()
+        else:
+            dockerfile = source / "Dockerfile"
+            if not dockerfile.is_file():
+                raise BuildError(
+                    f"runtime 'dockerfile' needs a Dockerfile in {source}",
+                    hint="add a Dockerfile whose server listens on $PORT, or set another runtime",
+                )
+            mapping = await baseimages.local_equivalents()
+            text = baseimages.rewrite_from_lines(dockerfile.read_text(), mapping)
+            extra = f"dockerfile\0{text}".encode()
+        digest = await asyncio.to_thread(digest_files, source, files, extra)
+        return _Plan(runtime, files, text, digest[:12])
+
+    def _prepare(self, plan: _Plan, source: Path, target: Path) -> tuple[Path, Path]:
+        """Lay out the build context; returns (context, containerfile)."""
+        if target.exists():
+            shutil.rmtree(target)
+        if plan.runtime.containerfile:
+            context = target
+            app = context / "app"
+            app.mkdir(parents=True)
+            deps = context / "deps"
+            deps.mkdir()
+            for name in plan.runtime.dependencies:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, deps / name)
+            if plan.runtime.shim_dir:
+                shutil.copytree(plan.runtime.shim_dir, context / "shim")
+        else:
+            context = app = target
+            app.mkdir(parents=True)
+        for rel in plan.files:
+            (app / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, app / rel)
+        containerfile = context / GENERATED_CONTAINERFILE
+        containerfile.write_text(plan.containerfile)
+        return context, containerfile
+
+    async def build(
+        self, manifest: Manifest, source: Path, on_line: LineSink, *, force: bool = False
+    ) -> BuildOutcome:
+        """Build (or find) the image for ``source``; raises BuildError with a log tail."""
+        started = time.monotonic()
+        plan = await self._plan(manifest, source)
+        tag = image_tag(manifest.name, plan.version)
+        log: list[str] = []
+
+        def sink(line: str) -> None:
+            log.append(line)
+            on_line(line)
+
+        if not force and await self.builder.image_exists(tag):
+            sink(f"image {tag} is up to date (no changes since it was built)")
+            return BuildOutcome(
+                plan.version,
+                tag,
+                True,
+                time.monotonic() - started,
+                self.builder.name,
+                "\n".join(log),
+            )
+        target = self.work_dir / f"{manifest.name}-{plan.version}"
+        context, containerfile = await asyncio.to_thread(self._prepare, plan, source, target)
+        volumes = {}
+        ca = host_ca_bundle(self.env)
+        if ca and plan.runtime.containerfile:
+            volumes[ca] = CA_TARGET
+        job = BuildJob(
+            context=context,
+            containerfile=containerfile,
+            tag=tag,
+            labels={"plat.function": manifest.name, "plat.version": plan.version},
+            volumes=volumes,
+            build_args={k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)},
+        )
+        try:
+            await self.builder.build(job, sink)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, target, True)
+        return BuildOutcome(
+            plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
+        )
+
+
+def _tree(root: Path) -> list[Path]:
+    return [
+        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ]

@@ -1,0 +1,327 @@
+"""The control API on the daemon's unix socket: what the CLI talks to.
+
+Handlers are factories over the daemon's parts. Errors become JSON bodies with
+the PlatError's status; nothing a request does can crash the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from plat import __version__
+from plat.errors import BuildError, NotFoundError, PlatError
+from plat.manifest import load_manifest
+
+if TYPE_CHECKING:
+    from plat.daemon.app import Daemon
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PlatError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("control API %s %s failed", request.method, request.path)
+        return web.json_response(
+            {"error": "internal", "message": "the daemon hit an unexpected error; see daemon.log"},
+            status=500,
+        )
+
+
+def function_url(daemon: Daemon, name: str) -> str:
+    return f"{daemon.gateway_url}/function/{name}"
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PlatError("the request body must be JSON") from None
+    if not isinstance(data, dict):
+        raise PlatError("the request body must be a JSON object")
+    return data
+
+
+def make_status(daemon: Daemon) -> Handler:
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime": time.time() - daemon.started_at,
+                "home": str(daemon.home.root),
+                "gateway_url": daemon.gateway_url,
+                "backend": daemon.backend.name,
+                "engine": daemon.engine_description,
+                "builder": daemon.images.builder.name,
+                "functions": len(daemon.controller.functions),
+            }
+        )
+
+    return status
+
+
+def _function_summary(daemon: Daemon, name: str) -> dict[str, Any]:
+    fs = daemon.controller.functions[name]
+    return {
+        "name": name,
+        "runtime": fs.manifest.runtime,
+        "version": fs.version,
+        "image": fs.image,
+        "auth": fs.manifest.auth,
+        "url": function_url(daemon, name),
+        "instances": sum(1 for i in fs.instances if i.state == "ready"),
+        "desired": fs.desired(),
+    }
+
+
+def make_list(daemon: Daemon) -> Handler:
+    async def list_functions(request: web.Request) -> web.Response:
+        out = []
+        for record in await daemon.store.list_functions():
+            if record.name in daemon.controller.functions:
+                item = _function_summary(daemon, record.name)
+            else:
+                item = {
+                    "name": record.name,
+                    "version": record.version,
+                    "instances": 0,
+                    "runtime": record.manifest.get("runtime"),
+                    "url": None,
+                }
+            item["updated_at"] = record.updated_at
+            out.append(item)
+        return web.json_response(out)
+
+    return list_functions
+
+
+def make_describe(daemon: Daemon) -> Handler:
+    async def describe(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        record = await daemon.store.get_function(name)
+        if record is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        body: dict[str, Any] = {
+            "name": name,
+            "manifest": record.manifest,
+            "source_dir": record.source_dir,
+            "version": record.version,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }
+        if name in daemon.controller.functions:
+            body.update(_function_summary(daemon, name))
+        body["versions"] = [
+            {
+                "version": v.version,
+                "image": v.image,
+                "status": v.status,
+                "builder": v.builder,
+                "build_seconds": v.build_seconds,
+                "created_at": v.created_at,
+            }
+            for v in await daemon.store.list_versions(name)
+        ]
+        body["instance_list"] = [
+            {
+                "id": i.id,
+                "version": i.version,
+                "address": i.address,
+                "state": i.state,
+                "started_at": i.started_at,
+                "ready_seconds": i.ready_seconds,
+            }
+            for i in await daemon.store.list_instances(name)
+        ]
+        return web.json_response(body)
+
+    return describe
+
+
+def make_remove(daemon: Daemon) -> Handler:
+    async def remove(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        async with daemon.deploy_locks[name]:
+            await daemon.controller.remove(name)
+        return web.json_response({"removed": name})
+
+    return remove
+
+
+def make_build_log(daemon: Daemon) -> Handler:
+    async def build_log(request: web.Request) -> web.Response:
+        name, version = request.match_info["name"], request.match_info["version"]
+        text = await daemon.store.build_log(name, version)
+        if text is None:
+            raise NotFoundError(f"no build {version} of {name!r}")
+        return web.json_response({"function": name, "version": version, "log": text})
+
+    return build_log
+
+
+def make_shutdown(daemon: Daemon) -> Handler:
+    async def shutdown(request: web.Request) -> web.Response:
+        daemon.stop_event.set()
+        return web.json_response({"stopping": True})
+
+    return shutdown
+
+
+def make_deploy(daemon: Daemon) -> Handler:
+    async def deploy(request: web.Request) -> web.StreamResponse:
+        data = await _json_body(request)
+        raw_path = data.get("path")
+        if not isinstance(raw_path, str):
+            raise PlatError("deploy needs 'path', the function's folder")
+        source = Path(raw_path)
+        manifest = await asyncio.to_thread(load_manifest, source)
+        force = bool(data.get("force", False))
+
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        def emit(event: dict[str, Any]) -> None:
+            queue.put_nowait(event)
+
+        async def run() -> None:
+            started = time.monotonic()
+            lines: list[str] = []
+            try:
+                async with daemon.deploy_locks[manifest.name]:
+                    emit({"type": "phase", "phase": "build"})
+
+                    def on_line(line: str) -> None:
+                        lines.append(line)
+                        emit({"type": "log", "line": line})
+
+                    try:
+                        outcome = await daemon.images.build(manifest, source, on_line, force=force)
+                    except BuildError:
+                        # Failed builds of known functions keep their log for `plat describe`.
+                        if await daemon.store.get_function(manifest.name):
+                            await daemon.store.record_version(
+                                manifest.name,
+                                "failed-" + time.strftime("%Y%m%d%H%M%S"),
+                                "",
+                                status="failed",
+                                builder=daemon.images.builder.name,
+                                build_log="\n".join(lines),
+                                build_seconds=time.monotonic() - started,
+                                manifest=manifest.to_dict(),
+                            )
+                        raise
+                    known = await daemon.store.get_version(manifest.name, outcome.version)
+                    if not outcome.cached or known is None:
+                        await _record(outcome)
+                    emit(
+                        {
+                            "type": "built",
+                            "version": outcome.version,
+                            "image": outcome.image,
+                            "cached": outcome.cached,
+                            "seconds": outcome.seconds,
+                        }
+                    )
+                    fs = daemon.controller.functions.get(manifest.name)
+                    if (
+                        fs is not None
+                        and fs.version == outcome.version
+                        and fs.manifest == manifest
+                        and fs.pick() is not None
+                    ):
+                        emit({"type": "event", "message": "already serving this version"})
+                    else:
+                        emit({"type": "phase", "phase": "start"})
+                        await daemon.controller.deploy(
+                            manifest,
+                            outcome.version,
+                            outcome.image,
+                            str(source.resolve()),
+                            on_event=lambda m: emit({"type": "event", "message": m}),
+                        )
+                    fs = daemon.controller.functions[manifest.name]
+                    emit(
+                        {
+                            "type": "done",
+                            "function": _function_summary(daemon, manifest.name),
+                            "cached": outcome.cached,
+                            "build_seconds": outcome.seconds,
+                            "ready_seconds": max((i.ready_seconds or 0) for i in fs.instances),
+                            "seconds": time.monotonic() - started,
+                        }
+                    )
+            except PlatError as exc:
+                emit({"type": "error", **exc.to_json()})
+            except Exception as exc:
+                log.exception("deploy of %s failed", manifest.name)
+                emit({"type": "error", "error": "internal", "message": f"deploy failed: {exc!r}"})
+            finally:
+                queue.put_nowait(None)
+
+        async def _record(outcome: Any) -> None:
+            await daemon.store.record_version(
+                manifest.name,
+                outcome.version,
+                outcome.image,
+                status="built",
+                builder=outcome.builder,
+                build_log=outcome.log,
+                build_seconds=outcome.seconds,
+                manifest=manifest.to_dict(),
+            )
+
+        # The deploy runs to completion even if the client goes away.
+        task = daemon.tasks.spawn(run(), name=f"deploy-{manifest.name}")
+        client_gone = False
+        while True:
+            event = await queue.get()
+            if event is None:
+                break
+            if client_gone:
+                continue
+            try:
+                await response.write((json.dumps(event) + "\n").encode())
+            except (ConnectionResetError, RuntimeError):
+                client_gone = True
+        await task
+        if not client_gone:
+            await response.write_eof()
+        return response
+
+    return deploy
+
+
+def control_routes(daemon: Daemon) -> list[web.RouteDef]:
+    return [
+        web.get("/v1/status", make_status(daemon)),
+        web.get("/v1/functions", make_list(daemon)),
+        web.post("/v1/functions", make_deploy(daemon)),
+        web.get("/v1/functions/{name}", make_describe(daemon)),
+        web.delete("/v1/functions/{name}", make_remove(daemon)),
+        web.get("/v1/functions/{name}/builds/{version}", make_build_log(daemon)),
+        web.post("/v1/shutdown", make_shutdown(daemon)),
+    ]
+
+
+def deploy_locks() -> defaultdict[str, asyncio.Lock]:
+    return defaultdict(asyncio.Lock)

@@ -1,0 +1,390 @@
+"""The function controller: instances per function, readiness, replacement, blue/green.
+
+Traffic only reaches an instance after its readiness probe passed. A new version
+starts, gets ready and takes traffic before the old instances drain and stop. A
+watchdog replaces instances that died. On start, the controller reconciles the
+instances the backend holds (by label) with what the store says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from plat.daemon.backends import Backend, InstanceSpec, RunningInstance
+from plat.daemon.probe import NotReady, probe_once, wait_ready
+from plat.daemon.store import InstanceRecord, Store
+from plat.daemon.tasks import TaskGroup
+from plat.errors import NotFoundError, PlatError
+from plat.manifest import Manifest, validate_manifest
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str], None]
+
+
+class InstanceFailed(PlatError):
+    status = 502
+    code = "instance_failed"
+
+
+@dataclass(eq=False)
+class Instance:
+    running: RunningInstance
+    started_at: float
+    state: str = "starting"
+    inflight: int = 0
+    ready_seconds: float | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.running.id
+
+
+@dataclass(eq=False)
+class FunctionState:
+    name: str
+    manifest: Manifest
+    version: str
+    image: str
+    instances: list[Instance] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def desired(self) -> int:
+        # The warm pool holds at least one instance per function.
+        return max(1, self.manifest.scale.min)
+
+    def pick(self) -> Instance | None:
+        best: Instance | None = None
+        for inst in self.instances:
+            if inst.state == "ready" and (best is None or inst.inflight < best.inflight):
+                best = inst
+        return best
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        *,
+        ready_timeout: float = 30.0,
+        drain_timeout: float = 30.0,
+        watch_interval: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.ready_timeout = ready_timeout
+        self.drain_timeout = drain_timeout
+        self.watch_interval = watch_interval
+        self.functions: dict[str, FunctionState] = {}
+        self.tasks = TaskGroup(log)
+        self._session: aiohttp.ClientSession | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._draining: set[Instance] = set()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True, limit=0)
+            )
+        return self._session
+
+    async def start(self) -> None:
+        """Reconcile with the backend, then watch instances. Idempotent."""
+        if self._watchdog is not None:
+            return
+        await self.reconcile()
+        self._watchdog = asyncio.create_task(self._watch(), name="controller-watchdog")
+
+    async def close(self, *, stop_instances: bool = True) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+        draining = list(self._draining)
+        await self.tasks.close()
+        if stop_instances:
+            everything = [i for fs in self.functions.values() for i in fs.instances]
+            everything += [i for i in draining if i.state != "stopped"]
+            await asyncio.gather(*(self._stop(i, timeout=5.0) for i in everything))
+            for fs in self.functions.values():
+                fs.instances.clear()
+                fs.ready.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # instances
+
+    def _spec(self, manifest: Manifest, version: str, image: str) -> InstanceSpec:
+        return InstanceSpec(
+            function=manifest.name,
+            version=version,
+            image=image,
+            env=dict(manifest.env),
+            memory=manifest.resources.memory,
+            cpu=manifest.resources.cpu,
+            pids=manifest.resources.pids,
+            user=None if manifest.runtime == "dockerfile" else "10001:10001",
+        )
+
+    async def _start_instance(
+        self, manifest: Manifest, version: str, image: str, on_event: EventSink | None = None
+    ) -> Instance:
+        instance_id = secrets.token_hex(4)
+        started = time.monotonic()
+        running = await self.backend.start(self._spec(manifest, version, image), instance_id)
+        inst = Instance(running=running, started_at=time.time())
+        await self.store.add_instance(
+            InstanceRecord(
+                instance_id,
+                manifest.name,
+                version,
+                self.backend.name,
+                running.address,
+                "starting",
+                inst.started_at,
+                None,
+            )
+        )
+        if on_event:
+            on_event(f"instance {instance_id} started on {running.address}, waiting for ready")
+        try:
+            await wait_ready(
+                self.session,
+                running.host,
+                running.port,
+                timeout=self.ready_timeout,
+                alive=lambda: self.backend.is_alive(running),
+            )
+        except (NotReady, asyncio.CancelledError) as exc:
+            tail = ""
+            if isinstance(exc, NotReady):
+                tail = await self.backend.logs(running, tail=30)
+            await self._stop(inst, timeout=1.0)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise InstanceFailed(
+                f"{manifest.name} (version {version}) did not become ready: {exc}"
+                + (f"\n--- instance log (last lines) ---\n{tail.rstrip()}" if tail.strip() else ""),
+                hint="fix the error above; the previous version (if any) keeps serving",
+            ) from None
+        inst.ready_seconds = time.monotonic() - started
+        inst.state = "ready"
+        await self.store.set_instance_state(instance_id, "ready", inst.ready_seconds)
+        log.info(
+            "instance %s of %s ready in %.3f s", instance_id, manifest.name, inst.ready_seconds
+        )
+        return inst
+
+    async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
+        inst.state = "stopped"
+        try:
+            await self.backend.stop(inst.running, timeout=timeout)
+        except PlatError as exc:
+            log.warning("stopping instance %s failed: %s", inst.id, exc)
+        await self.store.remove_instance(inst.id)
+
+    async def _drain(self, inst: Instance) -> None:
+        inst.state = "draining"
+        self._draining.add(inst)
+        try:
+            if inst.inflight:
+                inst.idle.clear()
+                try:
+                    await asyncio.wait_for(inst.idle.wait(), timeout=self.drain_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "instance %s still had %d requests after draining", inst.id, inst.inflight
+                    )
+            await self._stop(inst)
+        finally:
+            self._draining.discard(inst)
+
+    # deploy / remove
+
+    async def deploy(
+        self,
+        manifest: Manifest,
+        version: str,
+        image: str,
+        source_dir: str,
+        on_event: EventSink | None = None,
+    ) -> FunctionState:
+        """Start the new version, switch traffic to it once ready, then drain the old one.
+
+        Raises InstanceFailed (the old version keeps serving) when it never becomes ready.
+        """
+        fs = self.functions.get(manifest.name)
+        if fs is None:
+            fs = FunctionState(manifest.name, manifest, version, image)
+            self.functions[manifest.name] = fs
+            fresh = True
+        else:
+            fresh = False
+        async with fs.lock:
+            count = max(1, manifest.scale.min)
+            try:
+                new = await asyncio.gather(
+                    *(
+                        self._start_instance(manifest, version, image, on_event)
+                        for _ in range(count)
+                    )
+                )
+            except BaseException:
+                if fresh and not fs.instances:
+                    self.functions.pop(manifest.name, None)
+                raise
+            old = fs.instances
+            fs.manifest, fs.version, fs.image = manifest, version, image
+            fs.instances = list(new)
+            fs.ready.set()
+            await self.store.upsert_function(manifest.name, manifest.to_dict(), source_dir, version)
+            for inst in old:
+                self.tasks.spawn(self._drain(inst), name=f"drain-{inst.id}")
+        return fs
+
+    async def remove(self, name: str) -> None:
+        fs = self.functions.pop(name, None)
+        record = await self.store.get_function(name)
+        if fs is None and record is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        if fs is not None:
+            async with fs.lock:
+                fs.ready.clear()
+                await asyncio.gather(*(self._stop(i, timeout=2.0) for i in fs.instances))
+                fs.instances.clear()
+        await self.store.delete_function(name)
+
+    # traffic
+
+    async def acquire(self, name: str, wait: float | None = None) -> Instance:
+        """A ready instance of ``name`` with its in-flight count taken; pair with release()."""
+        fs = self.functions.get(name)
+        if fs is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        inst = fs.pick()
+        while inst is None:
+            try:
+                await asyncio.wait_for(fs.ready.wait(), timeout=wait or self.ready_timeout)
+            except TimeoutError:
+                raise InstanceFailed(f"function {name!r} has no ready instance") from None
+            inst = fs.pick()
+            if inst is None:
+                fs.ready.clear()
+        inst.inflight += 1
+        return inst
+
+    def release(self, inst: Instance) -> None:
+        inst.inflight -= 1
+        if inst.inflight <= 0:
+            inst.idle.set()
+
+    def suspect(self, inst: Instance) -> None:
+        """The gateway could not talk to ``inst``: check it now rather than at the next tick."""
+        self.tasks.spawn(self._check(inst), name=f"check-{inst.id}")
+
+    async def _check(self, inst: Instance) -> None:
+        if inst.state == "ready" and not await self.backend.is_alive(inst.running):
+            await self._replace(inst)
+
+    async def _replace(self, inst: Instance) -> None:
+        fs = self.functions.get(inst.running.function)
+        if fs is None or inst not in fs.instances:
+            return
+        log.warning("instance %s of %s died; replacing it", inst.id, fs.name)
+        fs.instances.remove(inst)
+        if not fs.pick():
+            fs.ready.clear()
+        await self._stop(inst, timeout=1.0)
+        await self._ensure(fs)
+
+    async def _ensure(self, fs: FunctionState) -> None:
+        async with fs.lock:
+            if self.functions.get(fs.name) is not fs:
+                return
+            missing = fs.desired() - len(fs.instances)
+            for _ in range(missing):
+                try:
+                    inst = await self._start_instance(fs.manifest, fs.version, fs.image)
+                except PlatError as exc:
+                    log.error("could not start an instance of %s: %s", fs.name, exc)
+                    return
+                fs.instances.append(inst)
+                fs.ready.set()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            try:
+                alive = {r.backend_ref for r in await self.backend.list() if r.running}
+            except PlatError as exc:
+                log.warning("watchdog could not list instances: %s", exc)
+                continue
+            for fs in list(self.functions.values()):
+                for inst in list(fs.instances):
+                    if inst.state == "ready" and inst.running.backend_ref not in alive:
+                        self.tasks.spawn(self._replace(inst), name=f"replace-{inst.id}")
+
+    # start-up
+
+    async def reconcile(self) -> None:
+        """Adopt healthy instances of current versions, remove everything else, fill gaps."""
+        records = await self.store.list_functions()
+        found = await self.backend.list()
+        known = {r.id for r in await self.store.list_instances()}
+        adopted: set[str] = set()
+        for record in records:
+            if record.version is None:
+                continue
+            version = await self.store.get_version(record.name, record.version)
+            if version is None:
+                continue
+            manifest = validate_manifest(
+                record.manifest, source=f"stored manifest of {record.name}"
+            )
+            fs = FunctionState(record.name, manifest, record.version, version.image)
+            self.functions[record.name] = fs
+            for running in found:
+                if (
+                    running.function == record.name
+                    and running.version == record.version
+                    and running.running
+                    and len(fs.instances) < fs.desired()
+                    and await probe_once(self.session, running.host, running.port, timeout=2.0)
+                ):
+                    inst = Instance(running=running, started_at=time.time(), state="ready")
+                    fs.instances.append(inst)
+                    adopted.add(running.id)
+                    await self.store.add_instance(
+                        InstanceRecord(
+                            running.id,
+                            record.name,
+                            record.version,
+                            self.backend.name,
+                            running.address,
+                            "ready",
+                            inst.started_at,
+                            None,
+                        )
+                    )
+            if fs.instances:
+                fs.ready.set()
+        stale = [r for r in found if r.id not in adopted]
+        await asyncio.gather(*(self.backend.stop(r, timeout=2.0) for r in stale))
+        for instance_id in known - adopted:
+            await self.store.remove_instance(instance_id)
+        log.info("reconciled: adopted %d instance(s), removed %d", len(adopted), len(stale))
+        for fs in self.functions.values():
+            if len(fs.instances) < fs.desired():
+                self.tasks.spawn(self._ensure(fs), name=f"ensure-{fs.name}")

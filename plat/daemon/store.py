@@ -1,0 +1,286 @@
+"""The metadata store: SQLite through aiosqlite, WAL, versioned migrations.
+
+The store is the only source of truth for functions, their versions (builds) and
+instances. Everything the daemon persists goes through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from plat.errors import DaemonError
+
+# Each entry upgrades the schema by one version. Never edit a shipped entry; append.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE functions (
+        name        TEXT PRIMARY KEY,
+        manifest    TEXT NOT NULL,
+        source_dir  TEXT NOT NULL,
+        version     TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE versions (
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        image       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        builder     TEXT,
+        build_log   TEXT NOT NULL DEFAULT '',
+        build_seconds REAL,
+        manifest    TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (function, version)
+    );
+    CREATE TABLE instances (
+        id          TEXT PRIMARY KEY,
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        started_at  REAL NOT NULL,
+        ready_seconds REAL
+    );
+    CREATE INDEX instances_by_function ON instances(function);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class FunctionRecord:
+    name: str
+    manifest: dict[str, Any]
+    source_dir: str
+    version: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    function: str
+    version: str
+    image: str
+    status: str
+    builder: str | None
+    build_seconds: float | None
+    manifest: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    id: str
+    function: str
+    version: str
+    backend: str
+    address: str
+    state: str
+    started_at: float
+    ready_seconds: float | None
+
+
+class Store:
+    """Async access to the database. ``open()`` and ``close()`` are idempotent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        self._db = await aiosqlite.connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self.migrate()
+        self.path.chmod(0o600)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise DaemonError("the store is closed")
+        return self._db
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending migrations in order; returns the resulting schema version."""
+        current = await self.schema_version()
+        if current > len(MIGRATIONS):
+            raise DaemonError(
+                f"the database {self.path} has schema version {current}, newer than this plat "
+                f"({len(MIGRATIONS)})",
+                hint="upgrade plat, or point PLAT_HOME elsewhere",
+            )
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            await self.db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        return len(MIGRATIONS)
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    # functions
+
+    async def upsert_function(
+        self, name: str, manifest: dict[str, Any], source_dir: str, version: str
+    ) -> None:
+        now = time.time()
+        await self.db.execute(
+            """INSERT INTO functions(name, manifest, source_dir, version, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET manifest=excluded.manifest,
+                 source_dir=excluded.source_dir, version=excluded.version,
+                 updated_at=excluded.updated_at""",
+            (name, json.dumps(manifest), source_dir, version, now, now),
+        )
+        await self.db.commit()
+
+    async def get_function(self, name: str) -> FunctionRecord | None:
+        async with self.db.execute("SELECT * FROM functions WHERE name=?", (name,)) as cur:
+            row = await cur.fetchone()
+        return _function(row) if row else None
+
+    async def list_functions(self) -> list[FunctionRecord]:
+        async with self.db.execute("SELECT * FROM functions ORDER BY name") as cur:
+            rows = await cur.fetchall()
+        return [_function(row) for row in rows]
+
+    async def delete_function(self, name: str) -> None:
+        await self.db.execute("DELETE FROM instances WHERE function=?", (name,))
+        await self.db.execute("DELETE FROM versions WHERE function=?", (name,))
+        await self.db.execute("DELETE FROM functions WHERE name=?", (name,))
+        await self.db.commit()
+
+    # versions
+
+    async def record_version(
+        self,
+        function: str,
+        version: str,
+        image: str,
+        *,
+        status: str,
+        builder: str | None,
+        build_log: str,
+        build_seconds: float | None,
+        manifest: dict[str, Any],
+    ) -> None:
+        await self.db.execute(
+            """INSERT INTO versions(function, version, image, status, builder, build_log,
+                 build_seconds, manifest, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(function, version) DO UPDATE SET image=excluded.image,
+                 status=excluded.status, builder=excluded.builder,
+                 build_log=excluded.build_log, build_seconds=excluded.build_seconds,
+                 manifest=excluded.manifest, created_at=excluded.created_at""",
+            (
+                function,
+                version,
+                image,
+                status,
+                builder,
+                build_log,
+                build_seconds,
+                json.dumps(manifest),
+                time.time(),
+            ),
+        )
+        await self.db.commit()
+
+    async def get_version(self, function: str, version: str) -> VersionRecord | None:
+        async with self.db.execute(
+            "SELECT * FROM versions WHERE function=? AND version=?", (function, version)
+        ) as cur:
+            row = await cur.fetchone()
+        return _version(row) if row else None
+
+    async def list_versions(self, function: str) -> list[VersionRecord]:
+        async with self.db.execute(
+            "SELECT * FROM versions WHERE function=? ORDER BY created_at DESC", (function,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_version(row) for row in rows]
+
+    async def build_log(self, function: str, version: str) -> str | None:
+        async with self.db.execute(
+            "SELECT build_log FROM versions WHERE function=? AND version=?", (function, version)
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    # instances
+
+    async def add_instance(self, record: InstanceRecord) -> None:
+        await self.db.execute(
+            """INSERT OR REPLACE INTO instances(id, function, version, backend, address, state,
+                 started_at, ready_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                record.id,
+                record.function,
+                record.version,
+                record.backend,
+                record.address,
+                record.state,
+                record.started_at,
+                record.ready_seconds,
+            ),
+        )
+        await self.db.commit()
+
+    async def set_instance_state(
+        self, instance_id: str, state: str, ready_seconds: float | None = None
+    ) -> None:
+        await self.db.execute(
+            "UPDATE instances SET state=?, ready_seconds=COALESCE(?, ready_seconds) WHERE id=?",
+            (state, ready_seconds, instance_id),
+        )
+        await self.db.commit()
+
+    async def remove_instance(self, instance_id: str) -> None:
+        await self.db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+        await self.db.commit()
+
+    async def list_instances(self, function: str | None = None) -> list[InstanceRecord]:
+        query = "SELECT * FROM instances"
+        args: tuple[str, ...] = ()
+        if function is not None:
+            query, args = query + " WHERE function=?", (function,)
+        query += " ORDER BY started_at"
+        async with self.db.execute(query, args) as cur:
+            rows = await cur.fetchall()
+        return [InstanceRecord(**dict(row)) for row in rows]
+
+
+def _function(row: aiosqlite.Row) -> FunctionRecord:
+    data = dict(row)
+    data["manifest"] = json.loads(data["manifest"])
+    return FunctionRecord(**data)
+
+
+def _version(row: aiosqlite.Row) -> VersionRecord:
+    data = dict(row)
+    data.pop("build_log", None)
+    data["manifest"] = json.loads(data["manifest"])
+    return VersionRecord(**data)

@@ -1,0 +1,197 @@
+"""``plat.yaml``: loading, validation and defaults.
+
+Validation happens in the CLI before anything is sent to the daemon, and again in
+the daemon. Every problem becomes one ManifestError naming the file, the field
+and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plat.errors import ManifestError
+from plat.runtimes import all_runtimes, detect_runtime
+from plat.units import parse_duration, parse_size
+
+MANIFEST_NAME = "plat.yaml"
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+DEFAULT_MEMORY = 256 * 1024**2
+DEFAULT_CPU = 1.0
+DEFAULT_TIMEOUT = 30.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    memory: int = DEFAULT_MEMORY
+    cpu: float = DEFAULT_CPU
+    pids: int = 256
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int:
+        size = parse_size(value)
+        if size < 16 * 1024**2:
+            raise ValueError("memory must be at least 16Mi")
+        return size
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: float) -> float:
+        if not 0.01 <= value <= 64:
+            raise ValueError("cpu must be between 0.01 and 64 (cores)")
+        return value
+
+    @field_validator("pids")
+    @classmethod
+    def _pids(cls, value: int) -> int:
+        if value < 8:
+            raise ValueError("pids must be at least 8")
+        return value
+
+
+class Scale(_Strict):
+    min: int = Field(default=1, ge=0, le=100)
+    max: int = Field(default=4, ge=1, le=100)
+    concurrency: int = Field(default=8, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _order(self) -> Scale:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class Manifest(_Strict):
+    name: str
+    runtime: str
+    handler: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["basic", "public"] = "basic"
+    timeout: float = DEFAULT_TIMEOUT
+    resources: Resources = Field(default_factory=Resources)
+    scale: Scale = Field(default_factory=Scale)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name; use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (e.g. hello-world)"
+            )
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str) -> str:
+        known = all_runtimes()
+        if value not in known:
+            raise ValueError(f"unknown runtime {value!r}; use one of: {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds > 3600:
+            raise ValueError("timeout must be at most 1h")
+        return seconds
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("env must be a mapping of NAME: value")
+        out = {}
+        for key, item in value.items():
+            if not ENV_KEY_RE.match(str(key)):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if isinstance(item, dict | list):
+                raise ValueError(f"env value for {key} must be a string or number")
+            out[str(key)] = "" if item is None else str(item)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_error(source: str, err: dict[str, Any]) -> str:
+    field = _field_path(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        parent = field.rsplit(".", 1)[0] if "." in field else None
+        allowed = _allowed_keys(parent)
+        return (
+            f"{source}: unknown key '{field}'. Remove it or fix its spelling; "
+            f"allowed keys{' under ' + parent if parent else ''}: {', '.join(allowed)}"
+        )
+    if kind == "missing":
+        return f"{source}: '{field}' is required. Add it, e.g. `{field}: ...`"
+    message = str(err.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    return f"{source}: invalid value for '{field}': {message}"
+
+
+def _allowed_keys(parent: str | None) -> list[str]:
+    model: type[BaseModel] = Manifest
+    if parent == "resources":
+        model = Resources
+    elif parent == "scale":
+        model = Scale
+    return list(model.model_fields)
+
+
+def validate_manifest(data: Any, *, source: str = MANIFEST_NAME) -> Manifest:
+    """A Manifest from parsed YAML; raises ManifestError naming file, field and fix."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a mapping of keys (name: ..., runtime: ...)")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(source, dict(err)) for err in exc.errors()]
+        raise ManifestError("\n".join(lines)) from None
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """Read and validate ``folder/plat.yaml``, detecting the runtime when absent."""
+    folder = folder.resolve()
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise ManifestError(f"{folder} is not a folder", hint="pass the function's folder")
+    if not path.is_file():
+        raise ManifestError(
+            f"no {MANIFEST_NAME} in {folder}",
+            hint="run `plat init NAME` to scaffold a function, or cd into its folder",
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ManifestError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if isinstance(data, dict) and "runtime" not in data:
+        detected = detect_runtime(folder)
+        if detected is None:
+            raise ManifestError(
+                f"{path}: 'runtime' is not set and cannot be detected",
+                hint="add `runtime: python`, `runtime: node` or `runtime: dockerfile`",
+            )
+        data["runtime"] = detected
+    return validate_manifest(data, source=str(path))

@@ -1,0 +1,65 @@
+"""Where plat keeps its state: ``$PLAT_HOME`` (default ``~/.plat``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Home:
+        env = os.environ if env is None else env
+        raw = env.get("PLAT_HOME") or str(Path.home() / ".plat")
+        return cls(Path(raw).expanduser().resolve())
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "plat.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "plat.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run_dir / "plat.lock"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "plat.db"
+
+    @property
+    def credentials(self) -> Path:
+        return self.root / "credentials"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def cli_log(self) -> Path:
+        return self.root / "cli.log"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def ensure(self) -> None:
+        """Create the state folders, private to the user (idempotent)."""
+        for path in (self.root, self.run_dir, self.builds_dir, self.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o700)

@@ -1,0 +1,137 @@
+"""`plat deploy` / `plat invoke` / `plat rm` end to end: real daemon, Buildah, Podman."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import PlatRunner, copy_example
+from tests.functions import ECHO, write_python_function
+
+pytestmark = pytest.mark.container
+
+
+@pytest.mark.parametrize(
+    ("example", "name"),
+    [
+        ("hello-python", "hello-python"),
+        ("hello-node", "hello-node"),
+        ("hello-dockerfile", "hello-dockerfile"),
+    ],
+)
+def test_examples_deploy_and_invoke(
+    plat: PlatRunner, tmp_path: Path, example: str, name: str
+) -> None:
+    folder = copy_example(example, tmp_path)
+    out = plat.run("deploy", str(folder)).stdout
+    assert f"{plat.gateway}/function/{name}" in out
+    assert "curl -u admin:$(plat auth password)" in out
+
+    body = plat.run("invoke", name, "-d", '{"name": "Ada"}').stdout
+    assert "Ada" in body
+    default = plat.run("invoke", name, "-X", "POST", "-d", "{}").stdout
+    assert "world" in default
+
+    # Through the gateway over HTTP, with and without credentials.
+    ok = plat.http("POST", f"/function/{name}", b'{"name": "Grace"}')
+    assert ok.status == 200
+    assert b"Grace" in ok.body
+    denied = plat.http("POST", f"/function/{name}", b"{}", auth=False)
+    assert denied.status == 401
+    assert denied.json()["error"] == "unauthorized"  # type: ignore[index]
+    assert denied.headers.get("WWW-Authenticate", "").startswith("Basic")
+
+
+def test_invoke_passes_method_query_headers_path_and_exit_codes(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    folder = write_python_function(tmp_path, "echo", ECHO, extra_manifest="env: {GREETING: hi}\n")
+    plat.run("deploy", str(folder))
+    proc = plat.run(
+        "invoke", "echo", "-X", "PUT", "-d", "payload", "-H", "X-Test: yes", "--path", "/a/b?q=1"
+    )
+    data = json.loads(proc.stdout)
+    assert data["method"] == "PUT"
+    assert data["path"] == "/a/b"
+    assert data["query"] == {"q": "1"}
+    assert data["body"] == "payload"
+    assert data["x_test"] == "yes"
+    assert data["greeting"] == "hi"
+    # The gateway's credentials never reach the function.
+    assert data["authorization"] is None
+
+    head = plat.run("invoke", "echo", "-i").stdout
+    assert head.startswith("HTTP/1.1 200")
+    assert "content-type: application/json" in head.lower()
+
+    missing = plat.run("invoke", "nope", check=False)
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+    assert "nope" in missing.stdout
+
+
+def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    folder = copy_example("hello-python", tmp_path)
+    first = plat.run("deploy", str(folder), "-v")
+    assert "up to date" not in first.stderr
+    again = plat.run("deploy", str(folder))
+    assert "unchanged, reused" in again.stderr
+    assert "already serving" not in again.stdout
+
+    handler = folder / "handler.py"
+    handler.write_text(handler.read_text().replace("Hello", "Howdy"))
+    changed = plat.run("deploy", str(folder), "-v")
+    log = changed.stderr
+    # The dependency install step comes from the layer cache; only the code layer is new.
+    assert "Using cache" in log
+    install_lines = [ln for ln in log.splitlines() if "pip install" in ln and "STEP" in ln]
+    assert install_lines, log
+    assert "Howdy" in plat.run("invoke", "hello-python", "-d", '{"name": "Ada"}').stdout
+    describe = json.loads(plat.run("describe", "hello-python", "--json").stdout)
+    assert len([v for v in describe["versions"] if v["status"] == "built"]) >= 2
+
+
+def test_failing_build_exits_1_with_step_and_tail(plat: PlatRunner, tmp_path: Path) -> None:
+    folder = write_python_function(
+        tmp_path,
+        "badreq",
+        "def handle(event, context):\n    return 'x'\n",
+        requirements="this-package-does-not-exist-plat==0.0.1\n",
+    )
+    proc = plat.run("deploy", str(folder), check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "STEP" in proc.stderr
+    assert "build log" in proc.stderr
+    assert "this-package-does-not-exist-plat" in proc.stderr
+
+
+def test_import_error_never_becomes_ready_and_old_version_keeps_serving(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    folder = write_python_function(tmp_path, "keeper", "def handle(e, c):\n    return 'v1'\n")
+    plat.run("deploy", str(folder))
+    (folder / "handler.py").write_text("def handle(e, c):\n    return 'v2'\nsyntax error here\n")
+    proc = plat.run("deploy", str(folder), check=False)
+    assert proc.returncode == 1
+    assert "did not become ready" in proc.stderr
+    assert "SyntaxError" in proc.stderr
+    assert plat.run("invoke", "keeper").stdout.strip() == "v1"
+
+
+def test_rm_removes_instances_and_metadata(plat: PlatRunner, tmp_path: Path) -> None:
+    folder = write_python_function(tmp_path, "gone", "def handle(e, c):\n    return 'hi'\n")
+    plat.run("deploy", str(folder))
+    assert plat.containers("label=plat.function=gone")
+    plat.run("rm", "gone")
+    assert plat.containers("label=plat.function=gone") == []
+    names = [f["name"] for f in json.loads(plat.run("ls", "--json").stdout)]
+    assert "gone" not in names
+    assert plat.http("GET", "/function/gone").status == 404
+    again = plat.run("rm", "gone", check=False)
+    assert again.returncode == 1
+    assert "no function named 'gone'" in again.stderr

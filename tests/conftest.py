@@ -1,0 +1,5 @@
+"""Shared fixtures. The running-daemon fixtures live in tests/fixtures.py."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.fixtures"]
