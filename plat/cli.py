@@ -72,7 +72,10 @@ def main() -> None:
     """Entry point: PlatError -> message, exit 1; Ctrl-C -> 130; anything else -> 3."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the exit code of typer.Exit instead of raising.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except PlatError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}")
         if exc.hint:

@@ -78,6 +78,11 @@ def load_config(
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise PlatError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise PlatError(
+                f"{path}: expected a mapping of settings",
+                hint="write one `setting: value` per line, e.g. `gateway_port: 8080`",
+            )
         unknown = sorted(set(data) - set(by_name))
         if unknown:
             raise PlatError(

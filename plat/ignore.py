@@ -36,7 +36,7 @@ class IgnoreRules:
         path = root / IGNORE_FILE
         if path.is_file():
             lines += path.read_text(errors="replace").splitlines()
-        self._spec = pathspec.PathSpec.from_lines("gitwildmatch", lines)
+        self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, relative: str, is_dir: bool = False) -> bool:
         return self._spec.match_file(relative + "/" if is_dir else relative)
@@ -59,7 +59,7 @@ def digest_files(root: Path, files: list[Path], extra: bytes = b"") -> str:
     h = hashlib.sha256(extra)
     for rel in files:
         path = root / rel
-        h.update(rel.as_posix().encode() + b"\0")
+        h.update(rel.as_posix().encode() + b"\0" + str(path.stat().st_size).encode() + b"\0")
         h.update(b"x" if os.access(path, os.X_OK) else b"-")
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 16), b""):

@@ -19,8 +19,8 @@ from plat.runtimes import all_runtimes, detect_runtime
 from plat.units import parse_duration, parse_size
 
 MANIFEST_NAME = "plat.yaml"
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 DEFAULT_MEMORY = 256 * 1024**2
 DEFAULT_CPU = 1.0
@@ -84,7 +84,7 @@ class Manifest(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a valid name; use 1-63 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit (e.g. hello-world)"
@@ -116,10 +116,15 @@ class Manifest(_Strict):
             raise ValueError("env must be a mapping of NAME: value")
         out = {}
         for key, item in value.items():
-            if not ENV_KEY_RE.match(str(key)):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if not ENV_KEY_RE.fullmatch(str(key)):
+                raise ValueError(
+                    f"{key!r} is not a valid environment variable name; use letters, digits "
+                    "and '_', not starting with a digit (e.g. MY_VAR)"
+                )
             if isinstance(item, dict | list):
                 raise ValueError(f"env value for {key} must be a string or number")
+            if isinstance(item, bool):
+                item = "true" if item else "false"
             out[str(key)] = "" if item is None else str(item)
         return out
 

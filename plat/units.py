@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -35,8 +36,8 @@ def parse_duration(value: str | int | float) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration; use e.g. 30s, 500ms, 2m or 1h")
         seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be a finite number greater than zero, e.g. 30s")
     return seconds
 
 

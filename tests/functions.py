@@ -17,7 +17,8 @@ def write_python_function(
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plat.yaml").write_text(
-        f"name: {name}\nruntime: python\nhandler: handler.handle\n" + textwrap.dedent(extra_manifest)
+        f"name: {name}\nruntime: python\nhandler: handler.handle\n"
+        + textwrap.dedent(extra_manifest)
     )
     (folder / "handler.py").write_text(textwrap.dedent(handler))
     (folder / "requirements.txt").write_text(requirements)

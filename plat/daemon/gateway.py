@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from plat.credentials import check_basic
 from plat.daemon.controller import Controller
@@ -46,23 +47,23 @@ def json_error(status: int, code: str, message: str, **extra: object) -> web.Res
     )
 
 
-def forward_headers(headers: aiohttp.typedefs.LooseHeaders, drop_auth: bool) -> dict[str, str]:
-    out: dict[str, str] = {}
-    connection_tokens = set()
-    items = list(headers.items())  # type: ignore[union-attr]
-    for key, value in items:
-        if key.lower() == "connection":
-            connection_tokens |= {t.strip().lower() for t in value.split(",")}
+def forward_headers(headers: Mapping[str, str], drop_auth: bool) -> CIMultiDict[str]:
+    """The end-to-end headers of ``headers``; repeated ones (Set-Cookie) stay separate."""
+    out: CIMultiDict[str] = CIMultiDict()
+    items = list(headers.items())
+    connection_tokens = {
+        token.strip().lower()
+        for key, value in items
+        if key.lower() == "connection"
+        for token in value.split(",")
+    }
     for key, value in items:
         lower = key.lower()
         if lower in HOP_BY_HOP or lower in connection_tokens:
             continue
         if drop_auth and lower == "authorization":
             continue
-        if key in out:
-            out[key] += ", " + value
-        else:
-            out[key] = value
+        out.add(key, value)
     return out
 
 

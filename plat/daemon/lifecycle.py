@@ -119,6 +119,7 @@ async def _main(home: Home, env: Mapping[str, str], overrides: Mapping[str, Any]
 
 def run(home: Home, env: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT or a shutdown request."""
+    os.umask(0o077)  # the database, its WAL files and logs are private
     with single_instance(home):
         _setup_logging(home, foreground=True)
         asyncio.run(_main(home, env, overrides))

@@ -22,8 +22,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunner, P
     runner.env["PLAT_MAX_BODY"] = "64Ki"
     runner.run("daemon", "start")
     fns = root / "fns"
-    runner.run("deploy", str(write_python_function(fns, "echo", ECHO, extra_manifest="auth: public\n")))
-    runner.run("deploy", str(write_python_function(fns, "slow", SLOW, extra_manifest="timeout: 1s\n")))
+    runner.run(
+        "deploy", str(write_python_function(fns, "echo", ECHO, extra_manifest="auth: public\n"))
+    )
+    runner.run(
+        "deploy", str(write_python_function(fns, "slow", SLOW, extra_manifest="timeout: 1s\n"))
+    )
     runner.run("deploy", str(write_python_function(fns, "crash", CRASH)))
     yield runner, fns
     stop_daemon(runner)
@@ -45,9 +49,7 @@ def test_unknown_function_is_404_json(gw: tuple[PlatRunner, Path]) -> None:
 
 def test_public_function_needs_no_auth_and_passes_everything(gw: tuple[PlatRunner, Path]) -> None:
     plat, _ = gw
-    res = plat.http(
-        "DELETE", "/function/echo/x/y?a=1&b=2", b"data", {"X-Test": "t"}, auth=False
-    )
+    res = plat.http("DELETE", "/function/echo/x/y?a=1&b=2", b"data", {"X-Test": "t"}, auth=False)
     assert res.status == 200
     body = res.json()
     assert body["method"] == "DELETE"  # type: ignore[index]

@@ -1,0 +1,359 @@
+"""plat.manifest: loading and validating plat.yaml, defaults and runtime detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from plat.errors import ManifestError
+from plat.manifest import (
+    DEFAULT_CPU,
+    DEFAULT_MEMORY,
+    DEFAULT_TIMEOUT,
+    MANIFEST_NAME,
+    Manifest,
+    load_manifest,
+    validate_manifest,
+)
+
+HEAD = "name: hello\nruntime: python\n"
+
+
+def make_function(folder: Path, manifest: str | None, *files: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if manifest is not None:
+        (folder / MANIFEST_NAME).write_text(manifest)
+    for name in files:
+        (folder / name).write_text("")
+    return folder
+
+
+def load_error(folder: Path) -> str:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(folder)
+    return str(info.value)
+
+
+# Each row: the plat.yaml text, what names the field, what tells the user the fix.
+BAD_MANIFESTS = [
+    pytest.param(
+        HEAD + "handlr: handler.handle\n", "'handlr'", "fix its spelling", id="unknown-key"
+    ),
+    pytest.param(
+        HEAD + "handlr: handler.handle\n",
+        "'handlr'",
+        "allowed keys: name, runtime, handler, env, auth, timeout, resources, scale",
+        id="unknown-key-lists-allowed",
+    ),
+    pytest.param(
+        HEAD + "resources: {memory: 256Mi, gpu: 1}\n",
+        "'resources.gpu'",
+        "allowed keys under resources: memory, cpu, pids",
+        id="unknown-resources-key",
+    ),
+    pytest.param(
+        HEAD + "scale: {minimum: 1}\n",
+        "'scale.minimum'",
+        "allowed keys under scale: min, max, concurrency",
+        id="unknown-scale-key",
+    ),
+    pytest.param("runtime: python\n", "'name' is required", "Add it", id="name-missing"),
+    *[
+        pytest.param(
+            f"name: {name}\nruntime: python\n", "'name'", "e.g. hello-world", id=f"name-{ident}"
+        )
+        for ident, name in [
+            ("upper", "Hello"),
+            ("leading-dash", "-hello"),
+            ("trailing-dash", "hello-"),
+            ("underscore", "hello_world"),
+            ("dot", "hello.world"),
+            ("space", "'hello world'"),
+            ("too-long", "a" * 64),
+            ("empty", "''"),
+            ("non-ascii", "héllo"),
+        ]
+    ],
+    pytest.param(
+        "name: 123\nruntime: python\n", "'name'", "should be a valid string", id="name-int"
+    ),
+    pytest.param(HEAD + "timeout: soon\n", "'timeout'", "use e.g. 30s", id="duration-word"),
+    pytest.param(HEAD + "timeout: 30sec\n", "'timeout'", "use e.g. 30s", id="duration-unit"),
+    pytest.param(HEAD + "timeout: 0s\n", "'timeout'", "greater than zero", id="duration-zero"),
+    pytest.param(HEAD + "timeout: 2h\n", "'timeout'", "at most 1h", id="duration-too-long"),
+    pytest.param(HEAD + "timeout: true\n", "'timeout'", "such as 30s", id="duration-bool"),
+    pytest.param(
+        HEAD + "resources: {memory: lots}\n", "'resources.memory'", "128Mi", id="size-word"
+    ),
+    pytest.param(
+        HEAD + "resources: {memory: 256MB}\n", "'resources.memory'", "128Mi", id="size-unit"
+    ),
+    pytest.param(
+        HEAD + "resources: {memory: 1Mi}\n", "'resources.memory'", "at least 16Mi", id="size-small"
+    ),
+    pytest.param(
+        HEAD + "resources: {cpu: 0}\n", "'resources.cpu'", "between 0.01 and 64", id="cpu-zero"
+    ),
+    pytest.param(HEAD + "resources: {pids: 2}\n", "'resources.pids'", "at least 8", id="pids-low"),
+    pytest.param(
+        HEAD + "scale: {min: 5, max: 2}\n",
+        "'scale'",
+        "min (5) must not exceed max (2)",
+        id="min-gt-max",
+    ),
+    pytest.param(
+        HEAD + "scale: {min: 5}\n",
+        "'scale'",
+        "min (5) must not exceed max (4)",
+        id="min-gt-default",
+    ),
+    pytest.param(
+        HEAD + "scale: {min: -1}\n", "'scale.min'", "greater than or equal to 0", id="min-negative"
+    ),
+    pytest.param(
+        HEAD + "scale: {concurrency: 0}\n",
+        "'scale.concurrency'",
+        "greater than or equal to 1",
+        id="concurrency-zero",
+    ),
+    pytest.param(HEAD + "auth: none\n", "'auth'", "'basic' or 'public'", id="auth"),
+    pytest.param(
+        "name: hello\nruntime: ruby\n", "'runtime'", "dockerfile, node, python", id="runtime"
+    ),
+    pytest.param(HEAD + "env: [A, B]\n", "'env'", "mapping of NAME: value", id="env-list"),
+    pytest.param(
+        HEAD + "env: {A: {b: 1}}\n", "'env'", "must be a string or number", id="env-nested"
+    ),
+    # Names the key but gives no fix: see test_bad_env_key_message_gives_a_fix.
+    pytest.param(
+        HEAD + "env: {1BAD: x}\n",
+        "'1BAD' is not a valid environment variable name",
+        "",
+        id="env-key-digit",
+    ),
+    pytest.param(
+        HEAD + "env: {MY-VAR: x}\n",
+        "'MY-VAR' is not a valid environment variable name",
+        "",
+        id="env-key-dash",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "fix"), BAD_MANIFESTS)
+def test_bad_manifest(tmp_path: Path, text: str, field: str, fix: str) -> None:
+    folder = make_function(tmp_path / "fn", text)
+    message = load_error(folder)
+    assert str(folder / MANIFEST_NAME) in message
+    assert field in message
+    assert fix in message
+
+
+def test_bad_env_key_message_gives_a_fix(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", HEAD + "env: {1BAD: x}\n")
+    message = load_error(folder)
+    assert "letters, digits" in message or "e.g." in message
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", "name: Bad\nruntime: python\ntimeout: soon\nx: 1\n")
+    lines = load_error(folder).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(str(folder / MANIFEST_NAME)) for line in lines)
+    assert any("'name'" in line for line in lines)
+    assert any("'timeout'" in line for line in lines)
+    assert any("unknown key 'x'" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: [\n", "YAML syntax error at line 2"),
+        ("name: hello\n  runtime: python\n", "YAML syntax error at line 2, column 10"),
+        ("name: hello\n\truntime: python\n", "YAML syntax error"),
+    ],
+)
+def test_yaml_syntax_error(tmp_path: Path, text: str, needle: str) -> None:
+    folder = make_function(tmp_path / "fn", text)
+    message = load_error(folder)
+    assert str(folder / MANIFEST_NAME) in message
+    assert needle in message
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", None, "handler.py")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(folder)
+    assert info.value.message == f"no {MANIFEST_NAME} in {folder}"
+    assert info.value.hint is not None
+    assert "plat init" in info.value.hint
+
+
+def test_folder_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="is not a folder"):
+        load_manifest(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("text", ["- name\n- hello\n", "hello\n", "42\n"])
+def test_non_mapping_document(tmp_path: Path, text: str) -> None:
+    folder = make_function(tmp_path / "fn", text)
+    message = load_error(folder)
+    assert str(folder / MANIFEST_NAME) in message
+    assert "expected a mapping" in message
+
+
+def test_validate_manifest_names_the_source() -> None:
+    with pytest.raises(ManifestError) as info:
+        validate_manifest({"name": "hello", "runtime": "python", "bogus": 1}, source="x/plat.yaml")
+    assert info.value.message.startswith("x/plat.yaml: unknown key 'bogus'")
+    with pytest.raises(ManifestError, match=r"^plat\.yaml: expected a mapping"):
+        validate_manifest(["name"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['name: "hello\\n"\nruntime: python\n', HEAD + 'env: {"FOO\\n": x}\n'],
+    ids=["name", "env-key"],
+)
+def test_trailing_newline_is_rejected(tmp_path: Path, text: str) -> None:
+    load_error(make_function(tmp_path / "fn", text))
+
+
+# Good manifests
+
+
+def test_minimal_manifest_gets_defaults(tmp_path: Path) -> None:
+    manifest = load_manifest(make_function(tmp_path / "fn", HEAD))
+    assert manifest.name == "hello"
+    assert manifest.runtime == "python"
+    assert manifest.handler is None
+    assert manifest.env == {}
+    assert manifest.auth == "basic"
+    assert manifest.timeout == DEFAULT_TIMEOUT == 30.0
+    assert manifest.resources.memory == DEFAULT_MEMORY == 256 * 1024**2
+    assert manifest.resources.cpu == DEFAULT_CPU == 1.0
+    assert manifest.resources.pids == 256
+    assert (manifest.scale.min, manifest.scale.max, manifest.scale.concurrency) == (1, 4, 8)
+
+
+def test_full_manifest(tmp_path: Path) -> None:
+    text = """\
+name: hello
+runtime: python
+handler: handler.handle
+env: {GREETING: hi, RETRIES: 3, RATIO: 0.5, EMPTY: null, _x1: y}
+auth: public
+timeout: 500ms
+resources: {memory: 1Gi, cpu: 0.5, pids: 64}
+scale: {min: 0, max: 4, concurrency: 16}
+"""
+    manifest = load_manifest(make_function(tmp_path / "fn", text))
+    assert manifest.handler == "handler.handle"
+    assert manifest.env == {
+        "GREETING": "hi",
+        "RETRIES": "3",
+        "RATIO": "0.5",
+        "EMPTY": "",
+        "_x1": "y",
+    }
+    assert manifest.auth == "public"
+    assert manifest.timeout == 0.5
+    assert manifest.resources.memory == 1024**3
+    assert manifest.resources.cpu == 0.5
+    assert manifest.resources.pids == 64
+    assert (manifest.scale.min, manifest.scale.max, manifest.scale.concurrency) == (0, 4, 16)
+    assert manifest.to_dict() == {
+        "name": "hello",
+        "runtime": "python",
+        "handler": "handler.handle",
+        "env": {"GREETING": "hi", "RETRIES": "3", "RATIO": "0.5", "EMPTY": "", "_x1": "y"},
+        "auth": "public",
+        "timeout": 0.5,
+        "resources": {"memory": 1024**3, "cpu": 0.5, "pids": 64},
+        "scale": {"min": 0, "max": 4, "concurrency": 16},
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "0", "hello", "hello-world", "a1-b2", "9lives", "a" * 63, "a--b"]
+)
+def test_valid_names(tmp_path: Path, name: str) -> None:
+    assert (
+        load_manifest(make_function(tmp_path / "fn", f"name: '{name}'\nruntime: node\n")).name
+        == name
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), (45, 45.0), (1.5, 1.5)]
+)
+def test_timeout_forms(tmp_path: Path, value: object, seconds: float) -> None:
+    folder = make_function(tmp_path / "fn", HEAD + f"timeout: {value}\n")
+    assert load_manifest(folder).timeout == seconds
+
+
+def test_null_env_is_empty(tmp_path: Path) -> None:
+    assert load_manifest(make_function(tmp_path / "fn", HEAD + "env:\n")).env == {}
+
+
+def test_manifest_round_trips_through_to_dict(tmp_path: Path) -> None:
+    manifest = load_manifest(make_function(tmp_path / "fn", HEAD + "scale: {min: 0}\n"))
+    again = validate_manifest(manifest.to_dict())
+    assert again == manifest
+
+
+def test_manifest_is_frozen(tmp_path: Path) -> None:
+    manifest = load_manifest(make_function(tmp_path / "fn", HEAD))
+    with pytest.raises(ValidationError):
+        manifest.name = "other"  # type: ignore[misc]
+    assert isinstance(manifest, Manifest)
+
+
+# Runtime detection
+
+
+@pytest.mark.parametrize(
+    ("files", "runtime"),
+    [
+        (["requirements.txt"], "python"),
+        (["handler.py"], "python"),
+        (["package.json"], "node"),
+        (["handler.js"], "node"),
+        (["Dockerfile"], "dockerfile"),
+        (["Dockerfile", "requirements.txt", "handler.py"], "dockerfile"),
+        (["Dockerfile", "package.json"], "dockerfile"),
+        (["package.json", "requirements.txt"], "node"),
+    ],
+)
+def test_runtime_detected_when_absent(tmp_path: Path, files: list[str], runtime: str) -> None:
+    folder = make_function(tmp_path / "fn", "name: hello\n", *files)
+    assert load_manifest(folder).runtime == runtime
+
+
+def test_explicit_runtime_wins_over_detection(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", "name: hello\nruntime: python\n", "package.json")
+    assert load_manifest(folder).runtime == "python"
+
+
+def test_runtime_not_detectable(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", "name: hello\n", "README.md")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(folder)
+    assert str(folder / MANIFEST_NAME) in info.value.message
+    assert "'runtime'" in info.value.message
+    assert info.value.hint is not None
+    assert "runtime: python" in info.value.hint
+
+
+def test_files_in_subfolders_do_not_select_a_runtime(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", "name: hello\n")
+    make_function(folder / "sub", None, "requirements.txt", "Dockerfile")
+    with pytest.raises(ManifestError, match="cannot be detected"):
+        load_manifest(folder)
+
+
+def test_empty_manifest_detects_runtime_then_requires_name(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", "", "requirements.txt")
+    assert "'name' is required" in load_error(folder)
