@@ -127,6 +127,7 @@ class ImageBuilder:
         for rel in plan.files:
             (app / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / rel, app / rel)
+        _make_readable(context)
         containerfile = context / GENERATED_CONTAINERFILE
         containerfile.write_text(plan.containerfile)
         return context, containerfile
@@ -175,6 +176,15 @@ class ImageBuilder:
         return BuildOutcome(
             plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
         )
+
+
+def _make_readable(root: Path) -> None:
+    """COPY keeps modes; instances run as an unprivileged user that must read the code."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
 
 
 def _tree(root: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     plat: PlatRunner, tmp_path: Path
 ) -> None:
     folder = copy_example("hello-python", tmp_path)
+    # A name of its own, so an image left by an earlier run cannot be found.
+    name = f"hello-{uuid.uuid4().hex[:8]}"
+    manifest = folder / "plat.yaml"
+    manifest.write_text(manifest.read_text().replace("name: hello-python", f"name: {name}"))
     first = plat.run("deploy", str(folder), "-v")
     assert "up to date" not in first.stderr
     again = plat.run("deploy", str(folder))
@@ -90,8 +95,8 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     assert "Using cache" in log
     install_lines = [ln for ln in log.splitlines() if "pip install" in ln and "STEP" in ln]
     assert install_lines, log
-    assert "Howdy" in plat.run("invoke", "hello-python", "-d", '{"name": "Ada"}').stdout
-    describe = json.loads(plat.run("describe", "hello-python", "--json").stdout)
+    assert "Howdy" in plat.run("invoke", name, "-d", '{"name": "Ada"}').stdout
+    describe = json.loads(plat.run("describe", name, "--json").stdout)
     assert len([v for v in describe["versions"] if v["status"] == "built"]) >= 2
 
 

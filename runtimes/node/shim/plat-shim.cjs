@@ -1,0 +1,279 @@
+'use strict';
+/*
+ * plat's Node.js runtime shim: an HTTP/1.1 server that calls the user's handler.
+ *
+ * Started as `node /opt/plat/shim/plat-shim.cjs` with the function's folder as the
+ * working directory. Dependency-free; runs on Node 18 (Debian bookworm) and 20+.
+ *
+ * Contract (see docs/runtimes.md):
+ * - PLAT_HANDLER names the handler file relative to the working directory
+ *   (default handler.js; `file.js:name` picks an export). The module exports
+ *   `async (event, context) => ...` or `{ handle }`. CommonJS and ES modules work.
+ * - The module is loaded before the port is bound; if that fails the error goes
+ *   to stderr and the process exits 1, so a broken deploy never becomes ready.
+ * - event: body (Buffer), json (parsed lazily; undefined when empty/invalid),
+ *   headers (lower-cased names), method, path, query (first values),
+ *   searchParams (URLSearchParams: getAll), rawQuery.
+ * - Return: string -> text/plain; Buffer/Uint8Array -> application/octet-stream;
+ *   undefined/null -> 204; {statusCode, headers, body} -> that response;
+ *   anything else -> JSON.
+ * - `X-Plat-Probe: 1` is answered 200 {"status":"ready"} without calling the
+ *   handler (503 {"status":"stopping"} while draining).
+ * - A thrown error or rejected promise -> 500 {"error":"handler_error",...};
+ *   the stack goes to stderr only.
+ * - SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+ *   PLAT_SHUTDOWN_GRACE seconds, default 5), exit 0.
+ */
+
+const http = require('http');
+const os = require('os');
+const path = require('path');
+const { pathToFileURL } = require('url');
+
+const PORT = parseInt(process.env.PORT || '8080', 10);
+const HOST = process.env.PLAT_HOST || '0.0.0.0';
+const SPEC = process.env.PLAT_HANDLER || 'handler.js';
+const FUNCTION = process.env.PLAT_FUNCTION || '';
+const VERSION = process.env.PLAT_VERSION || '';
+const GRACE_MS = parseFloat(process.env.PLAT_SHUTDOWN_GRACE || '5') * 1000;
+// Longer than the idle timeout of usual client pools (aiohttp: 15 s), so the client,
+// not the shim, closes idle connections and no request races a close.
+const KEEPALIVE_MS = parseFloat(process.env.PLAT_KEEPALIVE_TIMEOUT || '75') * 1000;
+const HOSTNAME = os.hostname();
+
+let closing = false;
+let inFlight = 0;
+
+function logError(message, err) {
+  // One write per report so that concurrent reports do not interleave.
+  let text = `plat-shim: ${message}\n`;
+  if (err !== undefined) {
+    text += `${err && err.stack ? err.stack : String(err)}\n`;
+  }
+  process.stderr.write(text);
+}
+
+async function loadHandler(spec) {
+  let file = spec;
+  let name = null;
+  const colon = spec.lastIndexOf(':');
+  if (colon > 0) {
+    file = spec.slice(0, colon);
+    name = spec.slice(colon + 1);
+  }
+  const resolved = path.resolve(process.cwd(), file);
+  let mod;
+  try {
+    mod = require(resolved);
+  } catch (err) {
+    // package.json "type": "module" or a .mjs file: load it as an ES module.
+    if (err && err.code === 'ERR_REQUIRE_ESM') {
+      mod = await import(pathToFileURL(resolved).href);
+    } else {
+      throw err;
+    }
+  }
+  const candidates = name
+    ? [mod && mod[name], mod && mod.default && mod.default[name]]
+    : [mod, mod && mod.handle, mod && mod.default, mod && mod.default && mod.default.handle];
+  const fn = candidates.find((c) => typeof c === 'function');
+  if (!fn) {
+    const wanted = name ? `an export named "${name}"` : 'a function (module.exports = async (event, context) => ...) or a "handle" export';
+    throw new TypeError(`${file} does not export ${wanted}`);
+  }
+  return fn;
+}
+
+function jsonBody(value) {
+  const text = JSON.stringify(value);
+  if (text === undefined) {
+    throw new TypeError(`a ${typeof value} cannot be sent as JSON`);
+  }
+  return Buffer.from(text, 'utf8');
+}
+
+function encodeBody(body) {
+  if (body === undefined || body === null) return [Buffer.alloc(0), null];
+  if (typeof body === 'string') return [Buffer.from(body, 'utf8'), 'text/plain; charset=utf-8'];
+  if (Buffer.isBuffer(body)) return [body, 'application/octet-stream'];
+  if (body instanceof Uint8Array) {
+    return [Buffer.from(body.buffer, body.byteOffset, body.byteLength), 'application/octet-stream'];
+  }
+  return [jsonBody(body), 'application/json'];
+}
+
+class InvalidResponse extends Error {}
+
+const FORBIDDEN = new Set(['content-length', 'transfer-encoding', 'connection']);
+
+/** [status, headers object, body Buffer] for a handler's return value. */
+function renderResult(result) {
+  if (result !== null && typeof result === 'object' && !Buffer.isBuffer(result) &&
+      !(result instanceof Uint8Array) && !Array.isArray(result) && 'statusCode' in result) {
+    let status = result.statusCode;
+    if (typeof status === 'string' && /^\d+$/.test(status)) status = parseInt(status, 10);
+    if (!Number.isInteger(status) || status < 100 || status > 599) {
+      throw new InvalidResponse(`statusCode must be an integer from 100 to 599, not ${JSON.stringify(status)}`);
+    }
+    const headers = {};
+    let hasType = false;
+    for (const [name, value] of Object.entries(result.headers || {})) {
+      if (FORBIDDEN.has(name.toLowerCase())) continue;
+      headers[name] = Array.isArray(value) ? value.map(String) : String(value);
+      if (name.toLowerCase() === 'content-type') hasType = true;
+    }
+    let encoded;
+    try {
+      encoded = encodeBody(result.body);
+    } catch (err) {
+      throw new InvalidResponse(`a body that cannot be sent (${err.message})`);
+    }
+    const [body, type] = encoded;
+    if (type && body.length && !hasType) headers['Content-Type'] = type;
+    return [status, headers, body];
+  }
+  if (result === undefined || result === null) return [204, {}, Buffer.alloc(0)];
+  let encoded;
+  try {
+    encoded = encodeBody(result);
+  } catch (err) {
+    throw new InvalidResponse(`a value that cannot be sent (${err.message})`);
+  }
+  return [200, { 'Content-Type': encoded[1] }, encoded[0]];
+}
+
+function makeEvent(req, body) {
+  const url = new URL(req.url, 'http://localhost');
+  const query = {};
+  for (const [key, value] of url.searchParams) {
+    if (!(key in query)) query[key] = value;
+  }
+  let parsed;
+  let parsedDone = false;
+  let pathname = url.pathname;
+  try {
+    pathname = decodeURIComponent(url.pathname);
+  } catch (err) {
+    // malformed percent-encoding: keep the raw path
+  }
+  return {
+    body,
+    headers: req.headers,
+    method: req.method,
+    path: pathname,
+    query,
+    searchParams: url.searchParams,
+    rawQuery: url.search.slice(1),
+    get json() {
+      if (!parsedDone) {
+        parsedDone = true;
+        try {
+          parsed = body.length ? JSON.parse(body.toString('utf8')) : undefined;
+        } catch (err) {
+          parsed = undefined;
+        }
+      }
+      return parsed;
+    },
+  };
+}
+
+function send(req, res, status, headers, body) {
+  if (closing) headers.Connection = 'close';
+  if (status !== 204 && status !== 304 && status >= 200) {
+    headers['Content-Length'] = body.length;
+  }
+  // The reason phrase is passed explicitly: a failed writeHead leaves the old one behind.
+  res.writeHead(status, http.STATUS_CODES[status] || 'Unknown', headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+function sendJson(req, res, status, payload) {
+  send(req, res, status, { 'Content-Type': 'application/json' }, jsonBody(payload));
+}
+
+function serve(handler) {
+  const server = http.createServer((req, res) => {
+    inFlight += 1;
+    res.on('close', () => { inFlight -= 1; });
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('error', () => {}); // the client went away; nobody is left to answer
+    req.on('end', async () => {
+      const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+      if (req.headers['x-plat-probe'] === '1') {
+        sendJson(req, res, closing ? 503 : 200, { status: closing ? 'stopping' : 'ready' });
+        return;
+      }
+      const event = makeEvent(req, body);
+      const context = {
+        function: FUNCTION,
+        version: VERSION,
+        hostname: HOSTNAME,
+        requestId: req.headers['x-request-id'] || '',
+      };
+      let result;
+      try {
+        result = await handler(event, context);
+      } catch (err) {
+        const type = (err && err.constructor && err.constructor.name) || typeof err;
+        logError(`the handler threw ${type} on ${req.method} ${event.path}`, err);
+        sendJson(req, res, 500, {
+          error: 'handler_error',
+          message: `the function raised ${type}; see \`plat logs\``,
+        });
+        return;
+      }
+      try {
+        const [status, headers, out] = renderResult(result);
+        send(req, res, status, headers, out);
+      } catch (err) {
+        const message = err instanceof InvalidResponse ? err.message : `an invalid response (${err.message})`;
+        logError(`invalid return value on ${req.method} ${event.path}: ${message}`);
+        if (!res.headersSent) {
+          sendJson(req, res, 500, { error: 'invalid_response', message: `the function returned ${message}` });
+        } else {
+          res.destroy();
+        }
+      }
+    });
+  });
+  server.keepAliveTimeout = KEEPALIVE_MS;
+  // Node requires headersTimeout > keepAliveTimeout, or idle sockets are cut early.
+  server.headersTimeout = KEEPALIVE_MS + 1000;
+
+  server.on('error', (err) => {
+    logError(`cannot listen on ${HOST}:${PORT}: ${err.message}`);
+    process.exit(1);
+  });
+
+  const stop = () => {
+    if (closing) return;
+    closing = true;
+    server.close();
+    if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+    const deadline = Date.now() + GRACE_MS;
+    const check = () => {
+      if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+      if (inFlight === 0 || Date.now() >= deadline) {
+        if (inFlight) logError(`stopping with ${inFlight} request(s) still running`);
+        process.exit(0);
+      }
+      setTimeout(check, 20);
+    };
+    check();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+
+  server.listen(PORT, HOST, () => {
+    process.stdout.write(
+      `plat-shim: node ${process.version} serving ${FUNCTION || 'function'} (${SPEC}) on http://${HOST}:${PORT}\n`,
+    );
+  });
+}
+
+loadHandler(SPEC).then(serve, (err) => {
+  logError(`cannot load the handler ${JSON.stringify(SPEC)} from ${process.cwd()}; the function will not start`, err);
+  process.exit(1);
+});

@@ -1,0 +1,584 @@
+"""plat's Python runtime shim: an HTTP/1.1 server that calls the user's handler.
+
+Started as ``python3 /opt/plat/shim/plat_shim.py`` with the function's folder as
+the working directory. It depends on the standard library only, so it runs on
+any Python >= 3.11 base image (python:3.12-slim, Debian bookworm's python3).
+
+Contract (the instance contract of plat, see docs/runtimes.md):
+
+* Environment: ``PLAT_HANDLER`` (``module.function``, default ``handler.handle``,
+  resolved relative to the working directory), ``PORT`` (default 8080),
+  ``PLAT_HOST`` (default 0.0.0.0), ``PLAT_FUNCTION``, ``PLAT_VERSION``,
+  ``PLAT_WORKERS`` (threads for synchronous handlers, default 32).
+* The handler module is imported before the port is bound. If the import fails
+  the traceback goes to stderr and the process exits with status 1, so a broken
+  deploy never looks ready.
+* ``handle(event, context)`` gets ``event.body`` (bytes), ``event.headers``
+  (case-insensitive), ``event.method``, ``event.query`` (first values;
+  ``getlist`` for all) and ``event.path``; its return value becomes the response
+  (str, bytes, None -> 204, ``{"statusCode", "headers", "body"}``, or any JSON
+  value). ``async def`` handlers run on the event loop, plain ones in a thread
+  pool, so one slow request never blocks the others.
+* A request carrying ``X-Plat-Probe: 1`` is answered ``200 {"status":"ready"}``
+  by the shim without calling the handler (``503 {"status":"stopping"}`` while
+  draining).
+* A handler exception becomes ``500 {"error": "handler_error", ...}``; the
+  traceback goes to stderr only.
+* SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+  ``PLAT_SHUTDOWN_GRACE`` seconds, default 5), exit 0.
+
+The HTTP layer is a small hand-written HTTP/1.1 parser on asyncio streams:
+keep-alive, pipelining, Content-Length and chunked request bodies,
+``Expect: 100-continue``. Responses always carry Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+MAX_HEAD = 64 * 1024
+# Longer than the idle timeout of usual client pools (aiohttp: 15 s), so the
+# client, not the shim, closes idle connections and no request races a close.
+KEEPALIVE_SECONDS = float(os.environ.get("PLAT_KEEPALIVE_TIMEOUT", "75"))
+SHUTDOWN_GRACE = float(os.environ.get("PLAT_SHUTDOWN_GRACE", "5"))
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+_FORBIDDEN_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+class Headers(Mapping[str, str]):
+    """Request headers: case-insensitive; a repeated header's values joined by ", "."""
+
+    __slots__ = ("_index", "_items")
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+        index: dict[str, tuple[str, str]] = {}
+        for name, value in items:
+            key = name.lower()
+            previous = index.get(key)
+            index[key] = (previous[0], f"{previous[1]}, {value}") if previous else (name, value)
+        self._index = index
+
+    def __getitem__(self, name: str) -> str:
+        return self._index[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (entry[0] for entry in self._index.values())
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        entry = self._index.get(name.lower())
+        return entry[1] if entry else default
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of a header, in the order received."""
+        key = name.lower()
+        return [value for item, value in self._items if item.lower() == key]
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+class Query(dict[str, str]):
+    """Query parameters: a dict of each name's first value; ``getlist`` gives all."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._pairs = pairs
+        for name, value in pairs:
+            self.setdefault(name, value)
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of a parameter (``?a=1&a=2`` -> ``["1", "2"]``)."""
+        return [value for item, value in self._pairs if item == name]
+
+    getall = getlist
+
+
+class Event:
+    """One HTTP request, in the shape of OpenFaaS python3-http's ``event``."""
+
+    __slots__ = ("_json", "body", "headers", "method", "path", "query", "query_string")
+
+    def __init__(
+        self, method: str, path: str, query_string: str, headers: Headers, body: bytes
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.query = Query(parse_qsl(query_string, keep_blank_values=True))
+        self.headers = headers
+        self.body = body
+        self._json: Any = _UNSET
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is empty or not valid JSON."""
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self.body) if self.body.strip() else None
+            except ValueError:
+                self._json = None
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"Event({self.method} {self.path!r}, {len(self.body)} bytes)"
+
+
+class Context:
+    """Facts about the instance and the request that are not part of the request."""
+
+    __slots__ = ("function", "hostname", "request_id", "version")
+
+    def __init__(self, function: str, version: str, hostname: str, request_id: str) -> None:
+        self.function = function
+        self.version = version
+        self.hostname = hostname
+        self.request_id = request_id
+
+    def __repr__(self) -> str:
+        return f"Context(function={self.function!r}, hostname={self.hostname!r})"
+
+
+_UNSET: Any = object()
+
+
+class BadRequest(Exception):
+    """The client broke HTTP; answered with ``status`` and the connection closed."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidResponse(Exception):
+    """The handler returned something that cannot become an HTTP response."""
+
+
+# --- responses -----------------------------------------------------------------------------
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    # formatdate costs microseconds; once a second is enough.
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse(f"the return value is not JSON-serializable: {exc}") from None
+
+
+def _body_bytes(body: Any) -> tuple[bytes, str | None]:
+    """Body bytes and the content type they imply."""
+    if body is None:
+        return b"", None
+    if isinstance(body, str):
+        return body.encode("utf-8"), "text/plain; charset=utf-8"
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body), "application/octet-stream"
+    return _json_bytes(body), "application/json"
+
+
+def _check_header(name: str, value: str) -> None:
+    if not name or any(ch not in _TOKEN_CHARS for ch in name):
+        raise InvalidResponse(f"invalid response header name {name!r}")
+    if any(ch in value for ch in "\r\n\0"):
+        raise InvalidResponse(f"the value of response header {name!r} contains a line break")
+
+
+def render_result(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for a handler's return value; see the module docstring."""
+    if isinstance(result, dict) and "statusCode" in result:
+        status = result["statusCode"]
+        if isinstance(status, str) and status.isdigit():
+            status = int(status)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise InvalidResponse(f"statusCode must be an integer from 100 to 599, not {status!r}")
+        raw_headers = result.get("headers") or {}
+        if not isinstance(raw_headers, Mapping):
+            raise InvalidResponse("headers must be a mapping of header names to values")
+        headers: list[tuple[str, str]] = []
+        for name, value in raw_headers.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            for item in values:
+                text = str(item)
+                _check_header(str(name), text)
+                if str(name).lower() not in _FORBIDDEN_RESPONSE_HEADERS:
+                    headers.append((str(name), text))
+        body, content_type = _body_bytes(result.get("body"))
+        if content_type and body and not any(n.lower() == "content-type" for n, _ in headers):
+            headers.append(("Content-Type", content_type))
+        return status, headers, body
+    if result is None:
+        return 204, [], b""
+    body, content_type = _body_bytes(result)
+    return 200, [("Content-Type", content_type or "application/octet-stream")], body
+
+
+def build_response(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    head_only: bool = False,
+) -> bytes:
+    """The bytes of one HTTP/1.1 response (head and, unless suppressed, body)."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    no_body = status in _NO_BODY_STATUSES or status < 200
+    if not no_body:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append(f"Date: {_http_date()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    return head if no_body or head_only else head + body
+
+
+def _json_response(status: int, payload: dict[str, Any], *, keep_alive: bool) -> bytes:
+    headers = [("Content-Type", "application/json")]
+    return build_response(status, headers, _json_bytes(payload), keep_alive=keep_alive)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the shim's and the thread pool's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename == __file__
+        or "concurrent" in tb.tb_frame.f_code.co_filename.replace("\\", "/").split("/")
+    ):
+        tb = tb.tb_next
+    if tb is None:  # the error is the shim's own: show everything
+        return "".join(traceback.format_exception(exc))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _log_error(message: str, exc: BaseException | None = None) -> None:
+    # One write per report so that tracebacks of concurrent requests do not interleave.
+    text = f"plat-shim: {message}\n"
+    if exc is not None:
+        text += _user_traceback(exc)
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def parse_head(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(method, target, version, headers) from a request head ending in CRLFCRLF."""
+    lines = data.rstrip(b"\r\n").split(b"\r\n")
+    try:
+        method, target, version = lines[0].decode("latin-1").split(" ")
+    except ValueError:
+        raise BadRequest("malformed request line") from None
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadRequest(f"unsupported protocol {version!r}", 505)
+    if not method or any(ch not in _TOKEN_CHARS for ch in method):
+        raise BadRequest("malformed method")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest("malformed header line")
+        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return method, target, version, headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadRequest("malformed chunk size") from None
+        if size < 0:
+            raise BadRequest("malformed chunk size")
+        if size == 0:
+            # Trailer fields (rarely sent) end with an empty line; they are dropped.
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(parts)
+        chunk = await reader.readexactly(size + 2)
+        if chunk[-2:] != b"\r\n":
+            raise BadRequest("chunk not followed by CRLF")
+        parts.append(chunk[:-2])
+
+
+# --- server --------------------------------------------------------------------------------
+
+
+class Shim:
+    """The server: one instance per process."""
+
+    def __init__(self, handler: Callable[..., Any], function: str, version: str) -> None:
+        self.handler = handler
+        # An object whose __call__ is ``async def`` counts as an async handler too.
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            type(handler).__call__
+        )
+        self.function = function
+        self.version = version
+        self.hostname = socket.gethostname()
+        self.executor = ThreadPoolExecutor(
+            max_workers=int(os.environ.get("PLAT_WORKERS", "32")), thread_name_prefix="handler"
+        )
+        self.closing = False
+        self.busy = 0
+        self.idle: set[asyncio.StreamWriter] = set()
+
+    def _call(self, event: Event, context: Context) -> Any:
+        return self.handler(event, context)
+
+    async def invoke(self, event: Event) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Run the handler for one request and turn its outcome into a response."""
+        context = Context(
+            self.function, self.version, self.hostname, event.headers.get("x-request-id", "")
+        )
+        try:
+            if self.is_async:
+                result = await self.handler(event, context)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self.executor, self._call, event, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            kind = type(exc).__name__
+            _log_error(f"the handler raised {kind} on {event.method} {event.path}", exc)
+            payload = {
+                "error": "handler_error",
+                "message": f"the function raised {type(exc).__name__}; see `plat logs`",
+            }
+            return 500, [("Content-Type", "application/json")], _json_bytes(payload)
+        try:
+            return render_result(result)
+        except InvalidResponse as exc:
+            _log_error(f"invalid return value on {event.method} {event.path}: {exc}")
+            payload = {"error": "invalid_response", "message": f"the function returned {exc}"}
+            return 500, [("Content-Type", "application/json")], _json_bytes(payload)
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one connection until either side closes it."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closing:
+                self.idle.add(writer)
+                idle_timer = loop.call_later(KEEPALIVE_SECONDS, writer.close)
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                except asyncio.LimitOverrunError:
+                    writer.write(
+                        _json_response(
+                            431,
+                            {"error": "bad_request", "message": "request head too large"},
+                            keep_alive=False,
+                        )
+                    )
+                    return
+                finally:
+                    idle_timer.cancel()
+                    self.idle.discard(writer)
+                head = head.lstrip(b"\r\n")
+                if not head:
+                    continue
+                self.busy += 1
+                try:
+                    keep_alive = await self.request(head, reader, writer)
+                finally:
+                    self.busy -= 1
+                if not keep_alive:
+                    return
+        except BadRequest as exc:
+            payload = {"error": "bad_request", "message": str(exc)}
+            writer.write(_json_response(exc.status, payload, keep_alive=False))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away mid-request; nobody is left to answer
+        finally:
+            self.idle.discard(writer)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+
+    async def request(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Read the rest of one request, answer it; returns whether to keep the connection."""
+        method, target, version, header_items = parse_head(head)
+        headers = Headers(header_items)
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        # HTTP/1.1 keeps connections open unless told not to; HTTP/1.0 only when asked.
+        keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+
+        encoding = headers.get("transfer-encoding")
+        length_text = headers.get("content-length")
+        if encoding is not None:
+            if encoding.split(",")[-1].strip().lower() != "chunked":
+                raise BadRequest(f"unsupported transfer-encoding {encoding!r}", 501)
+            # Both framings at once is a smuggling pattern: honour chunked, then close.
+            keep_alive = keep_alive and length_text is None
+            length = -1
+        elif length_text is not None:
+            if not length_text.isdigit():
+                raise BadRequest("invalid content-length")
+            length = int(length_text)
+        else:
+            length = 0
+        if length and version == "HTTP/1.1" and headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length < 0:
+            body = await _read_chunked(reader)
+        elif length:
+            body = await reader.readexactly(length)
+        else:
+            body = b""
+
+        if self.closing:
+            keep_alive = False
+        if headers.get("x-plat-probe") == "1":
+            if self.closing:
+                writer.write(_json_response(503, {"status": "stopping"}, keep_alive=keep_alive))
+            else:
+                writer.write(_json_response(200, {"status": "ready"}, keep_alive=keep_alive))
+            await writer.drain()
+            return keep_alive
+
+        if target.startswith(("http://", "https://")):
+            parts = urlsplit(target)
+            raw_path, query = parts.path or "/", parts.query
+        else:
+            raw_path, _, query = target.partition("?")
+        event = Event(method, unquote(raw_path) or "/", query, headers, body)
+        status, out_headers, out_body = await self.invoke(event)
+        if self.closing:
+            keep_alive = False  # SIGTERM arrived meanwhile: tell the client not to reuse us
+        writer.write(
+            build_response(
+                status, out_headers, out_body, keep_alive=keep_alive, head_only=method == "HEAD"
+            )
+        )
+        await writer.drain()
+        return keep_alive
+
+    async def serve(self, host: str, port: int) -> None:
+        """Listen until SIGTERM/SIGINT, then drain and return."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            server = await asyncio.start_server(
+                self.connection, host, port, limit=MAX_HEAD, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            _log_error(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            raise SystemExit(1) from None
+        print(
+            f"plat-shim: python {sys.version.split()[0]} serving {self.function or 'function'} "
+            f"({os.environ.get('PLAT_HANDLER', 'handler.handle')}) on http://{host}:{port}",
+            flush=True,
+        )
+        await stop.wait()
+        self.closing = True
+        server.close()
+        for writer in list(self.idle):
+            writer.close()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while self.busy and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.busy:
+            _log_error(f"stopping with {self.busy} request(s) still running")
+
+
+def load_handler(spec: str) -> Callable[..., Any]:
+    """Import the handler named by ``spec`` (``module.func``, ``module:func``, ``file.py``).
+
+    The working directory goes first on sys.path so the user's modules win.
+    Raises ImportError/AttributeError/TypeError (and whatever the module raises).
+    """
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+    elif spec.endswith(".py") or "." not in spec:
+        module_name, attr = spec, "handle"
+    else:
+        module_name, _, attr = spec.rpartition(".")
+    module_name = module_name.removesuffix(".py").replace("/", ".")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    module = importlib.import_module(module_name)
+    handler = getattr(module, attr, None)
+    if handler is None:
+        raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(handler):
+        raise TypeError(f"{module_name}.{attr} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    spec = os.environ.get("PLAT_HANDLER") or "handler.handle"
+    try:
+        handler = load_handler(spec)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        _log_error(
+            f"cannot load the handler {spec!r} from {os.getcwd()} "
+            f"({type(exc).__name__}: {exc}); the function will not start",
+            exc,
+        )
+        sys.exit(1)
+    shim = Shim(handler, os.environ.get("PLAT_FUNCTION", ""), os.environ.get("PLAT_VERSION", ""))
+    host = os.environ.get("PLAT_HOST") or "0.0.0.0"
+    port = int(os.environ.get("PORT") or "8080")
+    asyncio.run(shim.serve(host, port))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: a handler thread that is still stuck must not hold up the exit
+    # (ThreadPoolExecutor joins its threads at interpreter shutdown).
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
