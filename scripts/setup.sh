@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Set up this checkout on a Debian 12 host, idempotently; see docs/host-setup.md.
+#
+#   scripts/setup.sh install        system packages, containers.conf drop-in, .venv, base images
+#   scripts/setup.sh demo           install, then start the daemon and deploy examples/hello-python
+#   scripts/setup.sh test [ARGS]    install, then ruff, mypy and pytest (ARGS go to pytest)
+#
+# Every step checks before it acts, so a second run takes seconds.
+set -euo pipefail
+
+mode="${1:-install}"
+[ "$#" -gt 0 ] && shift
+case "$mode" in
+  install | demo | test) ;;
+  -h | --help)
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "usage: $0 [install|demo|test] [pytest args...]" >&2
+    exit 2
+    ;;
+esac
+
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# --- (a) system packages ------------------------------------------------------
+# Container tooling and the Debian base image builder, with apt's recommends
+# (slirp4netns, fuse-overlayfs, ...) as measured in HOST.md; then tools that
+# later tests use, without recommends (no exporters or daemons they do not need).
+container_packages=(buildah podman runc mmdebstrap uidmap catatonit ca-certificates)
+tool_packages=(prometheus wrk nginx)
+# Debian's python3 has no ensurepip without python3-venv (pyenv and other builds do).
+if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  container_packages+=(python3-venv)
+fi
+
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+missing_of() {
+  local pkg
+  for pkg in "$@"; do installed "$pkg" || printf '%s\n' "$pkg"; done
+}
+
+mapfile -t missing_containers < <(missing_of "${container_packages[@]}")
+mapfile -t missing_tools < <(missing_of "${tool_packages[@]}")
+missing=("${missing_containers[@]}" "${missing_tools[@]}")
+if [ "${#missing[@]}" -gt 0 ]; then
+  if ! is_root; then
+    echo "missing system packages; run:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Package scripts must not start nginx/prometheus: tests run their own.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  if [ "${#missing_containers[@]}" -gt 0 ]; then
+    apt-get install -y -qq "${missing_containers[@]}" >/dev/null
+  fi
+  if [ "${#missing_tools[@]}" -gt 0 ]; then
+    apt-get install -y -qq --no-install-recommends "${missing_tools[@]}" >/dev/null
+  fi
+  if [ -n "$(trap -p EXIT)" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+fi
+
+# --- (b) containers.conf drop-in ------------------------------------------------
+# Two host problems break every `podman run` (docs/host-setup.md):
+#  - crun 1.8 refuses cgroup v1/v2 hybrid hosts -> use runc there;
+#  - rootful podman asks for 1048576 open files/processes; a host whose hard
+#    limits are lower and cannot be raised fails with setrlimit EPERM -> set
+#    default_ulimits within what the host grants.
+dropin=/etc/containers/containers.conf.d/50-plat.conf
+marker="# written by plat scripts/setup.sh"
+
+cgroup_layout() {
+  if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ]; then
+    echo v2
+  elif grep -q ' cgroup2 ' /proc/self/mounts; then
+    echo hybrid
+  else
+    echo v1
+  fi
+}
+
+# Whether root may raise its hard limits to podman's default (a subshell, so undone).
+can_raise_limits() {
+  (ulimit -Hn 1048576 && ulimit -Hu 1048576) 2>/dev/null
+}
+
+dropin_text() {
+  local layout="$1" text="" nofile nproc
+  if ! can_raise_limits; then
+    # HOST.md's values, lowered further if this host's hard limits are lower.
+    nofile="$(ulimit -Hn)"
+    nproc="$(ulimit -Hu)"
+    if [ "$nofile" = unlimited ] || [ "$nofile" -gt 20000 ]; then nofile=20000; fi
+    if [ "$nproc" = unlimited ] || [ "$nproc" -gt 1000 ]; then nproc=1000; fi
+    text+="[containers]"$'\n'
+    text+="default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"$'\n'
+  fi
+  if [ "$layout" = hybrid ]; then
+    text+="[engine]"$'\n'"runtime = \"runc\""$'\n'
+  fi
+  printf '%s' "$text"
+}
+
+if is_root; then
+  wanted="$(dropin_text "$(cgroup_layout)")"
+  if [ -e "$dropin" ] && ! grep -qF "$marker" "$dropin"; then
+    say "$dropin exists and was not written by plat: leaving it alone"
+  elif [ -n "$wanted" ]; then
+    content="$marker"$'\n'"$wanted"
+    if [ "$(cat "$dropin" 2>/dev/null)" != "$content" ]; then
+      say "writing $dropin"
+      mkdir -p "$(dirname "$dropin")"
+      printf '%s\n' "$content" >"$dropin"
+    fi
+  elif [ -e "$dropin" ]; then
+    say "removing $dropin (no longer needed)"
+    rm -f "$dropin"
+  fi
+fi
+
+# --- (c) virtualenv -----------------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv"
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.plat-install-stamp"
+want_stamp="$(sha256sum <pyproject.toml | cut -d' ' -f1) $("$venv/bin/python" -V 2>&1)"
+if [ ! -x "$venv/bin/plat" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
+  say "installing plat and its test tools into .venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+  printf '%s\n' "$want_stamp" >"$stamp"
+fi
+plat="$venv/bin/plat"
+
+# --- (d) base images ----------------------------------------------------------
+# No-ops when present; ~1 min each the first time (docs/host-setup.md).
+say "base images"
+# Prints one image name per line, in the order asked.
+images="$("$plat" runtime bootstrap python node)"
+python_image="$(head -n 1 <<<"$images")"
+
+# The proof that (b) worked: a real container from local storage.
+if ! out="$(podman run --rm --network=none "$python_image" python3 -c 'print(1)' 2>&1)" ||
+  [ "$out" != 1 ]; then
+  echo "a test container failed to run:" >&2
+  echo "$out" >&2
+  echo "run \`$plat doctor\` for the cause and its fix" >&2
+  exit 1
+fi
+
+# --- (e) modes ----------------------------------------------------------------
+case "$mode" in
+  install)
+    say "ready: source .venv/bin/activate, then plat --help"
+    ;;
+  demo)
+    "$plat" daemon start
+    "$plat" deploy examples/hello-python
+    "$plat" invoke hello-python -d '{"name": "Ada"}'
+    port="${PLAT_GATEWAY_PORT:-8080}"
+    echo
+    echo "Try it:"
+    printf '  curl -u admin:$(%s auth password) http://127.0.0.1:%s/function/hello-python -d %s\n' \
+      "$plat" "$port" "'{\"name\": \"Ada\"}'"
+    echo "Use plat from this shell:"
+    echo "  source .venv/bin/activate"
+    ;;
+  test)
+    say "ruff"
+    "$venv/bin/ruff" check plat tests
+    say "mypy"
+    "$venv/bin/mypy"
+    say "pytest"
+    exec "$venv/bin/pytest" -q -p no:cacheprovider "$@"
+    ;;
+esac
