@@ -44,10 +44,12 @@ def test_instance_is_hardened(plat: PlatRunner, tmp_path: Path) -> None:
     assert labels["plat.version"]
     assert data["Config"]["User"] == "10001:10001"
     # The root filesystem really is read-only, /tmp is writable.
-    ro = subprocess.run(["podman", "exec", name, "python3", "-c", "open('/x','w')"],
-                        capture_output=True, text=True)
+    ro = subprocess.run(
+        ["podman", "exec", name, "python3", "-c", "open('/x','w')"], capture_output=True, text=True
+    )
     assert ro.returncode != 0
     assert "Read-only file system" in ro.stderr
-    rw = subprocess.run(["podman", "exec", name, "python3", "-c", "open('/tmp/x','w')"],
-                        capture_output=True)
+    rw = subprocess.run(
+        ["podman", "exec", name, "python3", "-c", "open('/tmp/x','w')"], capture_output=True
+    )
     assert rw.returncode == 0
