@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "deploy",
     "invoke",
     "functions",
+    "logs",
+    "stats",
     "auth",
     "daemon",
     "runtime",

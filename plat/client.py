@@ -85,8 +85,9 @@ class DaemonClient:
         """Events of an NDJSON response, one dict per line, as they arrive."""
         conn = self._connect(None)
         try:
-            payload = json.dumps(body).encode()
-            conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
             if resp.status >= 400:
                 _raise_for(resp.status, resp.read())

@@ -44,6 +44,24 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _count(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("gateway_port", 8080, _port, "TCP port of the gateway on 127.0.0.1"),
     Setting("gateway_host", "127.0.0.1", str, "address the gateway binds (loopback by default)"),
@@ -52,6 +70,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("builder", "auto", _choice("auto", "buildah", "engine"), "image builder"),
     Setting("ready_timeout", 30.0, parse_duration, "how long a new instance may take to be ready"),
     Setting("drain_timeout", 30.0, parse_duration, "bound on draining an old instance"),
+    Setting("log_capture", True, _bool, "capture instances' stdout/stderr into the store"),
+    Setting("log_rate", 2000.0, float, "log lines per second kept per instance; excess dropped"),
+    Setting("log_lines", 10_000, _count, "log lines kept per function"),
+    Setting("log_age", 7 * 86400.0, parse_duration, "how long log lines are kept"),
+    Setting("log_trim_interval", 60.0, parse_duration, "how often retention trims the store"),
+    Setting("invocation_records", 100_000, _count, "invocation records kept per function"),
+    Setting("invocation_age", 7 * 86400.0, parse_duration, "how long invocation records are kept"),
+    Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
 )
 
 

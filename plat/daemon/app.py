@@ -28,10 +28,13 @@ from plat.daemon.build import ImageBuilder
 from plat.daemon.builders import Builder
 from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.builders.engine import EngineBuilder
+from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, deploy_locks, error_middleware
 from plat.daemon.controller import Controller
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
+from plat.daemon.journal import Journal, Retention
+from plat.daemon.metrics import Metrics, metrics_routes
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
 from plat.errors import DaemonError
@@ -77,6 +80,10 @@ class Daemon:
         self.images: ImageBuilder
         self.controller: Controller
         self.gateway: Gateway
+        self.journal: Journal
+        self.collector: LogCollector
+        self.metrics: Metrics
+        self.auth_header: str
 
     async def start(self) -> None:
         stack = self._stack
@@ -102,17 +109,41 @@ class Daemon:
         builder = choose_builder(self.config, info.name, info.endpoint)
         self.images = ImageBuilder(builder, self.home.builds_dir, self.env)
 
+        self.journal = Journal(
+            self.store,
+            Retention(
+                log_lines=self.config.log_lines,
+                log_age=self.config.log_age,
+                invocations=self.config.invocation_records,
+                invocation_age=self.config.invocation_age,
+            ),
+            trim_interval=self.config.log_trim_interval,
+        )
+        await self.journal.start()
+        stack.push_async_callback(self.journal.close)
+        self.collector = LogCollector(
+            backend, self.journal, enabled=self.config.log_capture, rate=self.config.log_rate
+        )
+        stack.push_async_callback(self.collector.close)
+
         self.controller = Controller(
             self.store,
             backend,
             ready_timeout=self.config.ready_timeout,
             drain_timeout=self.config.drain_timeout,
+            collector=self.collector,
         )
         stack.push_async_callback(self.controller.close)
+        self.metrics = Metrics(self.controller.instance_states)
         await self.controller.start()
 
+        self.auth_header = basic_header(password)
         self.gateway = Gateway(
-            self.controller, auth_header=basic_header(password), max_body=self.config.max_body
+            self.controller,
+            self.journal,
+            self.metrics,
+            auth_header=self.auth_header,
+            max_body=self.config.max_body,
         )
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
@@ -122,6 +153,11 @@ class Daemon:
     async def _serve(self) -> None:
         gateway_app = web.Application(client_max_size=self.config.max_body + 1)
         gateway_app.add_routes(health_routes(self))
+        gateway_app.add_routes(
+            metrics_routes(
+                self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
+            )
+        )
         gateway_app.add_routes(self.gateway.routes())
         gateway_runner = web.AppRunner(gateway_app, access_log=None, handle_signals=False)
         await gateway_runner.setup()

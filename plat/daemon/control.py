@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from plat import __version__
+from plat.daemon.store import Invocation
 from plat.errors import BuildError, NotFoundError, PlatError
 from plat.manifest import load_manifest
+from plat.units import parse_duration
 
 if TYPE_CHECKING:
     from plat.daemon.app import Daemon
@@ -170,6 +173,11 @@ def make_remove(daemon: Daemon) -> Handler:
 def make_build_log(daemon: Daemon) -> Handler:
     async def build_log(request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info["version"]
+        if version == "latest":
+            versions = await daemon.store.list_versions(name)
+            if not versions:
+                raise NotFoundError(f"no builds of {name!r}", hint="`plat deploy` builds it")
+            version = versions[0].version
         text = await daemon.store.build_log(name, version)
         if text is None:
             raise NotFoundError(f"no build {version} of {name!r}")
@@ -217,6 +225,7 @@ def make_deploy(daemon: Daemon) -> Handler:
                     try:
                         outcome = await daemon.images.build(manifest, source, on_line, force=force)
                     except BuildError:
+                        daemon.metrics.build_finished("failed", time.monotonic() - started)
                         # Failed builds of known functions keep their log for `plat describe`.
                         if await daemon.store.get_function(manifest.name):
                             await daemon.store.record_version(
@@ -230,6 +239,9 @@ def make_deploy(daemon: Daemon) -> Handler:
                                 manifest=manifest.to_dict(),
                             )
                         raise
+                    daemon.metrics.build_finished(
+                        "cached" if outcome.cached else "built", outcome.seconds
+                    )
                     known = await daemon.store.get_version(manifest.name, outcome.version)
                     if not outcome.cached or known is None:
                         await _record(outcome)
@@ -311,6 +323,106 @@ def make_deploy(daemon: Daemon) -> Handler:
     return deploy
 
 
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError as exc:
+        raise PlatError(f"bad --since {value!r}: {exc}") from None
+
+
+def make_logs(daemon: Daemon) -> Handler:
+    """History, then (with follow=1) live lines, as NDJSON; no line twice, none skipped."""
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if await daemon.store.get_function(name) is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        q = request.query
+        since = _since(q.get("since"))
+        tail = int(q["tail"]) if q.get("tail", "").isdigit() else None
+        instance = q.get("instance") or None
+        follow = q.get("follow") == "1"
+        sub = daemon.journal.subscribe(name) if follow else None
+        try:
+            await daemon.journal.flush()
+            history = await daemon.store.query_logs(name, since=since, tail=tail, instance=instance)
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            last = 0
+            for line in history:
+                await response.write((json.dumps(line.to_json()) + "\n").encode())
+                last = line.id
+            if sub is not None:
+                async for line in sub:
+                    if line.id <= last or (instance and not line.instance.startswith(instance)):
+                        continue
+                    await response.write((json.dumps(line.to_json()) + "\n").encode())
+            await response.write_eof()
+            return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        finally:
+            if sub is not None:
+                sub.close()
+
+    return logs
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) by nearest rank, None for no values."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(records: list[Invocation]) -> dict[str, Any]:
+    durations = sorted(r.duration for r in records)
+    errors = sum(1 for r in records if r.status >= 500)
+    client_errors = sum(1 for r in records if 400 <= r.status < 500)
+    return {
+        "invocations": len(records),
+        "errors": errors,
+        "client_errors": client_errors,
+        "error_rate": errors / len(records) if records else 0.0,
+        "p50": percentile(durations, 0.50),
+        "p95": percentile(durations, 0.95),
+        "p99": percentile(durations, 0.99),
+        "cold_starts": sum(1 for r in records if r.cold),
+        "bytes_in": sum(r.bytes_in for r in records),
+        "bytes_out": sum(r.bytes_out for r in records),
+    }
+
+
+def make_stats(daemon: Daemon) -> Handler:
+    async def stats(request: web.Request) -> web.Response:
+        window = request.query.get("since") or "1h"
+        since = _since(window)
+        assert since is not None
+        function = request.query.get("function") or None
+        if function and await daemon.store.get_function(function) is None:
+            raise NotFoundError(f"no function named {function!r}")
+        await daemon.journal.flush()
+        records = await daemon.store.query_invocations(since, function)
+        by_function: dict[str, list[Invocation]] = {}
+        for record in records:
+            by_function.setdefault(record.function, []).append(record)
+        if function:
+            by_function.setdefault(function, [])
+        return web.json_response(
+            {
+                "since": window,
+                "functions": [
+                    {"function": fn, **summarize(recs)} for fn, recs in sorted(by_function.items())
+                ],
+            }
+        )
+
+    return stats
+
+
 def control_routes(daemon: Daemon) -> list[web.RouteDef]:
     return [
         web.get("/v1/status", make_status(daemon)),
@@ -319,6 +431,8 @@ def control_routes(daemon: Daemon) -> list[web.RouteDef]:
         web.get("/v1/functions/{name}", make_describe(daemon)),
         web.delete("/v1/functions/{name}", make_remove(daemon)),
         web.get("/v1/functions/{name}/builds/{version}", make_build_log(daemon)),
+        web.get("/v1/functions/{name}/logs", make_logs(daemon)),
+        web.get("/v1/stats", make_stats(daemon)),
         web.post("/v1/shutdown", make_shutdown(daemon)),
     ]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from plat.daemon.backends import Backend, InstanceSpec, RunningInstance
+from plat.daemon.collector import LogCollector
 from plat.daemon.probe import NotReady, probe_once, wait_ready
 from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import TaskGroup
@@ -79,9 +80,11 @@ class Controller:
         ready_timeout: float = 30.0,
         drain_timeout: float = 30.0,
         watch_interval: float = 2.0,
+        collector: LogCollector | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
+        self.collector = collector
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.watch_interval = watch_interval
@@ -90,6 +93,7 @@ class Controller:
         self._session: aiohttp.ClientSession | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._draining: set[Instance] = set()
+        self._starting: set[Instance] = set()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -124,6 +128,22 @@ class Controller:
             await self._session.close()
             self._session = None
 
+    def instance_states(self) -> list[tuple[str, str, int]]:
+        """(function, state, count) of every instance, for the metrics."""
+        counts: dict[tuple[str, str], int] = {}
+        for fs in self.functions.values():
+            for inst in fs.instances:
+                key = (fs.name, inst.state)
+                counts[key] = counts.get(key, 0) + 1
+        for inst in self._starting:
+            key = (inst.running.function, "starting")
+            counts[key] = counts.get(key, 0) + 1
+        for inst in self._draining:
+            if inst.state == "draining":
+                key = (inst.running.function, "draining")
+                counts[key] = counts.get(key, 0) + 1
+        return [(fn, state, n) for (fn, state), n in counts.items()]
+
     # instances
 
     def _spec(self, manifest: Manifest, version: str, image: str) -> InstanceSpec:
@@ -145,6 +165,24 @@ class Controller:
         started = time.monotonic()
         running = await self.backend.start(self._spec(manifest, version, image), instance_id)
         inst = Instance(running=running, started_at=time.time())
+        self._starting.add(inst)
+        try:
+            return await self._await_ready(inst, manifest, version, started, on_event)
+        finally:
+            self._starting.discard(inst)
+
+    async def _await_ready(
+        self,
+        inst: Instance,
+        manifest: Manifest,
+        version: str,
+        started: float,
+        on_event: EventSink | None,
+    ) -> Instance:
+        running, instance_id = inst.running, inst.id
+        if self.collector is not None:
+            self.collector.attach(running)
+            self.collector.note(running, f"[plat] instance {instance_id} started")
         await self.store.add_instance(
             InstanceRecord(
                 instance_id,
@@ -188,9 +226,13 @@ class Controller:
         return inst
 
     async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
+        """Stop, let the log reader see the last lines, then remove the instance."""
         inst.state = "stopped"
         try:
             await self.backend.stop(inst.running, timeout=timeout)
+            if self.collector is not None:
+                await self.collector.detach(inst.id)
+            await self.backend.remove(inst.running)
         except PlatError as exc:
             log.warning("stopping instance %s failed: %s", inst.id, exc)
         await self.store.remove_instance(inst.id)
@@ -268,12 +310,20 @@ class Controller:
 
     # traffic
 
-    async def acquire(self, name: str, wait: float | None = None) -> Instance:
-        """A ready instance of ``name`` with its in-flight count taken; pair with release()."""
+    async def acquire(self, name: str, wait: float | None = None) -> tuple[Instance, float]:
+        """A ready instance of ``name`` with its in-flight count taken; pair with release().
+
+        Also returns how long the request waited for an instance to start (0.0 when
+        one was ready: anything else is a cold start).
+        """
         fs = self.functions.get(name)
         if fs is None:
             raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
         inst = fs.pick()
+        if inst is not None:
+            inst.inflight += 1
+            return inst, 0.0
+        started = time.monotonic()
         while inst is None:
             try:
                 await asyncio.wait_for(fs.ready.wait(), timeout=wait or self.ready_timeout)
@@ -283,7 +333,7 @@ class Controller:
             if inst is None:
                 fs.ready.clear()
         inst.inflight += 1
-        return inst
+        return inst, time.monotonic() - started
 
     def release(self, inst: Instance) -> None:
         inst.inflight -= 1
@@ -303,6 +353,8 @@ class Controller:
         if fs is None or inst not in fs.instances:
             return
         log.warning("instance %s of %s died; replacing it", inst.id, fs.name)
+        if self.collector is not None:
+            self.collector.note(inst.running, f"[plat] instance {inst.id} exited; replacing it")
         fs.instances.remove(inst)
         if not fs.pick():
             fs.ready.clear()
@@ -338,6 +390,10 @@ class Controller:
 
     # start-up
 
+    async def _discard(self, running: RunningInstance) -> None:
+        await self.backend.stop(running, timeout=2.0)
+        await self.backend.remove(running)
+
     async def reconcile(self) -> None:
         """Adopt healthy instances of current versions, remove everything else, fill gaps."""
         records = await self.store.list_functions()
@@ -365,6 +421,9 @@ class Controller:
                 ):
                     inst = Instance(running=running, started_at=time.time(), state="ready")
                     fs.instances.append(inst)
+                    if self.collector is not None:
+                        since = await self.store.last_log_ts(running.id)
+                        self.collector.attach(running, since=since)
                     adopted.add(running.id)
                     await self.store.add_instance(
                         InstanceRecord(
@@ -381,7 +440,7 @@ class Controller:
             if fs.instances:
                 fs.ready.set()
         stale = [r for r in found if r.id not in adopted]
-        await asyncio.gather(*(self.backend.stop(r, timeout=2.0) for r in stale))
+        await asyncio.gather(*(self._discard(r) for r in stale))
         for instance_id in known - adopted:
             await self.store.remove_instance(instance_id)
         log.info("reconciled: adopted %d instance(s), removed %d", len(adopted), len(stale))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -16,8 +19,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from plat.credentials import check_basic
-from plat.daemon.controller import Controller
-from plat.errors import NotFoundError, PlatError
+from plat.daemon.controller import Controller, FunctionState
+from plat.daemon.journal import Journal
+from plat.daemon.metrics import Metrics
+from plat.daemon.store import Invocation
+from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +73,27 @@ def forward_headers(headers: Mapping[str, str], drop_auth: bool) -> CIMultiDict[
     return out
 
 
+CALL_ID_HEADER = "X-Call-Id"
+CALL_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
 class BodyTooLarge(Exception):
     pass
 
 
 class Gateway:
-    def __init__(self, controller: Controller, *, auth_header: str, max_body: int) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        journal: Journal,
+        metrics: Metrics,
+        *,
+        auth_header: str,
+        max_body: int,
+    ) -> None:
         self.controller = controller
+        self.journal = journal
+        self.metrics = metrics
         self.auth_header = auth_header
         self.max_body = max_body
         self._session: aiohttp.ClientSession | None = None
@@ -119,38 +139,78 @@ class Gateway:
         )
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
+        """Proxy one call; every call of a known function is counted and recorded."""
         name = request.match_info["name"]
         fs = self.controller.functions.get(name)
+        call_id = request.headers.get(CALL_ID_HEADER, "")
+        if not CALL_ID_RE.fullmatch(call_id):
+            call_id = uuid.uuid4().hex
         if fs is None:
-            return json_error(404, "not_found", f"no function named {name!r} is deployed")
+            response: web.StreamResponse = json_error(
+                404, "not_found", f"no function named {name!r} is deployed"
+            )
+            response.headers[CALL_ID_HEADER] = call_id
+            return response
+        started = time.perf_counter()
+        self.metrics.request_started(name)
+        call = _Call(call_id)
+        try:
+            response = await self._proxy(request, fs, call)
+        except BaseException:
+            call.status = 499  # the client went away mid-response
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            status = call.status
+            self.metrics.request_finished(name, status, seconds, call.cold > 0)
+            if call.cold:
+                self.metrics.cold_start(name, call.cold)
+            self.journal.invocation(
+                Invocation(
+                    time.time(),
+                    name,
+                    fs.version,
+                    status,
+                    seconds,
+                    request.content_length or call.bytes_in,
+                    call.bytes_out,
+                    call.cold > 0,
+                    call_id,
+                )
+            )
+        return response
+
+    async def _proxy(
+        self, request: web.Request, fs: FunctionState, call: _Call
+    ) -> web.StreamResponse:
+        name = fs.name
         if fs.manifest.auth != "public" and not check_basic(
             request.headers.get("Authorization"), self.auth_header
         ):
-            return json_error(
+            return call.error(
                 401,
                 "unauthorized",
                 "this function needs basic auth: user admin, password from `plat auth password`",
             )
         length = request.content_length
         if length is not None and length > self.max_body:
-            return self._too_large()
+            return call.reply(self._too_large())
         body: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             if length is None:
                 try:
                     body = await self._read_bounded(request)
                 except BodyTooLarge:
-                    return self._too_large()
+                    return call.reply(self._too_large())
+                call.bytes_in = len(body)
             elif length <= SMALL_BODY:
                 body = await request.read()
             else:
                 body = self._body_stream(request)
         try:
-            inst = await self.controller.acquire(name)
-        except NotFoundError as exc:
-            return json_error(404, "not_found", exc.message)
+            inst, call.cold = await self.controller.acquire(name)
         except PlatError as exc:
-            return json_error(exc.status, exc.code, exc.message)
+            return call.error(exc.status, exc.code, exc.message)
         subpath = request.match_info.get("subpath", "")
         url = f"http://{inst.running.address}/{subpath}"
         if request.query_string:
@@ -161,6 +221,7 @@ class Gateway:
         headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Host"] = request.host
         headers["X-Forwarded-Proto"] = request.scheme
+        headers[CALL_ID_HEADER] = call.call_id
         timeout = fs.manifest.timeout
         assert self._session is not None
         response: web.StreamResponse | None = None
@@ -174,22 +235,24 @@ class Gateway:
                     allow_redirects=False,
                     compress=None,
                 ) as upstream:
+                    out_headers = forward_headers(upstream.headers, drop_auth=False)
+                    out_headers[CALL_ID_HEADER] = call.call_id
                     response = web.StreamResponse(
-                        status=upstream.status,
-                        reason=upstream.reason,
-                        headers=forward_headers(upstream.headers, drop_auth=False),
+                        status=upstream.status, reason=upstream.reason, headers=out_headers
                     )
+                    call.status = upstream.status
                     if upstream.content_length is not None:
                         response.content_length = upstream.content_length
                     await response.prepare(request)
                     async for chunk in upstream.content.iter_any():
+                        call.bytes_out += len(chunk)
                         await response.write(chunk)
                     await response.write_eof()
                     return response
         except TimeoutError:
             if response is not None and response.prepared:
                 raise
-            return json_error(
+            return call.error(
                 504,
                 "function_timeout",
                 f"{name} did not answer within its timeout of {timeout:g} s",
@@ -199,10 +262,33 @@ class Gateway:
             if response is not None and response.prepared:
                 raise
             self.controller.suspect(inst)
-            return json_error(
+            return call.error(
                 502,
                 "instance_failed",
-                f"the instance of {name} failed to answer ({type(exc).__name__}); see its log",
+                f"the instance of {name} failed to answer ({type(exc).__name__}); "
+                f"see `plat logs {name}`",
             )
         finally:
             self.controller.release(inst)
+
+
+class _Call:
+    """What the gateway learns about one call while proxying it."""
+
+    __slots__ = ("bytes_in", "bytes_out", "call_id", "cold", "status")
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.cold = 0.0
+
+    def reply(self, response: web.Response) -> web.Response:
+        self.status = response.status
+        self.bytes_out = len(response.body or b"") if isinstance(response.body, bytes) else 0
+        response.headers[CALL_ID_HEADER] = self.call_id
+        return response
+
+    def error(self, status: int, code: str, message: str, **extra: object) -> web.Response:
+        return self.reply(json_error(status, code, message, **extra))

@@ -6,6 +6,7 @@ it holds for this daemon (by label), reports liveness and returns log tails.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,6 +49,15 @@ class RunningInstance:
         return f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class OutputLine:
+    """One line an instance wrote, as the backend captured it."""
+
+    ts: float
+    stream: str  # stdout | stderr
+    text: str
+
+
 class Backend(Protocol):
     name: str
 
@@ -59,7 +69,17 @@ class Backend(Protocol):
         ...
 
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
-        """Stop and remove the instance; idempotent."""
+        """Stop the instance (SIGTERM, then SIGKILL after ``timeout``); idempotent."""
+        ...
+
+    async def remove(self, instance: RunningInstance) -> None:
+        """Remove a stopped (or running) instance for good; idempotent."""
+        ...
+
+    def output(
+        self, instance: RunningInstance, since: float | None = None
+    ) -> AsyncIterator[OutputLine]:
+        """The instance's stdout/stderr lines from its start (or ``since``) until it exits."""
         ...
 
     async def list(self) -> list[RunningInstance]:

@@ -8,11 +8,17 @@ and pids limits, an init process, and a port published on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
+import aiohttp
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.types import LogConfig
 
 from plat.daemon.backends import (
     LABEL_DAEMON,
@@ -20,9 +26,12 @@ from plat.daemon.backends import (
     LABEL_INSTANCE,
     LABEL_VERSION,
     InstanceSpec,
+    OutputLine,
     RunningInstance,
 )
 from plat.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 
 def run_options(spec: InstanceSpec, instance_id: str, daemon_id: str) -> dict[str, Any]:
@@ -53,10 +62,53 @@ def run_options(spec: InstanceSpec, instance_id: str, daemon_id: str) -> dict[st
         "nano_cpus": int(spec.cpu * 1e9),
         "pids_limit": spec.pids,
         "init": True,
+        # The engine's own copy of the output is bounded; plat keeps what it needs.
+        "log_config": LogConfig(type="k8s-file", config={"max-size": "10mb"}),
     }
     if spec.user is not None:
         options["user"] = spec.user
     return options
+
+
+STREAMS = {1: "stdout", 2: "stderr"}
+
+
+async def demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, str]]:
+    """Lines of the Docker API's multiplexed log stream: (stream name, line)."""
+    partial = {"stdout": b"", "stderr": b""}
+    while True:
+        try:
+            header = await content.readexactly(8)
+        except asyncio.IncompleteReadError:
+            break
+        stream = STREAMS.get(header[0], "stdout")
+        size = int.from_bytes(header[4:8], "big")
+        try:
+            payload = await content.readexactly(size)
+        except asyncio.IncompleteReadError as exc:
+            payload = exc.partial
+        data = partial[stream] + payload
+        *lines, partial[stream] = data.split(b"\n")
+        for line in lines:
+            yield stream, line.decode(errors="replace")
+    for stream, rest in partial.items():
+        if rest:
+            yield stream, rest.decode(errors="replace")
+
+
+def parse_timestamp(value: str) -> float:
+    """Seconds since the epoch from an RFC 3339 time with up to nanoseconds."""
+    try:
+        if "." in value:
+            head, _, frac = value.partition(".")
+            digits = "".join(ch for ch in frac if ch.isdigit())
+            zone = frac[len(digits) :]
+            value = f"{head}.{digits[:6]:0<6}{zone}"
+        if value.endswith("Z"):
+            value = value[:-1] + "+00:00"
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return time.time()
 
 
 class ContainerBackend:
@@ -66,6 +118,17 @@ class ContainerBackend:
         self._endpoint = endpoint
         self.daemon_id = daemon_id
         self._client = docker.DockerClient(base_url=endpoint, timeout=60)
+        if endpoint.startswith("unix://"):
+            self._socket: str | None = endpoint[len("unix://") :]
+            self._api_base = "http://engine/v1.40"
+        else:
+            self._socket = None
+            self._api_base = endpoint.replace("tcp://", "http://", 1).rstrip("/") + "/v1.40"
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        if self._socket is not None:
+            return aiohttp.UnixConnector(path=self._socket)
+        return aiohttp.TCPConnector()
 
     @property
     def endpoint(self) -> str:
@@ -105,22 +168,43 @@ class ContainerBackend:
 
     def _stop_blocking(self, ref: str, timeout: float) -> None:
         try:
-            container = self._client.containers.get(ref)
+            self._client.containers.get(ref).stop(timeout=int(timeout))
         except docker.errors.NotFound:
             return
-        try:
-            container.stop(timeout=int(timeout))
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError:
-            pass
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            return
+        except docker.errors.APIError as exc:
+            log.warning("stopping %s: %s", ref, exc)
 
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
         await self._call(self._stop_blocking, instance.backend_ref, timeout)
+
+    def _remove_blocking(self, ref: str) -> None:
+        try:
+            self._client.containers.get(ref).remove(force=True)
+        except docker.errors.NotFound:
+            return
+
+    async def remove(self, instance: RunningInstance) -> None:
+        await self._call(self._remove_blocking, instance.backend_ref)
+
+    async def output(
+        self, instance: RunningInstance, since: float | None = None
+    ) -> AsyncIterator[OutputLine]:
+        """Follow the engine's log stream of the container (demultiplexed, timestamped)."""
+        params = {"follow": "1", "stdout": "1", "stderr": "1", "timestamps": "1"}
+        if since is not None:
+            params["since"] = f"{since:.6f}"
+        url = f"{self._api_base}/containers/{instance.backend_ref}/logs"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with (
+            aiohttp.ClientSession(connector=self._connector(), timeout=timeout) as session,
+            session.get(url, params=params) as resp,
+        ):
+            if resp.status != 200:
+                log.warning("log stream of %s: HTTP %s", instance.id, resp.status)
+                return
+            async for stream, text in demultiplex(resp.content):
+                ts, _, body = text.partition(" ")
+                yield OutputLine(parse_timestamp(ts), stream, body)
 
     def _list_blocking(self) -> list[RunningInstance]:
         found = []

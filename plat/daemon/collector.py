@@ -1,0 +1,129 @@
+"""Captures every instance's stdout and stderr into the journal, from its first line.
+
+One reader task per instance follows the backend's output stream. The stream is
+read until the instance exits, and the controller waits for it before removing
+the instance, so no line is lost at start-up or death. Lines a shim tags with
+``[call:<id>] `` are stored with that call id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from plat.daemon.backends import Backend, RunningInstance
+from plat.daemon.journal import Journal
+
+log = logging.getLogger(__name__)
+
+CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})\] ?")
+
+
+def split_call_id(text: str) -> tuple[str | None, str]:
+    """(call id, line without the tag) of a line a shim wrote during a call."""
+    match = CALL_TAG.match(text)
+    if match is None:
+        return None, text
+    return match.group(1), text[match.end() :]
+
+
+class TokenBucket:
+    """``rate`` events per second on average, bursts up to ``burst``."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class LogCollector:
+    def __init__(
+        self,
+        backend: Backend,
+        journal: Journal,
+        *,
+        enabled: bool = True,
+        rate: float = 2000.0,
+    ) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.enabled = enabled
+        self.rate = rate
+        self._readers: dict[str, asyncio.Task[None]] = {}
+
+    def note(self, running: RunningInstance, text: str) -> None:
+        """A line from plat itself about an instance (started, died, ...)."""
+        self.journal.log(running.function, running.version, running.id, "plat", text)
+
+    def attach(self, running: RunningInstance, since: float | None = None) -> None:
+        """Start following ``running``'s output (idempotent)."""
+        if not self.enabled or running.id in self._readers:
+            return
+        task = asyncio.create_task(self._read(running, since), name=f"logs-{running.id}")
+        self._readers[running.id] = task
+
+    async def _read(self, running: RunningInstance, since: float | None) -> None:
+        bucket = TokenBucket(self.rate, burst=self.rate * 2)
+        dropped = 0
+        try:
+            async for out in self.backend.output(running, since=since):
+                if since is not None and out.ts <= since:
+                    continue
+                now = time.monotonic()
+                if not bucket.take(now):
+                    dropped += 1
+                    continue
+                if dropped:
+                    self.note(
+                        running,
+                        f"[plat] {dropped} lines dropped: the instance wrote more than "
+                        f"{self.rate:g} lines/s (PLAT_LOG_RATE)",
+                    )
+                    dropped = 0
+                call_id, text = split_call_id(out.text)
+                self.journal.log(
+                    running.function,
+                    running.version,
+                    running.id,
+                    out.stream,
+                    text,
+                    ts=out.ts,
+                    call_id=call_id,
+                )
+            if dropped:
+                self.note(running, f"[plat] {dropped} lines dropped (more than {self.rate:g}/s)")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("reading the output of %s stopped: %s", running.id, exc)
+
+    async def detach(self, instance_id: str, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the reader has seen the end of the stream, then drop it."""
+        task = self._readers.pop(instance_id, None)
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        tasks = list(self._readers.values())
+        self._readers.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

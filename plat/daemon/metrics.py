@@ -1,0 +1,288 @@
+"""The daemon's Prometheus metrics and the ``GET /metrics`` route.
+
+Everything lives in a ``CollectorRegistry`` of its own (never the library's global
+one), so two daemons in one process, as in tests, never share a series. The
+gateway calls ``request_started``/``request_finished`` on its hot path: those look
+the function's labelled children up in one dict and touch nothing else. The
+instance counts are not pushed at all: a collector asks the controller at scrape
+time. See docs/metrics.md for every metric and for the cost per call.
+
+Not thread-safe by design: the daemon is one asyncio loop, and ``render`` reads
+the controller's state through the ``instance_states`` callback, so call every
+method from the loop's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from plat import __version__
+from plat.credentials import check_basic
+
+log = logging.getLogger(__name__)
+
+InstanceStates = Callable[[], Iterable[tuple[str, str, int]]]
+
+# Proxy hops of a fraction of a millisecond up to the default 30 s timeout.
+INVOCATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+# A container start plus its readiness probe: ~0.3 s at best, bounded by ready_timeout (30 s).
+COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+# A cached build is a digest lookup; a real one installs dependencies (minutes).
+BUILD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+INSTANCE_STATES = ("starting", "ready", "draining")
+BUILD_RESULTS = ("built", "cached", "failed")
+
+
+class _FunctionSeries:
+    """One function's labelled children, created once and reused on every request."""
+
+    __slots__ = ("codes", "duration", "in_flight", "invocations")
+
+    def __init__(self, metrics: Metrics, function: str) -> None:
+        self.in_flight = metrics.in_flight.labels(function)
+        self.duration = metrics.duration.labels(function)
+        self.invocations = metrics.invocations
+        # status code -> counter child; HTTP codes are a small, bounded set.
+        self.codes: dict[int, Counter] = {}
+
+    def code(self, function: str, status: int) -> Counter:
+        child = self.invocations.labels(function, str(status))
+        self.codes[status] = child
+        return child
+
+
+class _InstancesCollector(Collector):
+    """``plat_instances{function,state}``, read from the controller at scrape time."""
+
+    def __init__(self, instance_states: InstanceStates) -> None:
+        self._instance_states = instance_states
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "plat_instances",
+            "Instances per function and state (starting, ready, draining).",
+            labels=("function", "state"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        # Declares the name to the registry (duplicate check) without calling the
+        # callback, which may not be usable yet when the registry is built.
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        counts: dict[str, dict[str, int]] = {}
+        try:
+            for function, state, count in self._instance_states():
+                per_state = counts.setdefault(function, dict.fromkeys(INSTANCE_STATES, 0))
+                per_state[state] = per_state.get(state, 0) + count
+        except Exception:
+            # One broken source must not fail the whole scrape (and with it every
+            # other metric): the family is exported empty and the error logged.
+            log.exception("the instance_states callback failed; plat_instances left empty")
+            return [family]
+        for function, per_state in sorted(counts.items()):
+            # Every known state is exported, zeros included, so that a series does
+            # not vanish (and go stale in Prometheus) when its count drops to 0.
+            for state, count in per_state.items():
+                family.add_metric((function, state), count)
+        return [family]
+
+
+class Metrics:
+    """All of the daemon's Prometheus metrics, in a registry of their own.
+
+    ``instance_states()`` yields ``(function, state, count)`` and is called at
+    scrape time (from ``render``), on the loop's thread; states are ``starting``,
+    ``ready`` and ``draining``.
+
+    ``function`` arguments must name deployed functions: every distinct name is
+    a set of series kept until ``remove_function``, so a caller must not pass
+    names taken from unauthenticated URLs of functions that do not exist.
+    """
+
+    def __init__(self, instance_states: InstanceStates) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.invocations = Counter(
+            "plat_invocations",
+            "Requests the gateway proxied to a function, by HTTP status code of the answer.",
+            ("function", "code"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "plat_invocation_duration_seconds",
+            "Time from the gateway receiving a request to the end of its answer, "
+            "waiting for an instance included.",
+            ("function",),
+            buckets=INVOCATION_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "plat_invocations_in_flight",
+            "Requests the gateway is proxying to a function right now.",
+            ("function",),
+            registry=r,
+        )
+        self.cold_starts = Counter(
+            "plat_cold_starts",
+            "Requests that had to wait for an instance of the function to start.",
+            ("function",),
+            registry=r,
+        )
+        self.cold_start_duration = Histogram(
+            "plat_cold_start_duration_seconds",
+            "How long a request waited for an instance to start and become ready.",
+            ("function",),
+            buckets=COLD_START_BUCKETS,
+            registry=r,
+        )
+        self.builds = Counter(
+            "plat_builds",
+            "Image builds by result: built, cached (the image existed) or failed.",
+            ("result",),
+            registry=r,
+        )
+        self.build_duration = Histogram(
+            "plat_build_duration_seconds",
+            "Wall time of an image build, whatever its result.",
+            buckets=BUILD_BUCKETS,
+            registry=r,
+        )
+        # Every result exists from the start, so rate() and the dashboard's stacked
+        # panel have a series to work with before the first failure.
+        self._build_results = {result: self.builds.labels(result) for result in BUILD_RESULTS}
+        info = Info("plat", "The daemon's version and Python; the value is always 1.", registry=r)
+        info.info({"version": __version__, "python": platform.python_version()})
+        r.register(_InstancesCollector(instance_states))
+        # The standard process_* names that every Prometheus client exports: generic
+        # dashboards and alerts work unchanged, and job/instance say which process.
+        ProcessCollector(registry=r)
+        self._functions: dict[str, _FunctionSeries] = {}
+
+    def _series(self, function: str) -> _FunctionSeries:
+        series = self._functions.get(function)
+        if series is None:
+            series = self._functions[function] = _FunctionSeries(self, function)
+        return series
+
+    def request_started(self, function: str) -> None:
+        """A request for ``function`` entered the gateway: in-flight + 1."""
+        series = self._functions.get(function)
+        if series is None:
+            series = self._series(function)
+        series.in_flight.inc()
+
+    def request_finished(self, function: str, status: int, seconds: float, cold: bool) -> None:
+        """The request ended with HTTP ``status`` after ``seconds``: in-flight - 1, counted, timed.
+
+        ``seconds`` runs from receipt to the end of the answer. ``cold`` says the
+        request waited for an instance start (counted by ``cold_start``); in the
+        OpenMetrics format it marks the request's latency bucket with the exemplar
+        ``{cold="true"}``, so a slow bucket can be told apart from a cold one.
+        Each call must follow one ``request_started`` for the same function.
+        """
+        series = self._functions.get(function)
+        if series is None:
+            # The function was removed while this request was in flight: its start
+            # was counted on the old series, so nothing is decremented here.
+            series = self._series(function)
+        else:
+            series.in_flight.dec()
+        counter = series.codes.get(status)
+        if counter is None:
+            counter = series.code(function, status)
+        counter.inc()
+        if cold:
+            series.duration.observe(seconds, {"cold": "true"})
+        else:
+            series.duration.observe(seconds)
+
+    def cold_start(self, function: str, seconds: float) -> None:
+        """A request waited ``seconds`` for an instance of ``function`` to start."""
+        self.cold_starts.labels(function).inc()
+        self.cold_start_duration.labels(function).observe(seconds)
+
+    def build_finished(self, result: str, seconds: float) -> None:
+        """An image build ended: ``result`` is ``built``, ``cached`` or ``failed``.
+
+        Raises ValueError for any other result (the label set stays bounded).
+        """
+        counter = self._build_results.get(result)
+        if counter is None:
+            raise ValueError(f"build result {result!r} is not one of {', '.join(BUILD_RESULTS)}")
+        counter.inc()
+        self.build_duration.observe(seconds)
+
+    def remove_function(self, function: str) -> None:
+        """Drop every series of ``function`` (after ``plat rm``), so it stops being exported."""
+        series = self._functions.pop(function, None)
+        if series is not None:
+            for status in series.codes:
+                self.invocations.remove(function, str(status))
+        for metric in (self.in_flight, self.duration, self.cold_starts, self.cold_start_duration):
+            # remove() raises KeyError for a label set that was never used.
+            with contextlib.suppress(KeyError):
+                metric.remove(function)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition of every metric and its content type.
+
+        OpenMetrics when ``accept`` asks for ``application/openmetrics-text``
+        (Prometheus does), else the text format 0.0.4 (or 1.0.0 when asked).
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+def metrics_routes(metrics: Metrics, *, auth_header: str | None) -> list[web.RouteDef]:
+    """``GET /metrics`` (and HEAD). With ``auth_header`` (``basic_header(password)``),
+    a request without those basic-auth credentials gets a JSON 401; without it,
+    the route is open.
+    """
+
+    async def serve(request: web.Request) -> web.Response:
+        if auth_header is not None and not check_basic(
+            request.headers.get("Authorization"), auth_header
+        ):
+            return web.json_response(
+                {
+                    "error": "unauthorized",
+                    "message": "/metrics needs basic auth: user admin, "
+                    "password from `plat auth password`",
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="plat"'},
+            )
+        body, content_type = metrics.render(request.headers.get("Accept"))
+        # aiohttp's content_type argument refuses parameters; the header takes them whole.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return [web.get("/metrics", serve)]
