@@ -29,6 +29,17 @@ def split_call_id(text: str) -> tuple[str | None, str]:
     return match.group(1), text[match.end() :]
 
 
+def line_time(engine_ts: float, now: float) -> float:
+    """The time to store for a line: the engine's, unless it is whole seconds and recent.
+
+    Some engines (Podman 4) stamp log lines with whole seconds only; a line read
+    live is better stamped with the moment it arrived.
+    """
+    if engine_ts == int(engine_ts) and 0 <= now - engine_ts < 2:
+        return now
+    return engine_ts
+
+
 class TokenBucket:
     """``rate`` events per second on average, bursts up to ``burst``."""
 
@@ -100,7 +111,7 @@ class LogCollector:
                     running.id,
                     out.stream,
                     text,
-                    ts=out.ts,
+                    ts=line_time(out.ts, time.time()),
                     call_id=call_id,
                 )
             if dropped:

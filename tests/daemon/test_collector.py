@@ -1,0 +1,74 @@
+"""Pure parts of log capture: call-id tags, timestamps, rate limiting, demultiplexing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from plat.daemon.backends.container import demultiplex, parse_timestamp
+from plat.daemon.collector import TokenBucket, line_time, split_call_id
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[call:abc-123] hello", ("abc-123", "hello")),
+        ("[call:a.b_c]no space", ("a.b_c", "no space")),
+        ("plain line", (None, "plain line")),
+        ("[call:bad id] x", (None, "[call:bad id] x")),
+        (" [call:abc] indented", (None, " [call:abc] indented")),
+        ("", (None, "")),
+    ],
+)
+def test_split_call_id(text: str, expected: tuple[str | None, str]) -> None:
+    assert split_call_id(text) == expected
+
+
+def test_line_time_prefers_arrival_for_whole_second_recent_stamps() -> None:
+    assert line_time(1000.0, 1000.4) == 1000.4
+    assert line_time(1000.25, 1000.4) == 1000.25  # precise stamps are kept
+    assert line_time(1000.0, 1100.0) == 1000.0  # history read later keeps its stamp
+
+
+BASE = datetime(2026, 11, 27, 8, 51, 27, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "offset"),
+    [
+        ("2026-11-27T08:51:27Z", 0.0),
+        ("2026-11-27T08:51:27.123456789Z", 0.123457),
+        ("2026-11-27T08:51:27.5+00:00", 0.5),
+        ("2026-11-27T09:51:27+01:00", 0.0),
+    ],
+)
+def test_parse_timestamp(stamp: str, offset: float) -> None:
+    assert parse_timestamp(stamp) == pytest.approx(BASE + offset, abs=1e-5)
+
+
+def test_token_bucket_allows_bursts_then_the_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=20)
+    now = bucket.stamp
+    assert sum(bucket.take(now) for _ in range(50)) == 20
+    assert sum(bucket.take(now + 1.0) for _ in range(50)) == 10
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+async def test_demultiplex_splits_streams_and_joins_partial_lines() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(_frame(1, b"one\ntw"))
+    reader.feed_data(_frame(2, b"err line\n"))
+    reader.feed_data(_frame(1, b"o\nthree"))
+    reader.feed_eof()
+    lines = [item async for item in demultiplex(reader)]  # type: ignore[arg-type]
+    assert lines == [
+        ("stdout", "one"),
+        ("stderr", "err line"),
+        ("stdout", "two"),
+        ("stdout", "three"),
+    ]
