@@ -29,6 +29,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "init",
     "deploy",
+    "dev",
     "invoke",
     "functions",
     "logs",

@@ -30,12 +30,15 @@ ALWAYS_IGNORED = (
 
 
 class IgnoreRules:
-    def __init__(self, root: Path) -> None:
+    """``.platignore`` (plus any ``extra_files``, e.g. ``.gitignore`` for the watcher)."""
+
+    def __init__(self, root: Path, extra_files: tuple[str, ...] = ()) -> None:
         self.root = root
         lines = list(ALWAYS_IGNORED)
-        path = root / IGNORE_FILE
-        if path.is_file():
-            lines += path.read_text(errors="replace").splitlines()
+        for name in (IGNORE_FILE, *extra_files):
+            path = root / name
+            if path.is_file():
+                lines += path.read_text(errors="replace").splitlines()
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, relative: str, is_dir: bool = False) -> bool:

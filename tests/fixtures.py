@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,17 +133,25 @@ def stop_daemon(plat: PlatRunner) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@contextmanager
+def daemon_session(runner: PlatRunner) -> Iterator[PlatRunner]:
+    """A started daemon, stopped afterwards however the block ends; fails on leftovers."""
+    try:
+        runner.run("daemon", "start")
+        yield runner
+    finally:
+        stop_daemon(runner)
+        leftovers = runner.containers() if (runner.home / "daemon-id").exists() else []
+        if leftovers:
+            subprocess.run(["podman", "rm", "-f", *leftovers], capture_output=True)
+            pytest.fail(f"the daemon left containers behind: {leftovers}")
+
+
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatRunner]:
     """A started daemon shared by one test module; stopped (and checked clean) after it."""
-    runner = make_runner(tmp_path_factory.mktemp("plat"))
-    runner.run("daemon", "start")
-    yield runner
-    stop_daemon(runner)
-    leftovers = runner.containers()
-    if leftovers:
-        subprocess.run(["podman", "rm", "-f", *leftovers], capture_output=True)
-        pytest.fail(f"the daemon left containers behind: {leftovers}")
+    with daemon_session(make_runner(tmp_path_factory.mktemp("plat"))) as runner:
+        yield runner
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ def deploy(
     manifest = load_manifest(path)  # validated here, before anything is sent
     client = connect()
     done: dict[str, Any] | None = None
+    function: dict[str, Any] | None = None
     with err.status(f"building {manifest.name}...", spinner="dots") as status:
         for event in client.stream(
             "POST", "/v1/functions", {"path": str(path.resolve()), "force": force}
@@ -67,9 +68,11 @@ def deploy(
                 _fail(event)
             elif kind == "done":
                 done = event
-    if done is None:
+            elif kind == "function":
+                function = event["function"]
+    if done is None or function is None:
         raise PlatError("the daemon ended the deploy without a result; see `plat daemon status`")
-    fn = done["function"]
+    fn = function
     elapsed = time.monotonic() - started
     out.print(
         f"[green]✓[/green] deployed [bold]{fn['name']}[/bold] version {fn['version']} "

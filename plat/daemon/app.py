@@ -29,8 +29,9 @@ from plat.daemon.builders import Builder
 from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.builders.engine import EngineBuilder
 from plat.daemon.collector import LogCollector
-from plat.daemon.control import control_routes, deploy_locks, error_middleware
+from plat.daemon.control import control_routes, error_middleware
 from plat.daemon.controller import Controller
+from plat.daemon.deployer import Deployer
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.journal import Journal, Retention
@@ -70,7 +71,6 @@ class Daemon:
         self.started_at = time.time()
         self.stop_event = asyncio.Event()
         self.tasks = TaskGroup(log)
-        self.deploy_locks = deploy_locks()
         self.engine_description: dict[str, Any] = {}
         self.gateway_url = ""
         self._stack = AsyncExitStack()
@@ -80,6 +80,7 @@ class Daemon:
         self.images: ImageBuilder
         self.controller: Controller
         self.gateway: Gateway
+        self.deployer: Deployer
         self.journal: Journal
         self.collector: LogCollector
         self.metrics: Metrics
@@ -107,7 +108,7 @@ class Daemon:
         self.backend = backend
         stack.push_async_callback(backend.close)
         builder = choose_builder(self.config, info.name, info.endpoint)
-        self.images = ImageBuilder(builder, self.home.builds_dir, self.env)
+        self.images = ImageBuilder(builder, self.home.builds_dir, self.env, self.home.root / "dev")
 
         self.journal = Journal(
             self.store,
@@ -136,6 +137,7 @@ class Daemon:
         stack.push_async_callback(self.controller.close)
         self.metrics = Metrics(self.controller.instance_states)
         await self.controller.start()
+        self.deployer = Deployer(self.store, self.controller, self.images, self.metrics)
 
         self.auth_header = basic_header(password)
         self.gateway = Gateway(

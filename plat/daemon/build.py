@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plat import baseimages
@@ -45,6 +45,8 @@ class BuildOutcome:
     seconds: float
     builder: str
     log: str
+    # Read-only mounts the instances need (a dev release's code): {host path: target}.
+    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,89 @@ def image_tag(function: str, version: str) -> str:
     return f"localhost/plat/{function}:{version}"
 
 
+APP_DIR = "/home/app"
+DEV_SNAPSHOTS_KEPT = 4
+
+
 class ImageBuilder:
-    def __init__(self, builder: Builder, work_dir: Path, env: Mapping[str, str]) -> None:
+    """Container images from function folders (the container backend's ``Artifacts``).
+
+    ``hot`` serves `plat dev`: when only code changed since an image was built
+    here, the new code is snapshotted to ``dev_dir`` and mounted read-only over
+    the image's code, so no build is needed; a dependency change builds for real.
+    """
+
+    def __init__(
+        self, builder: Builder, work_dir: Path, env: Mapping[str, str], dev_dir: Path
+    ) -> None:
         self.builder = builder
         self.work_dir = work_dir
         self.env = env
+        self.dev_dir = dev_dir
+        self._images_by_deps: dict[tuple[str, str], str] = {}
+        self._verified: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.builder.name
+
+    async def deps_key(self, manifest: Manifest, source: Path) -> str | None:
+        """A digest of everything below the code layer, or None for `dockerfile`."""
+        runtime = get_runtime(manifest.runtime)
+        containerfile = runtime.containerfile
+        if not containerfile:
+            return None
+
+        def compute() -> str:
+            parts = [runtime.name.encode(), (runtime.path / containerfile).read_bytes()]
+            shim = runtime.shim_dir
+            if shim is not None:
+                parts.append(digest_files(shim, sorted(_tree(shim))).encode())
+            deps = [Path(n) for n in runtime.dependencies if (source / n).is_file()]
+            return digest_files(source, deps, b"\0".join(parts))
+
+        return await asyncio.to_thread(compute)
+
+    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+        started = time.monotonic()
+        key = await self.deps_key(manifest, source)
+        image = self._images_by_deps.get((manifest.name, key)) if key else None
+        if key is None or image is None:
+            return None
+        if image not in self._verified:
+            if not await self.builder.image_exists(image):
+                return None
+            self._verified.add(image)
+        rules = IgnoreRules(source)
+
+        def snapshot() -> tuple[str, Path, bool]:
+            files = list(rules.files())
+            version = digest_files(source, files, f"dev\0{key}".encode())[:12]
+            target = self.dev_dir / manifest.name / version
+            if target.is_dir():
+                os.utime(target)  # serving again: newest, so pruning keeps it
+                return version, target, True
+            tmp = target.with_name(f".{version}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for rel in files:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source / rel, tmp / rel)
+            _make_readable(tmp)
+            tmp.rename(target)
+            _prune_snapshots(target.parent, keep=DEV_SNAPSHOTS_KEPT)
+            return version, target, False
+
+        version, target, cached = await asyncio.to_thread(snapshot)
+        return BuildOutcome(
+            version,
+            image,
+            cached,
+            time.monotonic() - started,
+            "dev-mount",
+            f"code-only change: {target} mounted read-only at {APP_DIR} on {image}",
+            mounts={str(target): APP_DIR},
+        )
 
     async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
         runtime = get_runtime(manifest.runtime)
@@ -145,8 +225,11 @@ class ImageBuilder:
             log.append(line)
             on_line(line)
 
+        key = await self.deps_key(manifest, source)
         if not force and await self.builder.image_exists(tag):
             sink(f"image {tag} is up to date (no changes since it was built)")
+            if key:
+                self._images_by_deps[(manifest.name, key)] = tag
             return BuildOutcome(
                 plan.version,
                 tag,
@@ -173,9 +256,22 @@ class ImageBuilder:
             await self.builder.build(job, sink)
         finally:
             await asyncio.to_thread(shutil.rmtree, target, True)
+        if key:
+            self._images_by_deps[(manifest.name, key)] = tag
         return BuildOutcome(
             plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
         )
+
+
+def _prune_snapshots(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` newest dev snapshots (the serving one and those still draining)."""
+    snapshots = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in snapshots[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _make_readable(root: Path) -> None:

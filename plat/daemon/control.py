@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from plat import __version__
 from plat.daemon.store import Invocation
-from plat.errors import BuildError, NotFoundError, PlatError
+from plat.errors import NotFoundError, PlatError
 from plat.manifest import load_manifest
 from plat.units import parse_duration
 
@@ -74,7 +73,7 @@ def make_status(daemon: Daemon) -> Handler:
                 "gateway_url": daemon.gateway_url,
                 "backend": daemon.backend.name,
                 "engine": daemon.engine_description,
-                "builder": daemon.images.builder.name,
+                "builder": daemon.deployer.artifacts.name,
                 "functions": len(daemon.controller.functions),
             }
         )
@@ -163,8 +162,9 @@ def make_describe(daemon: Daemon) -> Handler:
 def make_remove(daemon: Daemon) -> Handler:
     async def remove(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        async with daemon.deploy_locks[name]:
+        async with daemon.deployer.locks[name]:
             await daemon.controller.remove(name)
+        daemon.metrics.remove_function(name)
         return web.json_response({"removed": name})
 
     return remove
@@ -203,107 +203,43 @@ def make_deploy(daemon: Daemon) -> Handler:
         source = Path(raw_path)
         manifest = await asyncio.to_thread(load_manifest, source)
         force = bool(data.get("force", False))
+        dev = bool(data.get("dev", False))
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-        def emit(event: dict[str, Any]) -> None:
-            queue.put_nowait(event)
-
         async def run() -> None:
-            started = time.monotonic()
-            lines: list[str] = []
             try:
-                async with daemon.deploy_locks[manifest.name]:
-                    emit({"type": "phase", "phase": "build"})
-
-                    def on_line(line: str) -> None:
-                        lines.append(line)
-                        emit({"type": "log", "line": line})
-
-                    try:
-                        outcome = await daemon.images.build(manifest, source, on_line, force=force)
-                    except BuildError:
-                        daemon.metrics.build_finished("failed", time.monotonic() - started)
-                        # Failed builds of known functions keep their log for `plat describe`.
-                        if await daemon.store.get_function(manifest.name):
-                            await daemon.store.record_version(
-                                manifest.name,
-                                "failed-" + time.strftime("%Y%m%d%H%M%S"),
-                                "",
-                                status="failed",
-                                builder=daemon.images.builder.name,
-                                build_log="\n".join(lines),
-                                build_seconds=time.monotonic() - started,
-                                manifest=manifest.to_dict(),
-                            )
-                        raise
-                    daemon.metrics.build_finished(
-                        "cached" if outcome.cached else "built", outcome.seconds
-                    )
-                    known = await daemon.store.get_version(manifest.name, outcome.version)
-                    if not outcome.cached or known is None:
-                        await _record(outcome)
-                    emit(
-                        {
-                            "type": "built",
-                            "version": outcome.version,
-                            "image": outcome.image,
-                            "cached": outcome.cached,
-                            "seconds": outcome.seconds,
-                        }
-                    )
-                    fs = daemon.controller.functions.get(manifest.name)
-                    if (
-                        fs is not None
-                        and fs.version == outcome.version
-                        and fs.manifest == manifest
-                        and fs.pick() is not None
-                    ):
-                        emit({"type": "event", "message": "already serving this version"})
-                    else:
-                        emit({"type": "phase", "phase": "start"})
-                        await daemon.controller.deploy(
-                            manifest,
-                            outcome.version,
-                            outcome.image,
-                            str(source.resolve()),
-                            on_event=lambda m: emit({"type": "event", "message": m}),
-                        )
-                    fs = daemon.controller.functions[manifest.name]
-                    emit(
-                        {
-                            "type": "done",
-                            "function": _function_summary(daemon, manifest.name),
-                            "cached": outcome.cached,
-                            "build_seconds": outcome.seconds,
-                            "ready_seconds": max((i.ready_seconds or 0) for i in fs.instances),
-                            "seconds": time.monotonic() - started,
-                        }
-                    )
+                await daemon.deployer.deploy(
+                    manifest, source, queue.put_nowait, force=force, dev=dev
+                )
+                queue.put_nowait(
+                    {"type": "function", "function": _function_summary(daemon, manifest.name)}
+                )
             except PlatError as exc:
-                emit({"type": "error", **exc.to_json()})
+                queue.put_nowait({"type": "error", **exc.to_json()})
+            except asyncio.CancelledError:
+                queue.put_nowait(
+                    {
+                        "type": "error",
+                        "error": "superseded",
+                        "message": "superseded by a newer change",
+                    }
+                )
+                raise
             except Exception as exc:
                 log.exception("deploy of %s failed", manifest.name)
-                emit({"type": "error", "error": "internal", "message": f"deploy failed: {exc!r}"})
+                queue.put_nowait(
+                    {"type": "error", "error": "internal", "message": f"deploy failed: {exc!r}"}
+                )
             finally:
                 queue.put_nowait(None)
 
-        async def _record(outcome: Any) -> None:
-            await daemon.store.record_version(
-                manifest.name,
-                outcome.version,
-                outcome.image,
-                status="built",
-                builder=outcome.builder,
-                build_log=outcome.log,
-                build_seconds=outcome.seconds,
-                manifest=manifest.to_dict(),
-            )
-
-        # The deploy runs to completion even if the client goes away.
+        # The deploy runs to completion even if the client goes away (unless superseded).
         task = daemon.tasks.spawn(run(), name=f"deploy-{manifest.name}")
+        if dev:
+            daemon.deployer.supersede(manifest.name, task)
         client_gone = False
         while True:
             event = await queue.get()
@@ -315,7 +251,7 @@ def make_deploy(daemon: Daemon) -> Handler:
                 await response.write((json.dumps(event) + "\n").encode())
             except (ConnectionResetError, RuntimeError):
                 client_gone = True
-        await task
+        await asyncio.gather(task, return_exceptions=True)
         if not client_gone:
             await response.write_eof()
         return response
@@ -435,7 +371,3 @@ def control_routes(daemon: Daemon) -> list[web.RouteDef]:
         web.get("/v1/stats", make_stats(daemon)),
         web.post("/v1/shutdown", make_shutdown(daemon)),
     ]
-
-
-def deploy_locks() -> defaultdict[str, asyncio.Lock]:
-    return defaultdict(asyncio.Lock)

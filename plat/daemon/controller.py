@@ -24,6 +24,7 @@ from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import TaskGroup
 from plat.errors import NotFoundError, PlatError
 from plat.manifest import Manifest, validate_manifest
+from plat.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Instance:
     started_at: float
     state: str = "starting"
     inflight: int = 0
+    start_seconds: float | None = None
     ready_seconds: float | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -49,15 +51,35 @@ class Instance:
         return self.running.id
 
 
-@dataclass(eq=False)
-class FunctionState:
-    name: str
+@dataclass(frozen=True)
+class Release:
+    """What instances of a function run: a manifest, a version and its image (+ mounts)."""
+
     manifest: Manifest
     version: str
     image: str
+    mounts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class FunctionState:
+    name: str
+    release: Release
     instances: list[Instance] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.release.manifest
+
+    @property
+    def version(self) -> str:
+        return self.release.version
+
+    @property
+    def image(self) -> str:
+        return self.release.image
 
     def desired(self) -> int:
         # The warm pool holds at least one instance per function.
@@ -146,28 +168,35 @@ class Controller:
 
     # instances
 
-    def _spec(self, manifest: Manifest, version: str, image: str) -> InstanceSpec:
+    def _spec(self, release: Release) -> InstanceSpec:
+        manifest = release.manifest
+        env = dict(manifest.env)
+        handler = manifest.handler or get_runtime(manifest.runtime).handler
+        if manifest.runtime != "dockerfile" and handler:
+            env["PLAT_HANDLER"] = handler
         return InstanceSpec(
             function=manifest.name,
-            version=version,
-            image=image,
-            env=dict(manifest.env),
+            version=release.version,
+            image=release.image,
+            env=env,
             memory=manifest.resources.memory,
             cpu=manifest.resources.cpu,
             pids=manifest.resources.pids,
             user=None if manifest.runtime == "dockerfile" else "10001:10001",
+            mounts=dict(release.mounts),
         )
 
     async def _start_instance(
-        self, manifest: Manifest, version: str, image: str, on_event: EventSink | None = None
+        self, release: Release, on_event: EventSink | None = None
     ) -> Instance:
         instance_id = secrets.token_hex(4)
         started = time.monotonic()
-        running = await self.backend.start(self._spec(manifest, version, image), instance_id)
+        running = await self.backend.start(self._spec(release), instance_id)
         inst = Instance(running=running, started_at=time.time())
+        inst.start_seconds = time.monotonic() - started
         self._starting.add(inst)
         try:
-            return await self._await_ready(inst, manifest, version, started, on_event)
+            return await self._await_ready(inst, release.manifest, release.version, on_event)
         finally:
             self._starting.discard(inst)
 
@@ -176,10 +205,10 @@ class Controller:
         inst: Instance,
         manifest: Manifest,
         version: str,
-        started: float,
         on_event: EventSink | None,
     ) -> Instance:
         running, instance_id = inst.running, inst.id
+        started = time.monotonic()
         if self.collector is not None:
             self.collector.attach(running)
             self.collector.note(running, f"[plat] instance {instance_id} started")
@@ -219,7 +248,8 @@ class Controller:
             ) from None
         inst.ready_seconds = time.monotonic() - started
         inst.state = "ready"
-        await self.store.set_instance_state(instance_id, "ready", inst.ready_seconds)
+        total = inst.ready_seconds + (inst.start_seconds or 0.0)
+        await self.store.set_instance_state(instance_id, "ready", total)
         log.info(
             "instance %s of %s ready in %.3f s", instance_id, manifest.name, inst.ready_seconds
         )
@@ -256,42 +286,34 @@ class Controller:
     # deploy / remove
 
     async def deploy(
-        self,
-        manifest: Manifest,
-        version: str,
-        image: str,
-        source_dir: str,
-        on_event: EventSink | None = None,
+        self, release: Release, source_dir: str, on_event: EventSink | None = None
     ) -> FunctionState:
-        """Start the new version, switch traffic to it once ready, then drain the old one.
+        """Start the new release, switch traffic to it once ready, then drain the old one.
 
         Raises InstanceFailed (the old version keeps serving) when it never becomes ready.
         """
-        fs = self.functions.get(manifest.name)
+        name = release.manifest.name
+        fs = self.functions.get(name)
+        fresh = fs is None
         if fs is None:
-            fs = FunctionState(manifest.name, manifest, version, image)
-            self.functions[manifest.name] = fs
-            fresh = True
-        else:
-            fresh = False
+            fs = self.functions[name] = FunctionState(name, release)
         async with fs.lock:
-            count = max(1, manifest.scale.min)
+            count = max(1, release.manifest.scale.min)
             try:
                 new = await asyncio.gather(
-                    *(
-                        self._start_instance(manifest, version, image, on_event)
-                        for _ in range(count)
-                    )
+                    *(self._start_instance(release, on_event) for _ in range(count))
                 )
             except BaseException:
                 if fresh and not fs.instances:
-                    self.functions.pop(manifest.name, None)
+                    self.functions.pop(name, None)
                 raise
             old = fs.instances
-            fs.manifest, fs.version, fs.image = manifest, version, image
+            fs.release = release
             fs.instances = list(new)
             fs.ready.set()
-            await self.store.upsert_function(manifest.name, manifest.to_dict(), source_dir, version)
+            await self.store.upsert_function(
+                name, release.manifest.to_dict(), source_dir, release.version
+            )
             for inst in old:
                 self.tasks.spawn(self._drain(inst), name=f"drain-{inst.id}")
         return fs
@@ -341,11 +363,25 @@ class Controller:
             inst.idle.set()
 
     def suspect(self, inst: Instance) -> None:
-        """The gateway could not talk to ``inst``: check it now rather than at the next tick."""
+        """The gateway could not talk to ``inst``: no traffic until a check clears it."""
+        if inst.state != "ready":
+            return
+        inst.state = "suspect"
+        fs = self.functions.get(inst.running.function)
+        if fs is not None and fs.pick() is None:
+            fs.ready.clear()
         self.tasks.spawn(self._check(inst), name=f"check-{inst.id}")
 
     async def _check(self, inst: Instance) -> None:
-        if inst.state == "ready" and not await self.backend.is_alive(inst.running):
+        alive = await self.backend.is_alive(inst.running) and await probe_once(
+            self.session, inst.running.host, inst.running.port, timeout=2.0
+        )
+        if alive and inst.state == "suspect":
+            inst.state = "ready"
+            fs = self.functions.get(inst.running.function)
+            if fs is not None:
+                fs.ready.set()
+        elif not alive:
             await self._replace(inst)
 
     async def _replace(self, inst: Instance) -> None:
@@ -368,7 +404,7 @@ class Controller:
             missing = fs.desired() - len(fs.instances)
             for _ in range(missing):
                 try:
-                    inst = await self._start_instance(fs.manifest, fs.version, fs.image)
+                    inst = await self._start_instance(fs.release)
                 except PlatError as exc:
                     log.error("could not start an instance of %s: %s", fs.name, exc)
                     return
@@ -385,7 +421,7 @@ class Controller:
                 continue
             for fs in list(self.functions.values()):
                 for inst in list(fs.instances):
-                    if inst.state == "ready" and inst.running.backend_ref not in alive:
+                    if inst.state in ("ready", "suspect") and inst.running.backend_ref not in alive:
                         self.tasks.spawn(self._replace(inst), name=f"replace-{inst.id}")
 
     # start-up
@@ -409,7 +445,8 @@ class Controller:
             manifest = validate_manifest(
                 record.manifest, source=f"stored manifest of {record.name}"
             )
-            fs = FunctionState(record.name, manifest, record.version, version.image)
+            release = Release(manifest, record.version, version.image, version.mounts)
+            fs = FunctionState(record.name, release)
             self.functions[record.name] = fs
             for running in found:
                 if (

@@ -133,7 +133,7 @@ class Metrics:
         r = self.registry
         self.invocations = Counter(
             "plat_invocations",
-            "Requests the gateway proxied to a function, by HTTP status code of the answer.",
+            "Requests for a deployed function, by the HTTP status code the gateway answered.",
             ("function", "code"),
             registry=r,
         )
@@ -147,7 +147,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "plat_invocations_in_flight",
-            "Requests the gateway is proxying to a function right now.",
+            "Requests for a function the gateway is handling right now.",
             ("function",),
             registry=r,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX invocations_by_function ON invocations(function, ts);
     """,
+    """
+    ALTER TABLE versions ADD COLUMN mounts TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 
@@ -101,6 +104,7 @@ class VersionRecord:
     build_seconds: float | None
     manifest: dict[str, Any]
     created_at: float
+    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -250,15 +254,17 @@ class Store:
         build_log: str,
         build_seconds: float | None,
         manifest: dict[str, Any],
+        mounts: dict[str, str] | None = None,
     ) -> None:
         await self.db.execute(
             """INSERT INTO versions(function, version, image, status, builder, build_log,
-                 build_seconds, manifest, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 build_seconds, manifest, created_at, mounts)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(function, version) DO UPDATE SET image=excluded.image,
                  status=excluded.status, builder=excluded.builder,
                  build_log=excluded.build_log, build_seconds=excluded.build_seconds,
-                 manifest=excluded.manifest, created_at=excluded.created_at""",
+                 manifest=excluded.manifest, created_at=excluded.created_at,
+                 mounts=excluded.mounts""",
             (
                 function,
                 version,
@@ -269,6 +275,7 @@ class Store:
                 build_seconds,
                 json.dumps(manifest),
                 time.time(),
+                json.dumps(mounts or {}),
             ),
         )
         await self.db.commit()
@@ -447,4 +454,5 @@ def _version(row: aiosqlite.Row) -> VersionRecord:
     data = dict(row)
     data.pop("build_log", None)
     data["manifest"] = json.loads(data["manifest"])
+    data["mounts"] = json.loads(data.get("mounts") or "{}")
     return VersionRecord(**data)

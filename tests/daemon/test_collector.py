@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from plat.daemon.backends.container import demultiplex, parse_timestamp
+from plat.daemon.backends.container import demultiplex, parse_timestamp, timestamped_lines
 from plat.daemon.collector import TokenBucket, line_time, split_call_id
 
 
@@ -59,16 +59,23 @@ def _frame(stream: int, payload: bytes) -> bytes:
     return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
 
 
-async def test_demultiplex_splits_streams_and_joins_partial_lines() -> None:
+async def test_frames_become_lines_across_partial_entries() -> None:
     reader = asyncio.StreamReader()
-    reader.feed_data(_frame(1, b"one\ntw"))
-    reader.feed_data(_frame(2, b"err line\n"))
-    reader.feed_data(_frame(1, b"o\nthree"))
+    reader.feed_data(_frame(1, b"2026-11-27T08:51:27Z one\n"))
+    reader.feed_data(_frame(1, b"2026-11-27T08:51:27Z serving on :80"))
+    reader.feed_data(_frame(2, b"2026-11-27T08:51:28Z err line\n"))
+    reader.feed_data(_frame(1, b"2026-11-27T08:51:28Z 80\n"))
+    reader.feed_data(_frame(1, b"2026-11-27T08:51:29Z a\nb\nc"))
     reader.feed_eof()
-    lines = [item async for item in demultiplex(reader)]  # type: ignore[arg-type]
+    lines = [
+        (x.stream, x.text, x.ts - BASE)
+        async for x in timestamped_lines(demultiplex(reader))  # type: ignore[arg-type]
+    ]
     assert lines == [
-        ("stdout", "one"),
-        ("stderr", "err line"),
-        ("stdout", "two"),
-        ("stdout", "three"),
+        ("stdout", "one", 0.0),
+        ("stderr", "err line", 1.0),
+        ("stdout", "serving on :8080", 0.0),
+        ("stdout", "a", 2.0),
+        ("stdout", "b", 2.0),
+        ("stdout", "c", 2.0),
     ]

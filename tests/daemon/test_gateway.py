@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import PlatRunner, make_runner, stop_daemon, wait_for
+from tests.fixtures import PlatRunner, daemon_session, make_runner, wait_for
 from tests.functions import CRASH, ECHO, SLOW, write_python_function
 
 pytestmark = pytest.mark.container
@@ -20,21 +19,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunner, P
     root = tmp_path_factory.mktemp("gw")
     runner = make_runner(root)
     runner.env["PLAT_MAX_BODY"] = "64Ki"
-    runner.run("daemon", "start")
-    fns = root / "fns"
-    runner.run(
-        "deploy", str(write_python_function(fns, "echo", ECHO, extra_manifest="auth: public\n"))
-    )
-    runner.run(
-        "deploy", str(write_python_function(fns, "slow", SLOW, extra_manifest="timeout: 1s\n"))
-    )
-    runner.run("deploy", str(write_python_function(fns, "crash", CRASH)))
-    yield runner, fns
-    stop_daemon(runner)
-    left = runner.containers()
-    if left:
-        subprocess.run(["podman", "rm", "-f", *left], capture_output=True)
-        pytest.fail(f"containers left behind: {left}")
+    with daemon_session(runner):
+        fns = root / "fns"
+        echo = write_python_function(fns, "echo", ECHO, extra_manifest="auth: public\n")
+        slow = write_python_function(fns, "slow", SLOW, extra_manifest="timeout: 1s\n")
+        runner.run("deploy", str(echo))
+        runner.run("deploy", str(slow))
+        runner.run("deploy", str(write_python_function(fns, "crash", CRASH)))
+        yield runner, fns
 
 
 def test_unknown_function_is_404_json(gw: tuple[PlatRunner, Path]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import PlatRunner, make_runner, stop_daemon, wait_for
+from tests.fixtures import PlatRunner, daemon_session, make_runner, wait_for
 from tests.functions import write_python_function
 
 pytestmark = pytest.mark.container
@@ -51,13 +51,8 @@ def logplat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunn
     runner = make_runner(root)
     runner.env["PLAT_LOG_LINES"] = "200"
     runner.env["PLAT_LOG_TRIM_INTERVAL"] = "1s"
-    runner.run("daemon", "start")
-    yield runner, root
-    stop_daemon(runner)
-    left = runner.containers()
-    if left:
-        subprocess.run(["podman", "rm", "-f", *left], capture_output=True)
-        pytest.fail(f"containers left behind: {left}")
+    with daemon_session(runner):
+        yield runner, root
 
 
 def _logs(plat: PlatRunner, *args: str) -> list[dict[str, object]]:
@@ -105,6 +100,9 @@ def test_follow_shows_lines_live_with_call_id(logplat: tuple[PlatRunner, Path]) 
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+        reader.join(timeout=10)
+        assert follower.stdout is not None
+        follower.stdout.close()
     # A generated call id comes back when the client sent none (or an invalid one).
     res = plat.http("GET", "/function/chatty/x", headers={"X-Call-Id": "bad id!"})
     assert res.headers["X-Call-Id"] != "bad id!"

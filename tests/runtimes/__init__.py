@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,17 @@ from plat.runtimes import runtimes_root
 
 PYTHON_SHIM = runtimes_root() / "python" / "shim" / "plat_shim.py"
 NODE_SHIM = runtimes_root() / "node" / "shim" / "plat-shim.cjs"
+
+# The tag a shim puts before each line a call writes, as plat's log collector reads it.
+CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})\] ?")
+
+
+def split_call_tag(line: str) -> tuple[str | None, str]:
+    """(call id or None, the line without its tag)."""
+    match = CALL_TAG.match(line)
+    if match is None:
+        return None, line
+    return match.group(1), line[match.end() :]
 
 
 def free_port() -> int:
@@ -91,6 +103,17 @@ class ServerProcess:
             content = self.stdout if stream == "stdout" else self.stderr
             if text in content or time.monotonic() >= deadline:
                 return content
+            time.sleep(0.02)
+
+    def wait_lines(
+        self, text: str, count: int, *, stream: str = "stdout", timeout: float = 5.0
+    ) -> list[str]:
+        """Wait until ``count`` lines contain ``text``; returns all lines of that stream."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = (self.stdout if stream == "stdout" else self.stderr).splitlines()
+            if sum(text in line for line in lines) >= count or time.monotonic() >= deadline:
+                return lines
             time.sleep(0.02)
 
     def wait_exit(self, timeout: float = 10.0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -13,11 +14,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plat.scaffold import scaffold
-from tests.runtimes import NODE_SHIM, ServerProcess, port_open
+from tests.runtimes import NODE_SHIM, ServerProcess, port_open, split_call_tag
 
 NODE = shutil.which("node")
 pytestmark = [
@@ -314,3 +316,164 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(tmp_path: Path) -> N
         idle.close()
     finally:
         server.stop()
+
+
+# --- call ids on log lines -----------------------------------------------------------------
+
+LOG_HANDLER = textwrap.dedent(
+    """
+    'use strict';
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    module.exports = async (event, context) => {
+      const p = event.path;
+      const m = event.query.m || '';
+      if (p === '/context') {
+        return { callId: context.callId, call_id: context.call_id, requestId: context.requestId };
+      }
+      if (p === '/lines') {
+        console.log(`line1 ${m}`);
+        console.log(`line2 ${m}`);
+        console.error(`err ${m}`);
+        return 'ok';
+      }
+      if (p === '/whoami') {
+        // Other calls run during every await, between and inside lines.
+        const me = context.callId || 'none';
+        for (let n = 0; n < 3; n += 1) {
+          console.log(`before ${n} id=${me}`);
+          await sleep(2 + ((n * 7 + me.length) % 11));
+          process.stdout.write(`who=${me} `);
+          await sleep(3);
+          process.stdout.write(`again=${me}\\n`);
+        }
+        return me;
+      }
+      if (p === '/partial') {
+        process.stdout.write(`multi1 ${m}\\nmulti2 ${m}\\n`);
+        process.stdout.write(`held ${m} `);
+        process.stdout.write('joined\\n');
+        process.stdout.write(Buffer.from(`bytes ${m} \\u00e9\\n`));
+        process.stdout.write(`unfinished ${m}`);
+        return 'ok';
+      }
+      if (p === '/later') {
+        setTimeout(() => console.log(`later ${m}`), 50);
+        return 'ok';
+      }
+      if (p === '/boom') throw new RangeError(`boom ${m}`);
+      return { unknown: p };
+    };
+    """
+)
+
+_IDS_IN_TEXT = re.compile(r"(?:who=|again=|id=)(\S+)")
+
+
+@pytest.fixture(scope="module")
+def logshim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = write(tmp_path_factory.mktemp("nodelogs") / "app", {"handler.js": LOG_HANDLER})
+    server = start(folder)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_call_id_in_context(logshim: ServerProcess) -> None:
+    def context(headers: dict[str, str]) -> Any:
+        return logshim.request("GET", "/context", headers=headers).json()
+
+    assert context({"X-Call-Id": "abc-123"}) == {
+        "callId": "abc-123",
+        "call_id": "abc-123",
+        "requestId": "abc-123",
+    }
+    assert context({"X-Call-Id": "c1", "X-Request-Id": "r1"})["requestId"] == "r1"
+    assert context({}) == {"callId": "", "call_id": "", "requestId": ""}
+    assert context({"X-Call-Id": "no spaces/allowed"})["callId"] == ""
+
+
+def test_startup_line_is_untagged(logshim: ServerProcess) -> None:
+    lines = logshim.wait_lines("plat-shim: node", 1)
+    assert lines[0].startswith("plat-shim: node ")
+
+
+def test_output_of_a_call_is_tagged(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/lines?m=t1", headers={"X-Call-Id": "abc-123"}).text == "ok"
+    stdout = logshim.wait_lines("line2 t1", 1)
+    assert "[call:abc-123] line1 t1" in stdout
+    assert "[call:abc-123] line2 t1" in stdout
+    assert "[call:abc-123] err t1" in logshim.wait_lines("err t1", 1, stream="stderr")
+
+
+def test_output_without_call_id_is_untagged(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/lines?m=u1").text == "ok"
+    assert logshim.request("GET", "/lines?m=u2", headers={"X-Call-Id": "bad id"}).text == "ok"
+    stdout = logshim.wait_lines("line2 u2", 1)
+    for line in ("line1 u1", "line2 u1", "line1 u2", "line2 u2"):
+        assert line in stdout
+    assert "err u1" in logshim.wait_lines("err u1", 1, stream="stderr")
+
+
+def test_partial_multi_line_and_binary_writes(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/partial?m=p1", headers={"X-Call-Id": "p-1"}).text == "ok"
+    assert logshim.request("GET", "/lines?m=p2").text == "ok"
+    stdout = logshim.wait_lines("line1 p2", 1)
+    start = stdout.index("[call:p-1] multi1 p1")
+    assert stdout[start : start + 7] == [
+        "[call:p-1] multi1 p1",
+        "[call:p-1] multi2 p1",
+        "[call:p-1] held p1 joined",
+        "[call:p-1] bytes p1 \u00e9",
+        "[call:p-1] unfinished p1",  # ended when the call returned
+        "line1 p2",
+        "line2 p2",
+    ]
+
+
+def test_work_started_by_a_call_stays_tagged(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/later?m=l1", headers={"X-Call-Id": "late-1"}).text == "ok"
+    assert "[call:late-1] later l1" in logshim.wait_lines("later l1", 1)
+
+
+def test_handler_stack_is_tagged(logshim: ServerProcess) -> None:
+    resp = logshim.request("GET", "/boom?m=b1", headers={"X-Call-Id": "boom-1"})
+    assert resp.status == 500
+    stderr = logshim.wait_lines("RangeError: boom b1", 1, stream="stderr")
+    first = stderr.index("[call:boom-1] plat-shim: the handler threw RangeError on GET /boom")
+    assert stderr[first + 1] == "[call:boom-1] RangeError: boom b1"
+    assert stderr[first + 2].startswith("[call:boom-1]     at ")
+    assert "handler.js" in stderr[first + 2]
+
+
+def test_concurrent_async_calls_tag_their_own_lines(logshim: ServerProcess) -> None:
+    ids = [f"conc-{n}" for n in range(10)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(
+            pool.map(
+                lambda call_id: logshim.request(
+                    "GET", "/whoami", headers={"X-Call-Id": call_id} if call_id else {}
+                ),
+                [*ids, "", ""],  # two calls without a call id among them
+            )
+        )
+    assert [r.text for r in results] == [*ids, "none", "none"]
+    lines = logshim.wait_lines("again=conc-", 30)
+    pieces: dict[str | None, list[str]] = {}
+    for line in lines:
+        if not _IDS_IN_TEXT.search(line):
+            continue
+        call_id, text = split_call_tag(line)
+        named = set(_IDS_IN_TEXT.findall(text))
+        assert named == {call_id or "none"}, f"line tagged {call_id!r}: {line!r}"
+        pieces.setdefault(call_id, []).extend(text.split())
+    # Nothing is lost: each call's words are all there, under its own tag.
+    for call_id in ids:
+        words = sorted(pieces[call_id])
+        expected = sorted(
+            [*(f"{n}" for n in range(3)), *["before", f"id={call_id}"] * 3]
+            + [f"who={call_id}", f"again={call_id}"] * 3
+        )
+        assert words == expected, call_id

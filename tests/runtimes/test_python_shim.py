@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import socket
 import sys
@@ -13,11 +14,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plat.scaffold import scaffold
-from tests.runtimes import PYTHON_SHIM, ServerProcess, port_open
+from tests.runtimes import PYTHON_SHIM, ServerProcess, port_open, split_call_tag
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -417,5 +419,249 @@ def test_connection_refused_after_sigterm_on_idle_shim(tmp_path: Path) -> None:
                 conn.request("GET", "/")
             finally:
                 conn.close()
+    finally:
+        server.stop()
+
+
+# --- call ids on log lines -----------------------------------------------------------------
+
+LOG_HANDLER = textwrap.dedent(
+    """
+    import logging
+    import sys
+    import time
+
+    # A handler made at import time must write through the shim's tagging too.
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    log = logging.getLogger("fn")
+    # No handler and no propagation: logging's last-resort handler writes to sys.stderr.
+    quiet = logging.getLogger("quiet")
+    quiet.propagate = False
+
+
+    def handle(event, context):
+        path = event.path
+        m = event.query.get("m", "")
+        if path == "/context":
+            return {"call_id": context.call_id, "request_id": context.request_id}
+        if path == "/lines":
+            print(f"line1 {m}")
+            print(f"line2 {m}")
+            sys.stderr.write(f"err {m}\\n")
+            return "ok"
+        if path == "/whoami":
+            me = context.call_id or "none"
+            for n in range(3):
+                sys.stdout.write(f"who={me} ")
+                time.sleep(0.005)
+                print("n", n, "id", me)
+            return me
+        if path == "/partial":
+            sys.stdout.write(f"multi1 {m}\\nmulti2 {m}\\n")
+            sys.stdout.write(f"held {m} ")
+            sys.stdout.write("joined\\n")
+            sys.stdout.writelines([f"flushed {m} "])
+            sys.stdout.flush()
+            sys.stdout.write("continued\\n")
+            sys.stdout.write(f"unfinished {m}")
+            return "ok"
+        if path == "/logging":
+            log.warning("configured %s", m)
+            quiet.warning("last resort %s", m)
+            return "ok"
+        if path == "/boom":
+            raise ValueError(f"boom {m}")
+        if path == "/streams":
+            return {
+                name: {
+                    "fileno": stream.fileno(),
+                    "isatty": stream.isatty(),
+                    "encoding": stream.encoding,
+                    "buffer": stream.buffer is not None,
+                }
+                for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr))
+            }
+        return {"unknown": path}
+    """
+)
+
+ASYNC_LOG_HANDLER = textwrap.dedent(
+    """
+    import asyncio
+
+
+    async def handle(event, context):
+        me = context.call_id or "none"
+        print(f"before id={me}")
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(print, f"thread id={me}")
+        print(f"after id={me}")
+        return me
+    """
+)
+
+_IDS_IN_TEXT = re.compile(r"(?:who=|id[= ])(\S+)")
+
+
+def check_own_tags(lines: list[str], *markers: str) -> list[tuple[str | None, str]]:
+    """(tag, text) of the lines containing a marker, after checking that a tagged line
+    names only its own call, and an untagged one only calls without an id ("none").
+
+    Untagged output of concurrent calls may interleave as it always could; only
+    complete lines of calls with an id are promised to stay whole.
+    """
+    found = []
+    for line in lines:
+        if not any(marker in line for marker in markers):
+            continue
+        call_id, text = split_call_tag(line)
+        ids = set(_IDS_IN_TEXT.findall(text))
+        if call_id is None:
+            assert all(name.startswith("none") for name in ids), f"untagged: {line!r}"
+        else:
+            assert ids == {call_id}, f"line tagged {call_id!r}: {line!r}"
+        found.append((call_id, text))
+    return found
+
+
+@pytest.fixture(scope="module")
+def logshim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = write_handler(tmp_path_factory.mktemp("pylogs") / "app", LOG_HANDLER)
+    # As in the image: unbuffered, so each write is a system call and threads interleave.
+    server = start(folder, PYTHONUNBUFFERED="1")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_call_id_and_request_id_in_context(logshim: ServerProcess) -> None:
+    def context(headers: dict[str, str]) -> Any:
+        return logshim.request("GET", "/context", headers=headers).json()
+
+    assert context({"X-Call-Id": "abc-123"}) == {"call_id": "abc-123", "request_id": "abc-123"}
+    both = {"X-Call-Id": "c.1_x", "X-Request-Id": "req-9"}
+    assert context(both) == {"call_id": "c.1_x", "request_id": "req-9"}
+    assert context({}) == {"call_id": "", "request_id": ""}
+    # Not a call id plat would send: ignored (and nothing is tagged with it).
+    assert context({"X-Call-Id": "no spaces/allowed"}) == {"call_id": "", "request_id": ""}
+    assert context({"X-Call-Id": "x" * 129}) == {"call_id": "", "request_id": ""}
+
+
+def test_startup_line_is_untagged(logshim: ServerProcess) -> None:
+    lines = logshim.wait_lines("plat-shim: python", 1)
+    assert lines[0].startswith("plat-shim: python ")
+
+
+def test_output_of_a_call_is_tagged(logshim: ServerProcess) -> None:
+    resp = logshim.request("GET", "/lines?m=t1", headers={"X-Call-Id": "abc-123"})
+    assert resp.text == "ok"
+    stdout = logshim.wait_lines("line2 t1", 1)
+    assert "[call:abc-123] line1 t1" in stdout
+    assert "[call:abc-123] line2 t1" in stdout
+    assert "[call:abc-123] err t1" in logshim.wait_lines("err t1", 1, stream="stderr")
+
+
+def test_output_without_call_id_is_untagged(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/lines?m=u1").text == "ok"
+    assert logshim.request("GET", "/lines?m=u2", headers={"X-Call-Id": "bad id"}).text == "ok"
+    stdout = logshim.wait_lines("line2 u2", 1)
+    for line in ("line1 u1", "line2 u1", "line1 u2", "line2 u2"):
+        assert line in stdout
+    stderr = logshim.wait_lines("err u2", 1, stream="stderr")
+    assert "err u1" in stderr
+    assert "err u2" in stderr
+
+
+def test_partial_and_multi_line_writes(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/partial?m=p1", headers={"X-Call-Id": "p-1"}).text == "ok"
+    # The line left unfinished is ended when the call returns: later output starts afresh.
+    assert logshim.request("GET", "/lines?m=p2").text == "ok"
+    stdout = logshim.wait_lines("line1 p2", 1)
+    start = stdout.index("[call:p-1] multi1 p1")
+    assert stdout[start : start + 7] == [
+        "[call:p-1] multi1 p1",
+        "[call:p-1] multi2 p1",
+        "[call:p-1] held p1 joined",
+        "[call:p-1] flushed p1 continued",
+        "[call:p-1] unfinished p1",
+        "line1 p2",
+        "line2 p2",
+    ]
+
+
+def test_logging_during_a_call_is_tagged(logshim: ServerProcess) -> None:
+    assert logshim.request("GET", "/logging?m=l1", headers={"X-Call-Id": "log-1"}).text == "ok"
+    stderr = logshim.wait_lines("last resort l1", 1, stream="stderr")
+    assert "[call:log-1] WARNING configured l1" in stderr
+    assert "[call:log-1] last resort l1" in stderr
+
+
+def test_handler_traceback_is_tagged(logshim: ServerProcess) -> None:
+    resp = logshim.request("GET", "/boom?m=b1", headers={"X-Call-Id": "boom-1"})
+    assert resp.status == 500
+    stderr = logshim.wait_lines("ValueError: boom b1", 1, stream="stderr")
+    first = stderr.index("[call:boom-1] plat-shim: the handler raised ValueError on GET /boom")
+    last = stderr.index("[call:boom-1] ValueError: boom b1")
+    report = stderr[first : last + 1]
+    assert "[call:boom-1] Traceback (most recent call last):" in report
+    assert len(report) >= 4
+    assert all(split_call_tag(line)[0] == "boom-1" for line in report), report
+
+
+def test_concurrent_sync_calls_tag_their_own_lines(logshim: ServerProcess) -> None:
+    ids = [f"conc-{n}" for n in range(10)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        calls = [*ids, "", ""]  # two calls without a call id among them
+        results = list(
+            pool.map(
+                lambda call_id: logshim.request(
+                    "GET", "/whoami", headers={"X-Call-Id": call_id} if call_id else {}
+                ),
+                calls,
+            )
+        )
+    assert [r.text for r in results] == [*ids, "none", "none"]
+    lines = logshim.wait_lines("who=conc-", 30)
+    # The untagged calls' partial lines may be cut by tagged lines (and their rest go on
+    # a line of its own); the lines of the tagged calls stay whole.
+    found = check_own_tags(lines, "who=", " id ")
+    for call_id in ids:
+        mine = sorted(text for tag, text in found if tag == call_id)
+        assert mine == [f"who={call_id} n {n} id {call_id}" for n in range(3)]
+
+
+def test_stream_attributes_are_the_real_streams(logshim: ServerProcess) -> None:
+    data = logshim.request("GET", "/streams", headers={"X-Call-Id": "s-1"}).json()
+    assert data["stdout"]["fileno"] == 1
+    assert data["stderr"]["fileno"] == 2
+    assert data["stdout"]["isatty"] is False
+    assert data["stdout"]["buffer"] is True
+    assert data["stdout"]["encoding"]
+
+
+def test_async_handler_calls_tag_their_own_lines(tmp_path: Path) -> None:
+    folder = write_handler(tmp_path / "app", ASYNC_LOG_HANDLER)
+    server = start(folder)
+    try:
+        server.wait_ready()
+        ids = [f"async-{n}" for n in range(10)]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            results = list(
+                pool.map(
+                    lambda call_id: server.request(
+                        "GET", "/", headers={"X-Call-Id": call_id} if call_id else {}
+                    ),
+                    [*ids, "", ""],
+                )
+            )
+        assert [r.text for r in results] == [*ids, "none", "none"]
+        lines = server.wait_lines("after id=async-", 10)
+        assert lines[0].startswith("plat-shim: python ")
+        found = check_own_tags(lines, "id=")
+        for call_id in ids:
+            texts = sorted(text for tag, text in found if tag == call_id)
+            assert texts == [f"after id={call_id}", f"before id={call_id}", f"thread id={call_id}"]
     finally:
         server.stop()

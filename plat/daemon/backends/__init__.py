@@ -30,6 +30,8 @@ class InstanceSpec:
     port: int = 8080
     # None lets the image choose (a user's Dockerfile); template runtimes run unprivileged.
     user: str | None = "10001:10001"
+    # Host folders mounted read-only: {host path: path in the instance}.
+    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

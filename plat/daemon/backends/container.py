@@ -8,7 +8,9 @@ and pids limits, an init process, and a port published on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -67,33 +69,53 @@ def run_options(spec: InstanceSpec, instance_id: str, daemon_id: str) -> dict[st
     }
     if spec.user is not None:
         options["user"] = spec.user
+    if spec.mounts:
+        options["volumes"] = {
+            host: {"bind": target, "mode": "ro"} for host, target in spec.mounts.items()
+        }
     return options
 
 
 STREAMS = {1: "stdout", 2: "stderr"}
 
 
-async def demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, str]]:
-    """Lines of the Docker API's multiplexed log stream: (stream name, line)."""
-    partial = {"stdout": b"", "stderr": b""}
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
+    """Frames of the Docker API's multiplexed log stream: (stream name, payload)."""
     while True:
         try:
             header = await content.readexactly(8)
         except asyncio.IncompleteReadError:
-            break
-        stream = STREAMS.get(header[0], "stdout")
+            return
         size = int.from_bytes(header[4:8], "big")
         try:
             payload = await content.readexactly(size)
         except asyncio.IncompleteReadError as exc:
             payload = exc.partial
-        data = partial[stream] + payload
-        *lines, partial[stream] = data.split(b"\n")
-        for line in lines:
-            yield stream, line.decode(errors="replace")
-    for stream, rest in partial.items():
-        if rest:
-            yield stream, rest.decode(errors="replace")
+        yield STREAMS.get(header[0], "stdout"), payload
+
+
+async def timestamped_lines(
+    frames: AsyncIterator[tuple[str, bytes]],
+) -> AsyncIterator[OutputLine]:
+    """Lines from frames that each start with a timestamp; a line may span frames
+    (engines log a partial line as its own entry, timestamp included)."""
+    partial: dict[str, tuple[float, str]] = {}
+    async for stream, payload in frames:
+        stamp, _, text = payload.decode(errors="replace").partition(" ")
+        first_ts, head = partial.pop(stream, (parse_timestamp(stamp), ""))
+        pieces = (head + text).split("\n")
+        for line in pieces[:-1]:
+            yield OutputLine(first_ts, stream, line)
+        if pieces[-1]:
+            partial[stream] = (first_ts if len(pieces) == 1 else parse_timestamp(stamp), pieces[-1])
+    for stream, (ts, rest) in partial.items():
+        yield OutputLine(ts, stream, rest)
 
 
 def parse_timestamp(value: str) -> float:
@@ -148,20 +170,28 @@ class ContainerBackend:
 
     def _start_blocking(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
         options = run_options(spec, instance_id, self.daemon_id)
-        container: Container = self._client.containers.run(**options)
-        container.reload()
-        bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{spec.port}/tcp") or []
-        if not bindings:
-            container.remove(force=True)
-            raise EngineError(f"the engine published no port for {options['name']}")
-        return RunningInstance(
-            id=instance_id,
-            function=spec.function,
-            version=spec.version,
-            host="127.0.0.1",
-            port=int(bindings[0]["HostPort"]),
-            backend_ref=container.id or options["name"],
-        )
+        # Choosing the host port here spares an inspect call after the start; a port
+        # taken in between makes the start fail, and the next free one is tried.
+        for attempt in range(3):
+            port = free_port()
+            options["ports"] = {f"{spec.port}/tcp": ("127.0.0.1", port)}
+            try:
+                container: Container = self._client.containers.run(**options)
+            except docker.errors.APIError as exc:
+                if attempt < 2 and "address already in use" in str(exc).lower():
+                    with contextlib.suppress(docker.errors.APIError):
+                        self._client.containers.get(options["name"]).remove(force=True)
+                    continue
+                raise
+            return RunningInstance(
+                id=instance_id,
+                function=spec.function,
+                version=spec.version,
+                host="127.0.0.1",
+                port=port,
+                backend_ref=container.id or options["name"],
+            )
+        raise EngineError(f"could not publish a port for {options['name']}")
 
     async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
         return await self._call(self._start_blocking, spec, instance_id)  # type: ignore[no-any-return]
@@ -202,9 +232,8 @@ class ContainerBackend:
             if resp.status != 200:
                 log.warning("log stream of %s: HTTP %s", instance.id, resp.status)
                 return
-            async for stream, text in demultiplex(resp.content):
-                ts, _, body = text.partition(" ")
-                yield OutputLine(parse_timestamp(ts), stream, body)
+            async for line in timestamped_lines(demultiplex(resp.content)):
+                yield line
 
     def _list_blocking(self) -> list[RunningInstance]:
         found = []

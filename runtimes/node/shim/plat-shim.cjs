@@ -21,10 +21,16 @@
  *   handler (503 {"status":"stopping"} while draining).
  * - A thrown error or rejected promise -> 500 {"error":"handler_error",...};
  *   the stack goes to stderr only.
+ * - Call ids: the X-Call-Id header ([A-Za-z0-9._-]{1,128}, set by plat's gateway)
+ *   is context.callId (alias call_id). Lines written to stdout/stderr by the
+ *   call (console.log, process.stdout.write, the shim's stack trace), including
+ *   by work it started, begin with `[call:<id>] `; plat's log collector strips
+ *   the tag and stores it as the line's call id. Other output is untagged.
  * - SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
  *   PLAT_SHUTDOWN_GRACE seconds, default 5), exit 0.
  */
 
+const { AsyncLocalStorage } = require('async_hooks');
 const http = require('http');
 const os = require('os');
 const path = require('path');
@@ -43,6 +49,95 @@ const HOSTNAME = os.hostname();
 
 let closing = false;
 let inFlight = 0;
+
+// --- call ids on log lines ---------------------------------------------------------------
+
+const CALL_ID = /^[A-Za-z0-9._-]{1,128}$/;
+// The call whose code is running: { tag, cut }, kept across awaits, timers and callbacks.
+const currentCall = new AsyncLocalStorage();
+// Output from outside any call: a writer like the calls, without a tag.
+const UNTAGGED = { tag: '', cut: [false, false] };
+const lineEnders = [];
+
+function endsLine(chunk) {
+  const last = chunk.length - 1;
+  return typeof chunk === 'string' ? chunk.charCodeAt(last) === 10 : chunk[last] === 10;
+}
+
+/*
+ * Replace stream.write (console.log and console.error go through it) so that every
+ * line written while a call runs starts with the call's tag. The stream remembers
+ * whose line is unfinished: when another writer comes, that line is ended first
+ * ("cut"), and the cut writer's next text starts a new tagged line (a leading newline,
+ * which would have ended the cut line, is dropped). So every line carries the tag of
+ * the call that wrote it, even when calls interleave partial lines.
+ */
+function tagLines(stream, index) {
+  const write = stream.write;
+  let open = null; // the writer whose line is unfinished; null at the start of a line
+
+  stream.write = function taggedWrite(chunk, encoding, callback) {
+    const call = currentCall.getStore();
+    if (call === undefined && open === null && !UNTAGGED.cut[index]) {
+      // Outside calls: no tagging, only remember whether a line was left unfinished.
+      if (chunk && chunk.length && !endsLine(chunk)) open = UNTAGGED;
+      return write.call(stream, chunk, encoding, callback);
+    }
+    let text;
+    let textEncoding = 'utf8';
+    if (typeof chunk === 'string' && (typeof encoding !== 'string' || /^utf-?8$/i.test(encoding))) {
+      text = chunk;
+    } else if (typeof chunk === 'string' || chunk instanceof Uint8Array) {
+      // Other encodings and binary data: latin1 maps each byte to one character and back.
+      const bytes = typeof chunk === 'string'
+        ? Buffer.from(chunk, encoding)
+        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      text = bytes.toString('latin1');
+      textEncoding = 'latin1';
+    } else {
+      return write.call(stream, chunk, encoding, callback); // let the stream reject it
+    }
+    if (typeof encoding === 'function') callback = encoding;
+    const writer = call === undefined ? UNTAGGED : call;
+    let out = '';
+    if (open !== null && open !== writer) {
+      out = '\n';
+      open.cut[index] = true;
+      open = null;
+    }
+    if (writer.cut[index]) {
+      writer.cut[index] = false;
+      if (text.charCodeAt(0) === 10) text = text.slice(1);
+    }
+    if (text.length) {
+      const ends = text.charCodeAt(text.length - 1) === 10;
+      if (writer.tag) {
+        const body = ends ? text.slice(0, -1) : text;
+        out += (open === null ? writer.tag : '') + body.replaceAll('\n', `\n${writer.tag}`) + (ends ? '\n' : '');
+      } else {
+        out += text;
+      }
+      open = ends ? null : writer;
+    }
+    return write.call(stream, out, textEncoding, callback);
+  };
+
+  // At the end of a call: finish the line it left unfinished.
+  lineEnders.push((call) => {
+    if (open === call) {
+      write.call(stream, '\n');
+      open = null;
+      call.cut[index] = true;
+    }
+  });
+}
+
+tagLines(process.stdout, 0);
+tagLines(process.stderr, 1);
+
+function endCall(call) {
+  for (const end of lineEnders) end(call);
+}
 
 function logError(message, err) {
   // One write per report so that concurrent reports do not interleave.
@@ -192,6 +287,43 @@ function sendJson(req, res, status, payload) {
   send(req, res, status, { 'Content-Type': 'application/json' }, jsonBody(payload));
 }
 
+/** Call the handler for one request and send its outcome. */
+async function respond(handler, req, res, body, callId) {
+  const event = makeEvent(req, body);
+  const context = {
+    function: FUNCTION,
+    version: VERSION,
+    hostname: HOSTNAME,
+    requestId: req.headers['x-request-id'] || callId,
+    callId,
+    call_id: callId,
+  };
+  let result;
+  try {
+    result = await handler(event, context);
+  } catch (err) {
+    const type = (err && err.constructor && err.constructor.name) || typeof err;
+    logError(`the handler threw ${type} on ${req.method} ${event.path}`, err);
+    sendJson(req, res, 500, {
+      error: 'handler_error',
+      message: `the function raised ${type}; see \`plat logs\``,
+    });
+    return;
+  }
+  try {
+    const [status, headers, out] = renderResult(result);
+    send(req, res, status, headers, out);
+  } catch (err) {
+    const message = err instanceof InvalidResponse ? err.message : `an invalid response (${err.message})`;
+    logError(`invalid return value on ${req.method} ${event.path}: ${message}`);
+    if (!res.headersSent) {
+      sendJson(req, res, 500, { error: 'invalid_response', message: `the function returned ${message}` });
+    } else {
+      res.destroy();
+    }
+  }
+}
+
 function serve(handler) {
   const server = http.createServer((req, res) => {
     inFlight += 1;
@@ -199,43 +331,22 @@ function serve(handler) {
     const chunks = [];
     req.on('data', (chunk) => chunks.push(chunk));
     req.on('error', () => {}); // the client went away; nobody is left to answer
-    req.on('end', async () => {
+    req.on('end', () => {
       const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
       if (req.headers['x-plat-probe'] === '1') {
         sendJson(req, res, closing ? 503 : 200, { status: closing ? 'stopping' : 'ready' });
         return;
       }
-      const event = makeEvent(req, body);
-      const context = {
-        function: FUNCTION,
-        version: VERSION,
-        hostname: HOSTNAME,
-        requestId: req.headers['x-request-id'] || '',
-      };
-      let result;
-      try {
-        result = await handler(event, context);
-      } catch (err) {
-        const type = (err && err.constructor && err.constructor.name) || typeof err;
-        logError(`the handler threw ${type} on ${req.method} ${event.path}`, err);
-        sendJson(req, res, 500, {
-          error: 'handler_error',
-          message: `the function raised ${type}; see \`plat logs\``,
-        });
+      const header = req.headers['x-call-id'];
+      const callId = typeof header === 'string' && CALL_ID.test(header) ? header : '';
+      if (!callId) {
+        respond(handler, req, res, body, callId);
         return;
       }
-      try {
-        const [status, headers, out] = renderResult(result);
-        send(req, res, status, headers, out);
-      } catch (err) {
-        const message = err instanceof InvalidResponse ? err.message : `an invalid response (${err.message})`;
-        logError(`invalid return value on ${req.method} ${event.path}: ${message}`);
-        if (!res.headersSent) {
-          sendJson(req, res, 500, { error: 'invalid_response', message: `the function returned ${message}` });
-        } else {
-          res.destroy();
-        }
-      }
+      const call = { tag: `[call:${callId}] `, cut: [false, false] };
+      currentCall.run(call, () => {
+        respond(handler, req, res, body, callId).finally(() => endCall(call));
+      });
     });
   });
   server.keepAliveTimeout = KEEPALIVE_MS;

@@ -24,6 +24,11 @@ Contract (the instance contract of plat, see docs/runtimes.md):
   draining).
 * A handler exception becomes ``500 {"error": "handler_error", ...}``; the
   traceback goes to stderr only.
+* Call ids: a request's ``X-Call-Id`` header (``[A-Za-z0-9._-]{1,128}``, set by
+  plat's gateway) is ``context.call_id``. While the call runs, every line written
+  to ``sys.stdout``/``sys.stderr`` (print, logging, the shim's own traceback)
+  starts with ``[call:<id>] ``, which plat's log collector strips and stores as
+  the line's call id. Output outside calls is not tagged.
 * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
   ``PLAT_SHUTDOWN_GRACE`` seconds, default 5), exit 0.
 
@@ -36,20 +41,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib
 import inspect
 import json
 import os
+import re
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
@@ -64,6 +72,9 @@ _FORBIDDEN_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+_CALL_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A call's unfinished line is written out (tagged) once it grows past this many characters.
+MAX_HELD_LINE = 64 * 1024
 
 
 class Headers(Mapping[str, str]):
@@ -156,19 +167,183 @@ class Event:
 class Context:
     """Facts about the instance and the request that are not part of the request."""
 
-    __slots__ = ("function", "hostname", "request_id", "version")
+    __slots__ = ("call_id", "function", "hostname", "request_id", "version")
 
-    def __init__(self, function: str, version: str, hostname: str, request_id: str) -> None:
+    def __init__(
+        self, function: str, version: str, hostname: str, request_id: str, call_id: str = ""
+    ) -> None:
         self.function = function
         self.version = version
         self.hostname = hostname
         self.request_id = request_id
+        self.call_id = call_id
 
     def __repr__(self) -> str:
         return f"Context(function={self.function!r}, hostname={self.hostname!r})"
 
 
 _UNSET: Any = object()
+
+
+# --- call ids on log lines ------------------------------------------------------------------
+
+
+class CallLog:
+    """The log state of one call: its line tag and, per stream, its unfinished line."""
+
+    __slots__ = ("cut", "done", "held", "tag")
+
+    def __init__(self, call_id: str) -> None:
+        self.tag = f"[call:{call_id}] "
+        self.held = ["", ""]  # per stream (stdout, stderr): text after the last newline
+        self.cut = [False, False]  # per stream: another writer ended this call's open line
+        self.done = False  # the call has returned; later output is not held
+
+
+_current_call: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
+    "plat_current_call", default=None
+)
+_calls_running = 0  # calls with a call id in progress (changed on the event loop only)
+_UNTAGGED: Any = object()  # the writer of output from outside calls
+
+
+class TaggedStream:
+    """Stands in for sys.stdout/sys.stderr: during a call, each line starts with its tag.
+
+    Outside calls (no ``CallLog`` in the context) a write goes straight to the
+    wrapped stream. During a call, the call's unfinished line is held, as a
+    line-buffered stream would, until its newline, ``flush()`` or the end of the
+    call, and complete lines go out tagged in a single write: a line printed by a
+    thread (``print`` writes its text and its newline separately) is never split
+    by another thread's output. A line left unfinished on the real stream (a
+    flushed partial line, or untagged output while calls run) is ended before
+    someone else writes, so no tag ever lands in the middle of a line.
+    Everything else (``fileno``, ``buffer``, ``encoding``, ...) is the wrapped
+    stream's.
+    """
+
+    def __init__(self, stream: TextIO, index: int) -> None:
+        self.wrapped = stream
+        self._index = index
+        self._lock = threading.RLock()
+        # Who left the real stream in the middle of a line: a CallLog, _UNTAGGED or None.
+        self._owner: Any = None
+
+    def write(self, text: str) -> int:
+        call = _current_call.get()
+        if call is None:
+            if not _calls_running or not isinstance(text, str) or not text:
+                return self.wrapped.write(text)
+            with self._lock:  # untagged output among tagged calls: keep lines apart
+                out = self._end_other_line(_UNTAGGED) + text
+                self._owner = None if text[-1] == "\n" else _UNTAGGED
+                self.wrapped.write(out)
+            return len(text)
+        if not isinstance(text, str):
+            return self.wrapped.write(text)
+        size = len(text)
+        i = self._index
+        with self._lock:
+            if call.cut[i]:
+                # Its line was ended for it: the newline that would have ended it goes.
+                call.cut[i] = False
+                if text[:1] == "\n" and not call.held[i]:
+                    text = text[1:]
+            if "\n" in text:
+                lines, _, rest = (call.held[i] + text).rpartition("\n")
+                call.held[i] = rest
+                out = self._line_start(call) + lines.replace("\n", "\n" + call.tag) + "\n"
+                self._owner = None
+            else:
+                out = ""
+                call.held[i] += text
+            if call.done or len(call.held[i]) > MAX_HELD_LINE:
+                out += self._release(call)
+            if out:
+                self.wrapped.write(out)
+        return size
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        call = _current_call.get()
+        if call is not None and call.held[self._index]:
+            with self._lock:
+                out = self._release(call)
+                if out:
+                    self.wrapped.write(out)
+        self.wrapped.flush()
+
+    def end_call(self, call: CallLog) -> None:
+        """Write out what the call left unfinished, ending the line."""
+        if call.held[self._index] or self._owner is call:
+            with self._lock:
+                out = self._release(call)
+                if self._owner is call:
+                    out += "\n"
+                    self._owner = None
+                    call.cut[self._index] = True
+                if out:
+                    self.wrapped.write(out)
+
+    # The helpers run under the lock.
+
+    def _end_other_line(self, writer: Any) -> str:
+        # A newline when the real stream is in the middle of someone else's line.
+        owner = self._owner
+        if owner is None or owner is writer:
+            return ""
+        if owner is not _UNTAGGED:
+            owner.cut[self._index] = True
+        self._owner = None
+        return "\n"
+
+    def _line_start(self, call: CallLog) -> str:
+        # What goes before the call's next text: nothing if it continues its own line.
+        if self._owner is call:
+            return ""
+        return self._end_other_line(call) + call.tag
+
+    def _release(self, call: CallLog) -> str:
+        # The call's held text, written without waiting for the end of its line.
+        held = call.held[self._index]
+        if not held:
+            return ""
+        call.held[self._index] = ""
+        out = self._line_start(call) + held
+        self._owner = call
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        # encoding, errors, buffer, fileno, isatty, line_buffering, reconfigure, ...
+        if name == "wrapped":  # not set yet (copy, pickle): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return f"<plat TaggedStream {self.wrapped!r}>"
+
+
+_tagged_streams: list[TaggedStream] = []
+
+
+def tag_output() -> None:
+    """Put TaggedStreams in place of sys.stdout and sys.stderr (idempotent)."""
+    for index, name in enumerate(("stdout", "stderr")):
+        stream = getattr(sys, name)
+        if stream is None or isinstance(stream, TaggedStream):
+            continue
+        tagged = TaggedStream(stream, index)
+        setattr(sys, name, cast(TextIO, tagged))
+        _tagged_streams.append(tagged)
+
+
+def end_call(call: CallLog) -> None:
+    call.done = True
+    for stream in _tagged_streams:
+        stream.end_call(call)
 
 
 class BadRequest(Exception):
@@ -370,16 +545,41 @@ class Shim:
         return self.handler(event, context)
 
     async def invoke(self, event: Event) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Run the handler for one request and turn its outcome into a response."""
-        context = Context(
-            self.function, self.version, self.hostname, event.headers.get("x-request-id", "")
-        )
+        """Run the handler for one request; with a call id, its output is tagged."""
+        call_id = event.headers.get("x-call-id", "")
+        if call_id and not _CALL_ID.fullmatch(call_id):
+            call_id = ""
+        request_id = event.headers.get("x-request-id") or call_id
+        context = Context(self.function, self.version, self.hostname, request_id, call_id)
+        if not call_id:
+            return await self._invoke(event, context, None)
+        global _calls_running
+        call = CallLog(call_id)
+        token = _current_call.set(call)
+        _calls_running += 1
+        try:
+            return await self._invoke(event, context, call)
+        finally:
+            _calls_running -= 1
+            _current_call.reset(token)
+            end_call(call)
+
+    async def _invoke(
+        self, event: Event, context: Context, call: CallLog | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             if self.is_async:
                 result = await self.handler(event, context)
             else:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.executor, self._call, event, context)
+                if call is None:
+                    result = await loop.run_in_executor(self.executor, self._call, event, context)
+                else:
+                    # run_in_executor does not carry the context (and so the call) along.
+                    run = contextvars.copy_context().run
+                    result = await loop.run_in_executor(
+                        self.executor, run, self._call, event, context
+                    )
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
@@ -558,6 +758,8 @@ def load_handler(spec: str) -> Callable[..., Any]:
 
 def main() -> None:
     spec = os.environ.get("PLAT_HANDLER") or "handler.handle"
+    # Before the import, so that logging handlers made at import time write through the tags.
+    tag_output()
     try:
         handler = load_handler(spec)
     except BaseException as exc:

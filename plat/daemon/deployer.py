@@ -1,0 +1,160 @@
+"""One deploy, start to finish: build (or find) the artifact, record it, roll it out.
+
+Events go to ``emit`` as dicts (streamed to the CLI as NDJSON). In dev mode a
+newer deploy of the same function supersedes (cancels) the one in progress, and
+a code-only change may skip the build (see ``Artifacts.hot``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from plat.daemon.build import BuildOutcome
+from plat.daemon.builders import LineSink
+from plat.daemon.controller import Controller, Release
+from plat.daemon.metrics import Metrics
+from plat.daemon.store import Store
+from plat.errors import BuildError
+from plat.manifest import Manifest
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Artifacts(Protocol):
+    """Turns a function folder into something a backend runs (an image, a process dir)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def build(
+        self, manifest: Manifest, source: Path, on_line: LineSink, *, force: bool = False
+    ) -> BuildOutcome: ...
+
+    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+        """A fast artifact for a code-only change, or None when a real build is needed."""
+        ...
+
+
+class Deployer:
+    def __init__(
+        self, store: Store, controller: Controller, artifacts: Artifacts, metrics: Metrics
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._dev: dict[str, asyncio.Task[Any]] = {}
+
+    def supersede(self, name: str, task: asyncio.Task[Any]) -> None:
+        """Make ``task`` the dev deploy of ``name``, cancelling the one in progress."""
+        previous = self._dev.get(name)
+        if previous is not None and not previous.done():
+            previous.cancel()
+        self._dev[name] = task
+
+    async def deploy(
+        self, manifest: Manifest, source: Path, emit: Emit, *, force: bool, dev: bool
+    ) -> None:
+        """Raises PlatError (BuildError, InstanceFailed...) after emitting progress."""
+        started = time.monotonic()
+        async with self.locks[manifest.name]:
+            emit({"type": "phase", "phase": "build"})
+            outcome = await self._artifact(manifest, source, emit, force=force, dev=dev)
+            emit(
+                {
+                    "type": "built",
+                    "version": outcome.version,
+                    "image": outcome.image,
+                    "cached": outcome.cached,
+                    "hot": bool(outcome.mounts),
+                    "seconds": outcome.seconds,
+                }
+            )
+            release = Release(manifest, outcome.version, outcome.image, dict(outcome.mounts))
+            fs = self.controller.functions.get(manifest.name)
+            timings = {"build": outcome.seconds, "start": 0.0, "ready": 0.0, "swap": 0.0}
+            if fs is not None and fs.release == release and fs.pick() is not None:
+                emit({"type": "event", "message": "already serving this version"})
+            else:
+                emit({"type": "phase", "phase": "start"})
+                before_swap = time.monotonic()
+                fs = await self.controller.deploy(
+                    release,
+                    str(source.resolve()),
+                    on_event=lambda m: emit({"type": "event", "message": m}),
+                )
+                new = [i for i in fs.instances if i.ready_seconds is not None]
+                timings["start"] = max((i.start_seconds or 0.0) for i in new) if new else 0.0
+                timings["ready"] = max((i.ready_seconds or 0.0) for i in new) if new else 0.0
+                timings["swap"] = max(
+                    0.0, time.monotonic() - before_swap - timings["start"] - timings["ready"]
+                )
+            emit(
+                {
+                    "type": "done",
+                    "version": outcome.version,
+                    "cached": outcome.cached,
+                    "hot": bool(outcome.mounts),
+                    "build_seconds": outcome.seconds,
+                    "ready_seconds": timings["start"] + timings["ready"],
+                    "timings": timings,
+                    "seconds": time.monotonic() - started,
+                }
+            )
+
+    async def _artifact(
+        self, manifest: Manifest, source: Path, emit: Emit, *, force: bool, dev: bool
+    ) -> BuildOutcome:
+        if dev and not force:
+            hot = await self.artifacts.hot(manifest, source)
+            if hot is not None:
+                await self._record(manifest, hot)
+                return hot
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            emit({"type": "log", "line": line})
+
+        started = time.monotonic()
+        try:
+            outcome = await self.artifacts.build(manifest, source, on_line, force=force)
+        except BuildError:
+            self.metrics.build_finished("failed", time.monotonic() - started)
+            # Failed builds of known functions keep their log for `plat logs --build`.
+            if await self.store.get_function(manifest.name):
+                await self.store.record_version(
+                    manifest.name,
+                    "failed-" + time.strftime("%Y%m%d%H%M%S"),
+                    "",
+                    status="failed",
+                    builder=self.artifacts.name,
+                    build_log="\n".join(lines),
+                    build_seconds=time.monotonic() - started,
+                    manifest=manifest.to_dict(),
+                )
+            raise
+        self.metrics.build_finished("cached" if outcome.cached else "built", outcome.seconds)
+        known = await self.store.get_version(manifest.name, outcome.version)
+        if not outcome.cached or known is None:
+            await self._record(manifest, outcome)
+        return outcome
+
+    async def _record(self, manifest: Manifest, outcome: BuildOutcome) -> None:
+        await self.store.record_version(
+            manifest.name,
+            outcome.version,
+            outcome.image,
+            status="built",
+            builder=outcome.builder,
+            build_log=outcome.log,
+            build_seconds=outcome.seconds,
+            manifest=manifest.to_dict(),
+            mounts=dict(outcome.mounts),
+        )

@@ -1,0 +1,188 @@
+"""The `plat dev` loop: watch a function folder, redeploy on every save, show what happened.
+
+Changes are filtered (`.platignore`, `.gitignore`, editor droppings) and coalesced
+(a short debounce). Each batch starts a dev deploy; a newer batch supersedes a
+deploy still in progress (the daemon cancels it). The daemon keeps the previous
+version serving whenever a reload fails.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import watchfiles
+from rich.console import Console
+from rich.markup import escape
+
+from plat.client import DaemonClient
+from plat.errors import PlatError
+from plat.ignore import IgnoreRules
+from plat.units import format_duration
+
+DEBOUNCE_MS = 300  # the longest a burst of events is gathered
+STEP_MS = 30  # quiet time that ends a burst
+
+
+class DevFilter(watchfiles.DefaultFilter):
+    """watchfiles' defaults plus the function's ignore files (re-read when they change)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root.resolve()
+        self.rules = IgnoreRules(self.root, extra_files=(".gitignore",))
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        if not super().__call__(change, path):
+            return False
+        try:
+            rel = Path(path).resolve().relative_to(self.root)
+        except ValueError:
+            return False
+        if rel.name in (".platignore", ".gitignore"):
+            self.rules = IgnoreRules(self.root, extra_files=(".gitignore",))
+            return True
+        parts = rel.parts
+        for i in range(1, len(parts)):
+            if self.rules.ignored("/".join(parts[:i]), is_dir=True):
+                return False
+        return not self.rules.ignored(rel.as_posix(), is_dir=os.path.isdir(path))
+
+
+def newest_mtime(paths: Iterable[str]) -> float | None:
+    times = []
+    for path in paths:
+        try:
+            times.append(os.stat(path).st_mtime)
+        except OSError:
+            continue
+    return max(times) if times else None
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def reload_line(number: int, event: dict[str, Any], detect: float | None) -> str:
+    t = event["timings"]
+    kind = "hot" if event.get("hot") else ("cached" if event.get("cached") else "built")
+    parts = [f"detect {ms(detect)}"] if detect is not None else []
+    parts += [f"build {ms(t['build'])}", f"start {ms(t['start'])}"]
+    parts += [f"ready {ms(t['ready'])}", f"swap {ms(t['swap'])}"]
+    total = event["seconds"] + (detect or 0.0)
+    return (
+        f"[green]↻[/green] reload #{number} → version {event['version']} ({kind}) "
+        f"in [bold]{format_duration(total)}[/bold]: " + " · ".join(parts)
+    )
+
+
+class DevSession:
+    def __init__(self, client: DaemonClient, folder: Path, name: str, console: Console) -> None:
+        self.client = client
+        self.folder = folder.resolve()
+        self.name = name
+        self.console = console
+        self.lock = threading.Lock()
+        self.reloads = 0
+        self.serving: str | None = None
+        self.url: str | None = None
+        self._stop = threading.Event()
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            self.console.print(text, highlight=False)
+
+    def deploy(self, *, dev: bool, detect: float | None = None) -> bool:
+        """One (dev) deploy; prints its outcome. True when the new version serves."""
+        number = self.reloads = self.reloads + 1 if dev else self.reloads
+        try:
+            done: dict[str, Any] | None = None
+            for event in self.client.stream(
+                "POST", "/v1/functions", {"path": str(self.folder), "dev": dev}
+            ):
+                kind = event.get("type")
+                if kind == "done":
+                    done = event
+                elif kind == "function":
+                    self.url = event["function"]["url"]
+                elif kind == "log" and str(event.get("line", "")).startswith("STEP "):
+                    self.say(f"[dim]  build: {escape(str(event['line'])[:100])}[/dim]")
+                elif kind == "error":
+                    self._failed(event)
+                    return False
+        except PlatError as exc:
+            self.say(f"[red]✗ {escape(exc.message)}[/red]")
+            if exc.hint:
+                self.say(f"[yellow]  hint: {escape(exc.hint)}[/yellow]")
+            self._still_serving()
+            return False
+        if done is None:
+            return False
+        self.serving = done["version"]
+        if dev:
+            self.say(reload_line(number, done, detect))
+        else:
+            self.say(
+                f"[green]✓[/green] {self.name} version {done['version']} serving at {self.url} "
+                f"(ready in {format_duration(done['ready_seconds'])})"
+            )
+        return True
+
+    def _failed(self, event: dict[str, Any]) -> None:
+        if event.get("error") == "superseded":
+            self.say("[dim]↷ superseded by a newer change[/dim]")
+            return
+        self.say(f"[red]✗ reload failed: {escape(str(event.get('message', '')))}[/red]")
+        tail = event.get("log_tail")
+        if tail:
+            self.say(f"[dim]{escape(tail)}[/dim]")
+        self._still_serving()
+
+    def _still_serving(self) -> None:
+        if self.serving:
+            self.say(f"[yellow]  the previous version {self.serving} keeps serving[/yellow]")
+
+    def follow_logs(self) -> threading.Thread:
+        """Print the function's new log lines inline until the session stops."""
+
+        def run() -> None:
+            query = urlencode({"follow": "1", "tail": "0"})
+            while not self._stop.is_set():
+                try:
+                    for line in self.client.stream(
+                        "GET", f"/v1/functions/{self.name}/logs?{query}"
+                    ):
+                        text = escape(str(line["line"]))
+                        style = "red" if line["stream"] == "stderr" else "dim"
+                        self.say(f"[{style}]  │ {line['instance'][:8]} {text}[/{style}]")
+                except PlatError:
+                    time.sleep(0.5)
+
+        thread = threading.Thread(target=run, name="plat-dev-logs", daemon=True)
+        thread.start()
+        return thread
+
+    def watch(self) -> None:
+        """Reload on every batch of changes until Ctrl-C."""
+        for changes in watchfiles.watch(
+            self.folder,
+            watch_filter=DevFilter(self.folder),
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            raise_interrupt=False,
+        ):
+            started = time.time()
+            newest = newest_mtime(path for _change, path in changes)
+            detect = max(0.0, started - newest) if newest else None
+            names = sorted({os.path.relpath(path, self.folder) for _c, path in changes})
+            self.say(f"[dim]• changed: {escape(', '.join(names[:5]))}[/dim]")
+            # A newer batch starts its own deploy; the daemon cancels the older one.
+            threading.Thread(
+                target=self.deploy, kwargs={"dev": True, "detect": detect}, daemon=True
+            ).start()
+        self._stop.set()
