@@ -1,0 +1,178 @@
+"""`plat dev` against a real daemon and Podman: reloads, broken saves, dependency changes,
+and ten saves under steady load with zero failed requests."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import PlatRunner, wait_for
+from tests.functions import write_python_function
+
+pytestmark = pytest.mark.container
+
+HANDLER = """
+def handle(event, context):
+    return "{text}"
+"""
+
+
+@dataclass
+class DevProcess:
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def dev(plat: PlatRunner, tmp_path: Path) -> Iterator[tuple[PlatRunner, Path, DevProcess]]:
+    folder = write_python_function(
+        tmp_path, f"dev{os.getpid() % 1000}x{time.time_ns() % 100000}", HANDLER.format(text="v0")
+    )
+    log = tmp_path / "dev.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plat", "dev", str(folder)],
+            env=plat.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    dev = DevProcess(proc, log)
+    try:
+        assert wait_for(lambda: "watching" in dev.output(), timeout=120), dev.output()
+        yield plat, folder, dev
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _name(folder: Path) -> str:
+    return folder.name
+
+
+def _body(plat: PlatRunner, name: str) -> str:
+    return plat.http("GET", f"/function/{name}").body.decode()
+
+
+def _save(folder: Path, text: str) -> None:
+    (folder / "handler.py").write_text(HANDLER.format(text=text))
+
+
+def test_reload_broken_save_recovery_and_ctrl_c(
+    dev: tuple[PlatRunner, Path, DevProcess],
+) -> None:
+    plat, folder, proc = dev
+    name = _name(folder)
+    assert _body(plat, name) == "v0"
+    _save(folder, "v1")
+    assert wait_for(lambda: _body(plat, name) == "v1", timeout=30), proc.output()
+    assert wait_for(lambda: "reload #1" in proc.output(), timeout=10)
+    line = next(ln for ln in proc.output().splitlines() if "reload #1" in ln)
+    for word in ("detect", "build", "start", "ready", "swap"):
+        assert word in line
+
+    # A syntax error: shown with the instance's log tail; v1 keeps answering.
+    (folder / "handler.py").write_text("def handle(event, context)\n    return 'broken'\n")
+    assert wait_for(lambda: "reload failed" in proc.output(), timeout=60), proc.output()
+    assert "SyntaxError" in proc.output()
+    assert "keeps serving" in proc.output()
+    assert _body(plat, name) == "v1"
+
+    # The next good save recovers.
+    _save(folder, "v2")
+    assert wait_for(lambda: _body(plat, name) == "v2", timeout=30), proc.output()
+
+    # Ignored files trigger nothing.
+    before = proc.output().count("changed:")
+    (folder / "notes.swp").write_text("x")
+    (folder / "__pycache__").mkdir(exist_ok=True)
+    (folder / "__pycache__" / "x.pyc").write_text("x")
+    time.sleep(1.0)
+    assert proc.output().count("changed:") == before
+
+    # Ctrl-C leaves the last good version deployed, and says so.
+    proc.proc.send_signal(signal.SIGINT)
+    proc.proc.wait(timeout=20)
+    assert "keeps serving" in proc.output().splitlines()[-1]
+    assert _body(plat, name) == "v2"
+
+
+def test_dependency_change_builds_the_image(dev: tuple[PlatRunner, Path, DevProcess]) -> None:
+    plat, folder, proc = dev
+    name = _name(folder)
+    (folder / "requirements.txt").write_text("humanize==4.17.0\n")
+    (folder / "handler.py").write_text(
+        "import humanize\n\ndef handle(event, context):\n    return humanize.intcomma(1234567)\n"
+    )
+    assert wait_for(lambda: _body(plat, name) == "1,234,567", timeout=240), proc.output()
+    out = proc.output()
+    assert "build: STEP" in out  # a real image build ran
+    assert "(built)" in out
+
+
+@dataclass
+class Load:
+    """Steady concurrent GETs on keep-alive connections; counts every outcome."""
+
+    port: int
+    path: str
+    auth: str
+    ok: int = 0
+    bad: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def worker(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", self.path, headers={"Authorization": self.auth})
+                resp = conn.getresponse()
+                resp.read()
+                if 200 <= resp.status < 300:
+                    self.ok += 1
+                else:
+                    self.bad.append(f"HTTP {resp.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                self.bad.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.close()
+
+
+def test_ten_saves_under_load_fail_no_request(dev: tuple[PlatRunner, Path, DevProcess]) -> None:
+    plat, folder, proc = dev
+    name = _name(folder)
+    auth = "Basic " + base64.b64encode(f"admin:{plat.password()}".encode()).decode()
+    load = Load(plat.port, f"/function/{name}", auth)
+    threads = [threading.Thread(target=load.worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 11):
+            _save(folder, f"save-{i}")
+            assert wait_for(lambda i=i: _body(plat, name) == f"save-{i}", timeout=60), proc.output()
+    finally:
+        load.stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert load.bad == []
+    assert load.ok > 50
+    assert proc.output().count("reload #") >= 10
