@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "dev",
     "invoke",
     "functions",
+    "scale",
     "logs",
     "stats",
     "auth",

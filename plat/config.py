@@ -77,6 +77,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_trim_interval", 60.0, parse_duration, "how often retention trims the store"),
     Setting("invocation_records", 100_000, _count, "invocation records kept per function"),
     Setting("invocation_age", 7 * 86400.0, parse_duration, "how long invocation records are kept"),
+    Setting("queue_limit", 256, _count, "requests that may wait per function before 429"),
+    Setting("queue_timeout", 30.0, parse_duration, "longest a request waits for a slot"),
+    Setting("autoscale_tick", 1.0, parse_duration, "how often the autoscaler decides"),
+    Setting("target_utilization", 0.7, float, "share of scale.concurrency the scaler aims at"),
+    Setting("stable_window", 60.0, parse_duration, "autoscaler averaging window"),
+    Setting("panic_window", 6.0, parse_duration, "short window that detects bursts"),
+    Setting("panic_threshold", 2.0, float, "burst factor (x current instances) that panics"),
+    Setting("scale_down_rate", 2.0, float, "at most divide instances by this per tick"),
+    Setting("scale_to_zero_after", 30.0, parse_duration, "idle time before min 0 reaches 0"),
     Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
 )
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from plat import engine as engines
 from plat.config import Config
 from plat.credentials import basic_header, ensure_password
+from plat.daemon.autoscaler import ScalerSettings
 from plat.daemon.backends import Backend
 from plat.daemon.backends.container import ContainerBackend
 from plat.daemon.build import ImageBuilder
@@ -133,9 +134,20 @@ class Daemon:
             ready_timeout=self.config.ready_timeout,
             drain_timeout=self.config.drain_timeout,
             collector=self.collector,
+            scaler=ScalerSettings(
+                target_utilization=self.config.target_utilization,
+                stable_window=self.config.stable_window,
+                panic_window=self.config.panic_window,
+                panic_threshold=self.config.panic_threshold,
+                scale_down_rate=self.config.scale_down_rate,
+                scale_to_zero_after=self.config.scale_to_zero_after,
+            ),
+            autoscale_tick=self.config.autoscale_tick,
+            queue_limit=self.config.queue_limit,
+            queue_timeout=self.config.queue_timeout,
         )
         stack.push_async_callback(self.controller.close)
-        self.metrics = Metrics(self.controller.instance_states)
+        self.metrics = Metrics(self.controller.instance_states, self.controller.scaler_states)
         await self.controller.start()
         self.deployer = Deployer(self.store, self.controller, self.images, self.metrics)
 

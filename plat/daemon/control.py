@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from plat import __version__
 from plat.daemon.store import Invocation
 from plat.errors import NotFoundError, PlatError
-from plat.manifest import load_manifest
+from plat.manifest import Manifest, Scale, load_manifest, validate_manifest
 from plat.units import parse_duration
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _function_summary(daemon: Daemon, name: str) -> dict[str, Any]:
         "auth": fs.manifest.auth,
         "url": function_url(daemon, name),
         "instances": sum(1 for i in fs.instances if i.state == "ready"),
-        "desired": fs.desired(),
+        "desired": fs.target,
     }
 
 
@@ -130,8 +131,21 @@ def make_describe(daemon: Daemon) -> Handler:
             "created_at": record.created_at,
             "updated_at": record.updated_at,
         }
-        if name in daemon.controller.functions:
+        body["scale_override"] = record.scale_override
+        fs = daemon.controller.functions.get(name)
+        if fs is not None:
             body.update(_function_summary(daemon, name))
+            d = fs.decision
+            body["autoscaler"] = {
+                "desired": fs.target,
+                "actual": len(fs.ready_instances()),
+                "starting": fs.starting,
+                "observed_concurrency": round(d.observed_stable, 3) if d else 0.0,
+                "panic_concurrency": round(d.observed_panic, 3) if d else 0.0,
+                "panicking": bool(d and d.panicking),
+                "in_flight": fs.inflight(),
+                "queued": len(fs.waiters),
+            }
         body["versions"] = [
             {
                 "version": v.version,
@@ -157,6 +171,60 @@ def make_describe(daemon: Daemon) -> Handler:
         return web.json_response(body)
 
     return describe
+
+
+def with_scale(manifest: Manifest, override: dict[str, Any]) -> Manifest:
+    """``manifest`` with some of its scale settings replaced (validated)."""
+    merged = {**manifest.scale.model_dump(), **override}
+    try:
+        scale = Scale.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'scale'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise PlatError(f"invalid scale settings: {problems}") from None
+    return manifest.model_copy(update={"scale": scale})
+
+
+def make_scale(daemon: Daemon) -> Handler:
+    async def scale(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        data = await _json_body(request)
+        record = await daemon.store.get_function(name)
+        fs = daemon.controller.functions.get(name)
+        if record is None or fs is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        changes = {k: data[k] for k in ("min", "max", "concurrency") if data.get(k) is not None}
+        if data.get("reset"):
+            override: dict[str, Any] | None = None
+            base = validate_manifest(
+                {**fs.manifest.to_dict(), "scale": (await _declared_scale(daemon, name))},
+                source=f"manifest of {name}",
+            )
+            manifest = with_scale(base, changes) if changes else base
+            override = changes or None
+        else:
+            override = {**(record.scale_override or {}), **changes}
+            manifest = with_scale(fs.manifest, changes)
+        async with daemon.deployer.locks[name]:
+            await daemon.store.set_scale_override(name, override, manifest.to_dict())
+            daemon.controller.rescale(name, manifest)
+        return web.json_response(
+            {"function": name, "scale": manifest.scale.model_dump(), "override": override}
+        )
+
+    return scale
+
+
+async def _declared_scale(daemon: Daemon, name: str) -> dict[str, Any]:
+    """The scale settings the function's plat.yaml declares (defaults if it is gone)."""
+    record = await daemon.store.get_function(name)
+    try:
+        declared = await asyncio.to_thread(load_manifest, Path(record.source_dir))  # type: ignore[union-attr]
+    except PlatError:
+        return Scale().model_dump()
+    return declared.scale.model_dump()
 
 
 def make_remove(daemon: Daemon) -> Handler:
@@ -202,6 +270,9 @@ def make_deploy(daemon: Daemon) -> Handler:
             raise PlatError("deploy needs 'path', the function's folder")
         source = Path(raw_path)
         manifest = await asyncio.to_thread(load_manifest, source)
+        record = await daemon.store.get_function(manifest.name)
+        if record is not None and record.scale_override:
+            manifest = with_scale(manifest, record.scale_override)
         force = bool(data.get("force", False))
         dev = bool(data.get("dev", False))
 
@@ -369,5 +440,6 @@ def control_routes(daemon: Daemon) -> list[web.RouteDef]:
         web.get("/v1/functions/{name}/builds/{version}", make_build_log(daemon)),
         web.get("/v1/functions/{name}/logs", make_logs(daemon)),
         web.get("/v1/stats", make_stats(daemon)),
+        web.patch("/v1/functions/{name}/scale", make_scale(daemon)),
         web.post("/v1/shutdown", make_shutdown(daemon)),
     ]

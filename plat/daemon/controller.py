@@ -9,16 +9,18 @@ instances the backend holds (by label) with what the store says.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
 
+from plat.daemon.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.backends import Backend, InstanceSpec, RunningInstance
 from plat.daemon.collector import LogCollector
+from plat.daemon.function_state import FunctionState, Instance, NoCapacity, Release
 from plat.daemon.probe import NotReady, probe_once, wait_ready
 from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import TaskGroup
@@ -36,63 +38,6 @@ class InstanceFailed(PlatError):
     code = "instance_failed"
 
 
-@dataclass(eq=False)
-class Instance:
-    running: RunningInstance
-    started_at: float
-    state: str = "starting"
-    inflight: int = 0
-    start_seconds: float | None = None
-    ready_seconds: float | None = None
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def id(self) -> str:
-        return self.running.id
-
-
-@dataclass(frozen=True)
-class Release:
-    """What instances of a function run: a manifest, a version and its image (+ mounts)."""
-
-    manifest: Manifest
-    version: str
-    image: str
-    mounts: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class FunctionState:
-    name: str
-    release: Release
-    instances: list[Instance] = field(default_factory=list)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.release.manifest
-
-    @property
-    def version(self) -> str:
-        return self.release.version
-
-    @property
-    def image(self) -> str:
-        return self.release.image
-
-    def desired(self) -> int:
-        # The warm pool holds at least one instance per function.
-        return max(1, self.manifest.scale.min)
-
-    def pick(self) -> Instance | None:
-        best: Instance | None = None
-        for inst in self.instances:
-            if inst.state == "ready" and (best is None or inst.inflight < best.inflight):
-                best = inst
-        return best
-
-
 class Controller:
     def __init__(
         self,
@@ -103,6 +48,10 @@ class Controller:
         drain_timeout: float = 30.0,
         watch_interval: float = 2.0,
         collector: LogCollector | None = None,
+        scaler: ScalerSettings | None = None,
+        autoscale_tick: float = 1.0,
+        queue_limit: int = 256,
+        queue_timeout: float = 30.0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -110,6 +59,11 @@ class Controller:
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.watch_interval = watch_interval
+        self.scaler_settings = scaler or ScalerSettings()
+        self.autoscale_tick = autoscale_tick
+        self.queue_limit = queue_limit
+        self.queue_timeout = queue_timeout
+        self._autoscaler: asyncio.Task[None] | None = None
         self.functions: dict[str, FunctionState] = {}
         self.tasks = TaskGroup(log)
         self._session: aiohttp.ClientSession | None = None
@@ -131,12 +85,16 @@ class Controller:
             return
         await self.reconcile()
         self._watchdog = asyncio.create_task(self._watch(), name="controller-watchdog")
+        self._autoscaler = asyncio.create_task(self._autoscale(), name="autoscaler")
 
     async def close(self, *, stop_instances: bool = True) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
-            self._watchdog = None
+        for task in (self._watchdog, self._autoscaler):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watchdog = self._autoscaler = None
+        for fs in self.functions.values():
+            fs.fail_waiters(NoCapacity("the daemon is shutting down"))
         draining = list(self._draining)
         await self.tasks.close()
         if stop_instances:
@@ -145,7 +103,6 @@ class Controller:
             await asyncio.gather(*(self._stop(i, timeout=5.0) for i in everything))
             for fs in self.functions.values():
                 fs.instances.clear()
-                fs.ready.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -296,9 +253,13 @@ class Controller:
         fs = self.functions.get(name)
         fresh = fs is None
         if fs is None:
-            fs = self.functions[name] = FunctionState(name, release)
+            fs = self.functions[name] = FunctionState(
+                name, release, scaler=Autoscaler(self.scaler_settings)
+            )
         async with fs.lock:
-            count = max(1, release.manifest.scale.min)
+            scale = release.manifest.scale
+            # Keep today's capacity; always start one, so a deploy is proven ready.
+            count = max(1, min(scale.max, max(scale.min, len(fs.ready_instances()))))
             try:
                 new = await asyncio.gather(
                     *(self._start_instance(release, on_event) for _ in range(count))
@@ -310,7 +271,8 @@ class Controller:
             old = fs.instances
             fs.release = release
             fs.instances = list(new)
-            fs.ready.set()
+            fs.target = count
+            fs.dispatch()
             await self.store.upsert_function(
                 name, release.manifest.to_dict(), source_dir, release.version
             )
@@ -324,52 +286,156 @@ class Controller:
         if fs is None and record is None:
             raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
         if fs is not None:
+            fs.fail_waiters(NotFoundError(f"function {name!r} was removed"))
             async with fs.lock:
-                fs.ready.clear()
                 await asyncio.gather(*(self._stop(i, timeout=2.0) for i in fs.instances))
                 fs.instances.clear()
         await self.store.delete_function(name)
 
     # traffic
 
-    async def acquire(self, name: str, wait: float | None = None) -> tuple[Instance, float]:
-        """A ready instance of ``name`` with its in-flight count taken; pair with release().
+    async def acquire(self, name: str) -> tuple[Instance, float]:
+        """An instance of ``name`` with a slot taken for the caller; pair with release().
 
-        Also returns how long the request waited for an instance to start (0.0 when
-        one was ready: anything else is a cold start).
+        Also returns how long the request waited because no instance was ready (a
+        cold start); 0.0 otherwise. Raises NotFoundError, TooManyRequests (the
+        queue is full) or NoCapacity (no slot within the queue timeout).
         """
         fs = self.functions.get(name)
         if fs is None:
             raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
-        inst = fs.pick()
+        inst = fs.take()
         if inst is not None:
-            inst.inflight += 1
             return inst, 0.0
+        cold = not fs.ready_instances()
         started = time.monotonic()
-        while inst is None:
-            try:
-                await asyncio.wait_for(fs.ready.wait(), timeout=wait or self.ready_timeout)
-            except TimeoutError:
-                raise InstanceFailed(f"function {name!r} has no ready instance") from None
-            inst = fs.pick()
-            if inst is None:
-                fs.ready.clear()
-        inst.inflight += 1
-        return inst, time.monotonic() - started
+        self._on_demand(fs, extra=1)
+        inst = await fs.wait_for_slot(queue_limit=self.queue_limit, timeout=self.queue_timeout)
+        return inst, (time.monotonic() - started) if cold else 0.0
 
     def release(self, inst: Instance) -> None:
-        inst.inflight -= 1
-        if inst.inflight <= 0:
-            inst.idle.set()
+        fs = self.functions.get(inst.running.function)
+        if fs is not None:
+            fs.release_slot(inst)
+        else:
+            inst.inflight -= 1
+            if inst.inflight <= 0:
+                inst.idle.set()
+
+    # scaling
+
+    def _on_demand(self, fs: FunctionState, extra: int = 0) -> None:
+        """Start instances at once when queued demand exceeds what is ready or starting."""
+        scale = fs.manifest.scale
+        have = len(fs.ready_instances()) + fs.starting
+        demand = fs.inflight() + len(fs.waiters) + extra
+        need = -(-demand // fs.concurrency)  # ceil
+        if have == 0 and demand > 0:
+            need = max(need, 1)
+        more = min(scale.max, need) - have
+        if more > 0:
+            fs.target = max(fs.target, have + more)
+            self._scale_up(fs, more)
+
+    def _scale_up(self, fs: FunctionState, count: int) -> None:
+        release = fs.release
+        fs.starting += count
+
+        async def one() -> None:
+            try:
+                inst = await self._start_instance(release)
+            except PlatError as exc:
+                log.error("could not start an instance of %s: %s", fs.name, exc)
+                if not fs.ready_instances() and fs.starting <= 1:
+                    fs.fail_waiters(
+                        exc if isinstance(exc, InstanceFailed) else NoCapacity(exc.message)
+                    )
+                return
+            finally:
+                fs.starting -= 1
+            current = fs.release
+            if (
+                self.functions.get(fs.name) is not fs
+                or (current.version, current.image) != (release.version, release.image)
+                or current.mounts != release.mounts
+            ):
+                await self._stop(inst)
+                return
+            fs.instances.append(inst)
+            fs.dispatch()
+
+        for _ in range(count):
+            self.tasks.spawn(one(), name=f"scale-up-{fs.name}")
+
+    def rescale(self, name: str, manifest: Manifest) -> FunctionState:
+        """Apply new scale settings to a running function now (no new version)."""
+        fs = self.functions.get(name)
+        if fs is None:
+            raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        fs.release = dataclasses.replace(fs.release, manifest=manifest)
+        scale = manifest.scale
+        current = len(fs.ready_instances()) + fs.starting
+        fs.target = max(scale.min, min(scale.max, current))
+        if fs.target > current:
+            self._scale_up(fs, fs.target - current)
+        elif fs.target < current:
+            self._scale_down(fs, current - fs.target)
+        fs.dispatch()
+        return fs
+
+    def _scale_down(self, fs: FunctionState, count: int) -> None:
+        candidates = sorted(fs.ready_instances(), key=lambda i: i.inflight)[:count]
+        for inst in candidates:
+            fs.instances.remove(inst)
+            self.tasks.spawn(self._drain(inst), name=f"scale-down-{inst.id}")
+
+    def autoscale_once(self, now: float) -> None:
+        """One autoscaler tick over every function (public for tests)."""
+        for fs in list(self.functions.values()):
+            if fs.lock.locked():
+                continue  # a deploy or replacement is changing the instances
+            scale = fs.manifest.scale
+            fs.scaler.observe(now, fs.inflight() + len(fs.waiters))
+            current = len(fs.ready_instances()) + fs.starting
+            decision = fs.scaler.decide(
+                now, current, minimum=scale.min, maximum=scale.max, concurrency=fs.concurrency
+            )
+            fs.decision = decision
+            fs.target = decision.desired
+            if decision.desired > current:
+                self._scale_up(fs, decision.desired - current)
+            elif decision.desired < current and fs.starting == 0:
+                self._scale_down(fs, current - decision.desired)
+
+    async def _autoscale(self) -> None:
+        while True:
+            await asyncio.sleep(self.autoscale_tick)
+            try:
+                self.autoscale_once(time.monotonic())
+            except Exception:
+                log.exception("autoscaler tick failed")
+
+    def scaler_states(self) -> list[tuple[str, int, int, float, bool]]:
+        """(function, desired, actual, observed concurrency, panicking) for the metrics."""
+        out = []
+        for fs in self.functions.values():
+            d = fs.decision
+            out.append(
+                (
+                    fs.name,
+                    fs.target,
+                    len(fs.ready_instances()),
+                    d.observed_stable if d else 0.0,
+                    bool(d and d.panicking),
+                )
+            )
+        return out
 
     def suspect(self, inst: Instance) -> None:
         """The gateway could not talk to ``inst``: no traffic until a check clears it."""
         if inst.state != "ready":
             return
         inst.state = "suspect"
-        fs = self.functions.get(inst.running.function)
-        if fs is not None and fs.pick() is None:
-            fs.ready.clear()
         self.tasks.spawn(self._check(inst), name=f"check-{inst.id}")
 
     async def _check(self, inst: Instance) -> None:
@@ -380,7 +446,7 @@ class Controller:
             inst.state = "ready"
             fs = self.functions.get(inst.running.function)
             if fs is not None:
-                fs.ready.set()
+                fs.dispatch()
         elif not alive:
             await self._replace(inst)
 
@@ -392,24 +458,18 @@ class Controller:
         if self.collector is not None:
             self.collector.note(inst.running, f"[plat] instance {inst.id} exited; replacing it")
         fs.instances.remove(inst)
-        if not fs.pick():
-            fs.ready.clear()
         await self._stop(inst, timeout=1.0)
         await self._ensure(fs)
 
     async def _ensure(self, fs: FunctionState) -> None:
-        async with fs.lock:
-            if self.functions.get(fs.name) is not fs:
-                return
-            missing = fs.desired() - len(fs.instances)
-            for _ in range(missing):
-                try:
-                    inst = await self._start_instance(fs.release)
-                except PlatError as exc:
-                    log.error("could not start an instance of %s: %s", fs.name, exc)
-                    return
-                fs.instances.append(inst)
-                fs.ready.set()
+        """Start what is missing to reach the function's target (after a death, at start)."""
+        if self.functions.get(fs.name) is not fs:
+            return
+        missing = fs.target - len(fs.instances) - fs.starting
+        if fs.waiters:
+            missing = max(missing, 1 - len(fs.ready_instances()) - fs.starting)
+        if missing > 0:
+            self._scale_up(fs, missing)
 
     async def _watch(self) -> None:
         while True:
@@ -446,14 +506,15 @@ class Controller:
                 record.manifest, source=f"stored manifest of {record.name}"
             )
             release = Release(manifest, record.version, version.image, version.mounts)
-            fs = FunctionState(record.name, release)
+            fs = FunctionState(record.name, release, scaler=Autoscaler(self.scaler_settings))
+            fs.target = max(1, manifest.scale.min) if manifest.scale.min else 0
             self.functions[record.name] = fs
             for running in found:
                 if (
                     running.function == record.name
                     and running.version == record.version
                     and running.running
-                    and len(fs.instances) < fs.desired()
+                    and len(fs.instances) < max(fs.target, 1)
                     and await probe_once(self.session, running.host, running.port, timeout=2.0)
                 ):
                     inst = Instance(running=running, started_at=time.time(), state="ready")
@@ -474,13 +535,11 @@ class Controller:
                             None,
                         )
                     )
-            if fs.instances:
-                fs.ready.set()
+            fs.target = max(fs.target, len(fs.instances))
         stale = [r for r in found if r.id not in adopted]
         await asyncio.gather(*(self._discard(r) for r in stale))
         for instance_id in known - adopted:
             await self.store.remove_instance(instance_id)
         log.info("reconciled: adopted %d instance(s), removed %d", len(adopted), len(stale))
         for fs in self.functions.values():
-            if len(fs.instances) < fs.desired():
-                self.tasks.spawn(self._ensure(fs), name=f"ensure-{fs.name}")
+            await self._ensure(fs)

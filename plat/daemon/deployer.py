@@ -79,7 +79,7 @@ class Deployer:
             release = Release(manifest, outcome.version, outcome.image, dict(outcome.mounts))
             fs = self.controller.functions.get(manifest.name)
             timings = {"build": outcome.seconds, "start": 0.0, "ready": 0.0, "swap": 0.0}
-            if fs is not None and fs.release == release and fs.pick() is not None:
+            if fs is not None and fs.release == release and fs.ready_instances():
                 emit({"type": "event", "message": "already serving this version"})
             else:
                 emit({"type": "phase", "phase": "start"})

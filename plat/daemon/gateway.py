@@ -210,7 +210,10 @@ class Gateway:
         try:
             inst, call.cold = await self.controller.acquire(name)
         except PlatError as exc:
-            return call.error(exc.status, exc.code, exc.message)
+            refused = call.error(exc.status, exc.code, exc.message)
+            if exc.status in (429, 503):
+                refused.headers["Retry-After"] = "1"
+            return refused
         subpath = request.match_info.get("subpath", "")
         url = f"http://{inst.running.address}/{subpath}"
         if request.query_string:

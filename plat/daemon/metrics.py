@@ -56,7 +56,7 @@ COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
 # A cached build is a digest lookup; a real one installs dependencies (minutes).
 BUILD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
-INSTANCE_STATES = ("starting", "ready", "draining")
+INSTANCE_STATES = ("starting", "ready", "suspect", "draining")
 BUILD_RESULTS = ("built", "cached", "failed")
 
 
@@ -116,6 +116,43 @@ class _InstancesCollector(Collector):
         return [family]
 
 
+ScalerStates = Callable[[], Iterable[tuple[str, int, int, float, bool]]]
+
+
+class _ScalerCollector(Collector):
+    """The autoscaler's view per function, read from the controller at scrape time."""
+
+    NAMES = (
+        ("plat_autoscaler_desired_instances", "Instances the autoscaler wants."),
+        ("plat_autoscaler_actual_instances", "Ready instances."),
+        ("plat_autoscaler_observed_concurrency", "Average concurrency over the stable window."),
+        ("plat_autoscaler_panic", "1 while the autoscaler is in panic mode."),
+    )
+
+    def __init__(self, scaler_states: ScalerStates) -> None:
+        self._scaler_states = scaler_states
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(n, h, labels=("function",)) for n, h in self.NAMES]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        try:
+            rows = list(self._scaler_states())
+        except Exception:
+            log.exception("the scaler_states callback failed; plat_autoscaler_* left empty")
+            return families
+        for function, desired, actual, observed, panic in sorted(rows):
+            for family, value in zip(
+                families, (desired, actual, observed, 1.0 if panic else 0.0), strict=True
+            ):
+                family.add_metric((function,), value)
+        return families
+
+
 class Metrics:
     """All of the daemon's Prometheus metrics, in a registry of their own.
 
@@ -128,7 +165,9 @@ class Metrics:
     names taken from unauthenticated URLs of functions that do not exist.
     """
 
-    def __init__(self, instance_states: InstanceStates) -> None:
+    def __init__(
+        self, instance_states: InstanceStates, scaler_states: ScalerStates | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.invocations = Counter(
@@ -182,6 +221,8 @@ class Metrics:
         info = Info("plat", "The daemon's version and Python; the value is always 1.", registry=r)
         info.info({"version": __version__, "python": platform.python_version()})
         r.register(_InstancesCollector(instance_states))
+        if scaler_states is not None:
+            r.register(_ScalerCollector(scaler_states))
         # The standard process_* names that every Prometheus client exports: generic
         # dashboards and alerts work unchanged, and job/instance say which process.
         ProcessCollector(registry=r)

@@ -81,6 +81,9 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE versions ADD COLUMN mounts TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE functions ADD COLUMN scale_override TEXT;
+    """,
 )
 
 
@@ -92,6 +95,7 @@ class FunctionRecord:
     version: str | None
     created_at: float
     updated_at: float
+    scale_override: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,16 @@ class Store:
         async with self.db.execute("SELECT * FROM functions ORDER BY name") as cur:
             rows = await cur.fetchall()
         return [_function(row) for row in rows]
+
+    async def set_scale_override(
+        self, name: str, override: dict[str, int] | None, manifest: dict[str, Any]
+    ) -> None:
+        """Persist `plat scale` settings (None clears them) and the effective manifest."""
+        await self.db.execute(
+            "UPDATE functions SET scale_override=?, manifest=?, updated_at=? WHERE name=?",
+            (json.dumps(override) if override else None, json.dumps(manifest), time.time(), name),
+        )
+        await self.db.commit()
 
     async def delete_function(self, name: str) -> None:
         await self.db.execute("DELETE FROM instances WHERE function=?", (name,))
@@ -447,6 +461,8 @@ class Store:
 def _function(row: aiosqlite.Row) -> FunctionRecord:
     data = dict(row)
     data["manifest"] = json.loads(data["manifest"])
+    override = data.get("scale_override")
+    data["scale_override"] = json.loads(override) if override else None
     return FunctionRecord(**data)
 
 

@@ -215,12 +215,14 @@ def test_instances_come_from_the_callback_at_scrape_time_with_every_state() -> N
     assert got == {
         ("b", "starting"): 0,
         ("b", "ready"): 0,
+        ("b", "suspect"): 0,
         ("b", "draining"): 1,
         ("hello", "starting"): 1,
         ("hello", "ready"): 2,
+        ("hello", "suspect"): 0,
         ("hello", "draining"): 0,
     }
-    assert set(INSTANCE_STATES) == {"starting", "ready", "draining"}
+    assert set(INSTANCE_STATES) == {"starting", "ready", "suspect", "draining"}
     states.rows = [("hello", "ready", 1)]
     text = render_text(metrics)
     assert value(text, "plat_instances", function="hello", state="ready") == 1

@@ -180,7 +180,7 @@ def test_builds_and_instances(traffic: PlatRunner) -> None:
     settled = {
         (f, state): 1.0 if state == "ready" else 0.0
         for f in ("echo", "crash")
-        for state in ("starting", "ready", "draining")
+        for state in ("starting", "ready", "suspect", "draining")
     }
     assert wait_for(lambda: instances() == settled, timeout=30), instances()
     rss = value(text, "process_resident_memory_bytes")

@@ -4,8 +4,8 @@ It is the fallback where no container engine answers, and the fast path of
 ``plat dev``: starting a process takes tens of milliseconds where a container
 takes hundreds. It isolates NOTHING: an instance runs as the daemon's user, sees
 the whole filesystem and network, and has no memory, CPU or pids limits
-(``InstanceSpec.memory``/``cpu``/``pids``/``user`` are ignored). See
-docs/backends.md.
+(``InstanceSpec.memory``/``cpu``/``pids``/``user`` are ignored, and so are
+``mounts``: the artifact folder already is the code). See docs/backends.md.
 
 What it runs is an artifact folder laid out by :mod:`plat.daemon.artifacts`
 (``InstanceSpec.image == "process:<folder>"``): the shim starts in

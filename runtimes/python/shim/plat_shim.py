@@ -608,6 +608,10 @@ class Shim:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                except asyncio.CancelledError:
+                    # Shutdown cancels idle keep-alive connections (Python 3.11 does it
+                    # inside readuntil); nothing is lost, so end quietly.
+                    return
                 except asyncio.LimitOverrunError:
                     writer.write(
                         _json_response(

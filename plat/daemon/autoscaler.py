@@ -1,0 +1,91 @@
+"""Concurrency-based autoscaling in the spirit of Knative's KPA, as pure logic.
+
+Each tick the controller records a function's observed concurrency (requests in
+flight plus queued) and asks for the desired number of instances:
+
+- stable: the average over ``stable_window`` divided by the per-instance target
+  (``concurrency * target_utilization``), rounded up;
+- panic: the same over the short ``panic_window``; when it reaches
+  ``panic_threshold`` times the current instances, the scaler panics: it scales
+  up to the panic figure at once and does not scale down until the burst has
+  been over for a whole stable window;
+- scale-down is rate limited (at most down to ``current / scale_down_rate`` per
+  tick), and to zero only after ``scale_to_zero_after`` without traffic;
+- the result always lies within min..max.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScalerSettings:
+    target_utilization: float = 0.7
+    stable_window: float = 60.0
+    panic_window: float = 6.0
+    panic_threshold: float = 2.0
+    scale_down_rate: float = 2.0
+    scale_to_zero_after: float = 30.0
+
+
+@dataclass
+class Decision:
+    desired: int
+    observed_stable: float
+    observed_panic: float
+    panicking: bool
+
+
+@dataclass
+class Autoscaler:
+    settings: ScalerSettings = field(default_factory=ScalerSettings)
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    panic_until: float | None = None
+    last_active: float | None = None
+    last_desired: int | None = None
+
+    def observe(self, now: float, concurrency: float) -> None:
+        self.samples.append((now, concurrency))
+        if concurrency > 0:
+            self.last_active = now
+        horizon = now - self.settings.stable_window
+        while self.samples and self.samples[0][0] < horizon:
+            self.samples.popleft()
+
+    def _average(self, now: float, window: float) -> float:
+        values = [c for t, c in self.samples if t >= now - window]
+        return sum(values) / len(values) if values else 0.0
+
+    def decide(
+        self, now: float, current: int, *, minimum: int, maximum: int, concurrency: int
+    ) -> Decision:
+        s = self.settings
+        per_instance = max(concurrency * s.target_utilization, 1e-9)
+        stable = self._average(now, s.stable_window)
+        panic = self._average(now, s.panic_window)
+        want_stable = math.ceil(stable / per_instance - 1e-9)
+        want_panic = math.ceil(panic / per_instance - 1e-9)
+        if (current > 0 and want_panic >= s.panic_threshold * current) or (
+            current == 0 and want_panic > 0
+        ):
+            self.panic_until = now + s.stable_window
+        panicking = self.panic_until is not None and now < self.panic_until
+        if not panicking:
+            self.panic_until = None
+        if panicking:
+            desired = max(want_panic, want_stable, current)
+        else:
+            desired = want_stable
+            floor = math.floor(current / s.scale_down_rate)
+            if desired < floor:
+                desired = floor
+        if desired == 0 and current > 0:
+            idle_for = now - self.last_active if self.last_active is not None else math.inf
+            if idle_for < s.scale_to_zero_after:
+                desired = 1
+        desired = max(minimum, min(maximum, desired))
+        self.last_desired = desired
+        return Decision(desired, stable, panic, panicking)
