@@ -105,17 +105,36 @@ class DaemonClient:
             conn.close()
 
 
-def connect(home: Home | None = None, env: Mapping[str, str] | None = None) -> DaemonClient:
-    """A client of a running daemon, starting the daemon first when none answers."""
+def connect(
+    home: Home | None = None,
+    env: Mapping[str, str] | None = None,
+    backend: str | None = None,
+) -> DaemonClient:
+    """A client of a running daemon, starting the daemon first when none answers.
+
+    ``backend`` (container | process) starts the daemon with that backend, and
+    raises PlatError when a running daemon uses another one.
+    """
     from plat.daemon.lifecycle import start_detached
 
-    env = os.environ if env is None else env
+    env = dict(os.environ if env is None else env)
     home = home or Home.from_env(env)
     client = DaemonClient(home)
     if client.ping():
+        if backend is not None:
+            running = client.request("GET", "/v1/status")["backend"]
+            if running != backend:
+                raise PlatError(
+                    f"the running daemon uses the {running} backend, not {backend}",
+                    hint=f"`plat daemon stop`, then `plat daemon start --backend {backend}`",
+                )
         return client
+    if backend is not None:
+        env["PLAT_BACKEND"] = backend
     with err.status("starting the plat daemon...", spinner="dots"):
         pid = start_detached(home, env)
     status = client.request("GET", "/v1/status")
     err.print(f"[dim]started the plat daemon (pid {pid}), gateway {status['gateway_url']}[/dim]")
+    if status.get("backend_warning"):
+        err.print(f"[yellow]warning:[/yellow] {status['backend_warning']}")
     return client

@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway_host", "127.0.0.1", str, "address the gateway binds (loopback by default)"),
     Setting("max_body", 6 * 1024**2, parse_size, "largest request body the gateway accepts"),
     Setting("engine_host", None, str, "Docker Engine API endpoint (default: discovered)"),
+    Setting(
+        "backend",
+        "auto",
+        _choice("auto", "container", "process"),
+        "where instances run: containers, local processes, or auto (containers if possible)",
+    ),
     Setting("builder", "auto", _choice("auto", "buildah", "engine"), "image builder"),
     Setting("ready_timeout", 30.0, parse_duration, "how long a new instance may take to be ready"),
     Setting("drain_timeout", 30.0, parse_duration, "bound on draining an old instance"),

@@ -167,19 +167,41 @@ class DevSession:
         thread.start()
         return thread
 
-    def watch(self) -> None:
-        """Reload on every batch of changes until Ctrl-C."""
+    def files_changed_since(self, moment: float) -> bool:
+        rules = IgnoreRules(self.folder, extra_files=(".gitignore",))
+        newest = newest_mtime(str(self.folder / rel) for rel in rules.files())
+        return newest is not None and newest > moment
+
+    def watch(self, since: float) -> None:
+        """Reload on every batch of changes until Ctrl-C.
+
+        Saves made before the watcher was live (during the first deploy) are
+        caught by one look at the files' times when the watcher first idles.
+        """
+        checked_gap = False
         for changes in watchfiles.watch(
             self.folder,
             watch_filter=DevFilter(self.folder),
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             raise_interrupt=False,
+            yield_on_timeout=True,
+            rust_timeout=300,
         ):
-            started = time.time()
-            newest = newest_mtime(path for _change, path in changes)
-            detect = max(0.0, started - newest) if newest else None
-            names = sorted({os.path.relpath(path, self.folder) for _c, path in changes})
+            if not changes:
+                if checked_gap:
+                    continue
+                checked_gap = True
+                if not self.files_changed_since(since):
+                    continue
+                names = ["(saved while starting)"]
+                detect: float | None = None
+            else:
+                checked_gap = True
+                started = time.time()
+                newest = newest_mtime(path for _change, path in changes)
+                detect = max(0.0, started - newest) if newest else None
+                names = sorted({os.path.relpath(path, self.folder) for _c, path in changes})
             self.say(f"[dim]• changed: {escape(', '.join(names[:5]))}[/dim]")
             # A newer batch starts its own deploy; the daemon cancels the older one.
             threading.Thread(

@@ -10,6 +10,7 @@ import typer
 from plat.client import DaemonClient
 from plat.console import err, out
 from plat.daemon import lifecycle
+from plat.errors import PlatError
 from plat.paths import Home
 from plat.units import format_duration
 
@@ -19,22 +20,39 @@ daemon_app = typer.Typer(
 )
 
 PORT_HELP = "Gateway port on 127.0.0.1 (default: PLAT_GATEWAY_PORT or 8080)."
+BACKEND_HELP = (
+    "Where instances run: container, process (no isolation) or auto "
+    "(containers when an engine answers; default: PLAT_BACKEND or auto)."
+)
+
+
+def _backend(value: str | None) -> str | None:
+    if value is not None and value not in ("auto", "container", "process"):
+        raise PlatError(f"unknown backend {value!r}", hint="use auto, container or process")
+    return value
 
 
 @daemon_app.command()
-def run(port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP)) -> None:
+def run(
+    port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP),
+    backend: str | None = typer.Option(None, "--backend", "-b", help=BACKEND_HELP),
+) -> None:
     """Run the daemon in the foreground (Ctrl-C or SIGTERM stops it and its instances)."""
-    lifecycle.run(Home.from_env(), os.environ, {"gateway_port": port})
+    overrides = {"gateway_port": port, "backend": _backend(backend)}
+    lifecycle.run(Home.from_env(), os.environ, overrides)
 
 
 @daemon_app.command()
-def start(port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP)) -> None:
+def start(
+    port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP),
+    backend: str | None = typer.Option(None, "--backend", "-b", help=BACKEND_HELP),
+) -> None:
     """Start the daemon in the background (no-op when it is running)."""
     home = Home.from_env()
     client = DaemonClient(home)
     if not client.ping():
         with err.status("starting the plat daemon...", spinner="dots"):
-            lifecycle.start_detached(home, os.environ, port)
+            lifecycle.start_detached(home, os.environ, port, backend=_backend(backend))
     _print_status(client.request("GET", "/v1/status"))
 
 
@@ -63,6 +81,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         _print_status(data)
 
 
+def _engine_text(engine: dict[str, object]) -> str:
+    if engine.get("name") == "none":
+        return "none (instances are local processes)"
+    text = f"{engine.get('name')} {engine.get('version')} at {engine.get('endpoint')}"
+    return text + (" (started by plat)" if engine.get("started_by_plat") else "")
+
+
 def _print_status(data: dict[str, object]) -> None:
     engine = data.get("engine") or {}
     assert isinstance(engine, dict)
@@ -72,16 +97,14 @@ def _print_status(data: dict[str, object]) -> None:
         ("uptime", format_duration(float(data["uptime"]))),  # type: ignore[arg-type]
         ("gateway", data["gateway_url"]),
         ("backend", data["backend"]),
-        (
-            "engine",
-            f"{engine.get('name')} {engine.get('version')} at {engine.get('endpoint')}"
-            + (" (started by plat)" if engine.get("started_by_plat") else ""),
-        ),
+        ("engine", _engine_text(engine)),
         ("builder", data["builder"]),
         ("functions", data["functions"]),
         ("home", data["home"]),
     ]
     out.print("[green]●[/green] plat daemon running")
+    if data.get("backend_warning"):
+        out.print(f"[yellow]warning:[/yellow] {data['backend_warning']}")
     for key, value in rows:
         out.print(f"  [dim]{key:<10}[/dim] {value}")
 

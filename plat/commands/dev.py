@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -9,11 +10,18 @@ import typer
 from plat.client import connect
 from plat.console import err
 from plat.devloop import DevSession
+from plat.errors import PlatError
 from plat.manifest import load_manifest
 
 
 def dev(
     path: Path = typer.Argument(Path("."), help="The function's folder (holding plat.yaml)."),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        "-b",
+        help="container or process (no isolation, fastest); starts the daemon with it.",
+    ),
 ) -> None:
     """Watch PATH and hot-redeploy on every save; stream the function's logs inline.
 
@@ -23,14 +31,17 @@ def dev(
     previous version serving. Ctrl-C stops watching and leaves the last good
     version deployed.
     """
+    if backend is not None and backend not in ("container", "process"):
+        raise PlatError(f"unknown backend {backend!r}", hint="use container or process")
     manifest = load_manifest(path)
-    client = connect()
+    client = connect(backend=backend)
     session = DevSession(client, path, manifest.name, err)
+    started = time.time()
     if not session.deploy(dev=False):
         err.print("[yellow]fix the error and save: plat dev keeps watching[/yellow]")
     session.follow_logs()
     err.print(f"[dim]watching {session.folder} (Ctrl-C to stop)[/dim]")
-    session.watch()
+    session.watch(since=started)
     if session.serving:
         err.print(
             f"stopped watching; {manifest.name} version {session.serving} keeps serving "

@@ -22,9 +22,11 @@ from aiohttp import web
 from plat import engine as engines
 from plat.config import Config
 from plat.credentials import basic_header, ensure_password
+from plat.daemon.artifacts import ProcessArtifacts
 from plat.daemon.autoscaler import ScalerSettings
 from plat.daemon.backends import Backend
 from plat.daemon.backends.container import ContainerBackend
+from plat.daemon.backends.process import ProcessBackend
 from plat.daemon.build import ImageBuilder
 from plat.daemon.builders import Builder
 from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
@@ -32,14 +34,14 @@ from plat.daemon.builders.engine import EngineBuilder
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, error_middleware
 from plat.daemon.controller import Controller
-from plat.daemon.deployer import Deployer
+from plat.daemon.deployer import Artifacts, Deployer
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
-from plat.errors import DaemonError
+from plat.errors import DaemonError, EngineError
 from plat.paths import Home
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,12 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.tasks = TaskGroup(log)
         self.engine_description: dict[str, Any] = {}
+        self.backend_warning: str | None = None
         self.gateway_url = ""
         self._stack = AsyncExitStack()
         # Set by start():
         self.store: Store
         self.backend: Backend
-        self.images: ImageBuilder
         self.controller: Controller
         self.gateway: Gateway
         self.deployer: Deployer
@@ -96,20 +98,9 @@ class Daemon:
         await self.store.open()
         stack.push_async_callback(self.store.close)
 
-        info, service = await engines.resolve_engine(self.home, self.env, self.config.engine_host)
-        if service is not None:
-            stack.push_async_callback(service.stop)
-        self.engine_description = {
-            "endpoint": info.endpoint,
-            "name": info.name,
-            "version": info.version,
-            "started_by_plat": service is not None,
-        }
-        backend = ContainerBackend(info.endpoint, daemon_id(self.home))
+        backend, artifacts = await self._backend()
         self.backend = backend
         stack.push_async_callback(backend.close)
-        builder = choose_builder(self.config, info.name, info.endpoint)
-        self.images = ImageBuilder(builder, self.home.builds_dir, self.env, self.home.root / "dev")
 
         self.journal = Journal(
             self.store,
@@ -149,7 +140,7 @@ class Daemon:
         stack.push_async_callback(self.controller.close)
         self.metrics = Metrics(self.controller.instance_states, self.controller.scaler_states)
         await self.controller.start()
-        self.deployer = Deployer(self.store, self.controller, self.images, self.metrics)
+        self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
 
         self.auth_header = basic_header(password)
         self.gateway = Gateway(
@@ -163,6 +154,40 @@ class Daemon:
         stack.push_async_callback(self.gateway.close)
         stack.push_async_callback(self.tasks.close)
         await self._serve()
+
+    async def _backend(self) -> tuple[Backend, Artifacts]:
+        """The configured backend; `auto` falls back to processes when no engine answers."""
+        choice = self.config.backend
+        if choice != "process":
+            try:
+                info, service = await engines.resolve_engine(
+                    self.home, self.env, self.config.engine_host
+                )
+            except EngineError as exc:
+                if choice == "container":
+                    raise
+                self.backend_warning = (
+                    "no container engine answered; running functions as local processes "
+                    "(no isolation) - `plat doctor` shows how to get one"
+                )
+                log.warning("%s (%s)", self.backend_warning, exc.message)
+            else:
+                if service is not None:
+                    self._stack.push_async_callback(service.stop)
+                self.engine_description = {
+                    "endpoint": info.endpoint,
+                    "name": info.name,
+                    "version": info.version,
+                    "started_by_plat": service is not None,
+                }
+                builder = choose_builder(self.config, info.name, info.endpoint)
+                images = ImageBuilder(
+                    builder, self.home.builds_dir, self.env, self.home.root / "dev"
+                )
+                return ContainerBackend(info.endpoint, daemon_id(self.home)), images
+        self.engine_description = {"name": "none", "endpoint": "local processes"}
+        process = ProcessBackend(daemon_id(self.home))
+        return process, ProcessArtifacts(self.home.root / "artifacts", self.env)
 
     async def _serve(self) -> None:
         gateway_app = web.Application(client_max_size=self.config.max_body + 1)

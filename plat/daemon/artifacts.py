@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from plat.daemon.build import BuildOutcome
 from plat.errors import BuildError, PlatError
 from plat.ignore import IgnoreRules, digest_files
 from plat.manifest import Manifest
@@ -452,3 +453,42 @@ def _linked_deps(work_root: Path) -> set[str]:
             with contextlib.suppress(OSError):
                 used.add(Path(os.readlink(version / "deps")).name)
     return used
+
+
+class ProcessArtifacts:
+    """The process backend's ``Artifacts``: prepared folders instead of images.
+
+    Preparing is fast (a snapshot copy; dependencies are cached by content), so
+    `plat dev`'s hot path is the same as a full deploy here.
+    """
+
+    name = "process"
+
+    def __init__(self, work_root: Path, env: Mapping[str, str]) -> None:
+        self.work_root = work_root
+        self.env = env
+
+    async def build(
+        self,
+        manifest: Manifest,
+        source: Path,
+        on_line: Callable[[str], None],
+        *,
+        force: bool = False,
+    ) -> BuildOutcome:
+        started = time.monotonic()
+        log: list[str] = []
+
+        def sink(line: str) -> None:
+            log.append(line)
+            on_line(line)
+
+        version, ref, cached = await prepare_artifact(
+            manifest, source, self.work_root, self.env, sink
+        )
+        return BuildOutcome(
+            version, ref, cached, time.monotonic() - started, self.name, "\n".join(log)
+        )
+
+    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+        return await self.build(manifest, source, lambda _line: None)

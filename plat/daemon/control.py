@@ -73,6 +73,7 @@ def make_status(daemon: Daemon) -> Handler:
                 "home": str(daemon.home.root),
                 "gateway_url": daemon.gateway_url,
                 "backend": daemon.backend.name,
+                "backend_warning": daemon.backend_warning,
                 "engine": daemon.engine_description,
                 "builder": daemon.deployer.artifacts.name,
                 "functions": len(daemon.controller.functions),

@@ -502,6 +502,11 @@ class Controller:
             version = await self.store.get_version(record.name, record.version)
             if version is None:
                 continue
+            if (self.backend.name == "process") != version.image.startswith("process:"):
+                log.warning(
+                    "%s was deployed for another backend; `plat deploy` it again", record.name
+                )
+                continue
             manifest = validate_manifest(
                 record.manifest, source=f"stored manifest of {record.name}"
             )

@@ -126,7 +126,11 @@ def run(home: Home, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Non
 
 
 def start_detached(
-    home: Home, env: Mapping[str, str], port: int | None = None, timeout: float = 60.0
+    home: Home,
+    env: Mapping[str, str],
+    port: int | None = None,
+    timeout: float = 60.0,
+    backend: str | None = None,
 ) -> int:
     """Spawn ``plat daemon run`` in its own session; returns its pid once it answers."""
     from plat.client import DaemonClient
@@ -135,6 +139,8 @@ def start_detached(
     cmd = [sys.executable, "-m", "plat", "daemon", "run"]
     if port is not None:
         cmd += ["--port", str(port)]
+    if backend is not None:
+        cmd += ["--backend", backend]
     with open(home.daemon_log, "ab") as logfile:
         os.chmod(home.daemon_log, 0o600)
         offset = logfile.tell()
