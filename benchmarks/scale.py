@@ -1,0 +1,351 @@
+"""Scale: many functions on one daemon, and many concurrent clients on one of them.
+
+N tiny python functions (200 in full mode, 5 in quick mode) are deployed with
+several ``plat deploy`` running in parallel. Measured against baselines taken
+in the same run:
+
+* the daemon's resident memory (VmRSS) and idle CPU, and the CPU of the
+  container engine service it talks to, with N functions against the same
+  daemon with none;
+* ``plat deploy`` wall time of the last deploys against the first ones (does a
+  deploy get slower as functions pile up?);
+* gateway latency and throughput with 1,000 concurrent keep-alive clients
+  (``wrk -c1000 -t2``; 100 in quick mode) on one function, against nginx and
+  the instance directly under the same load.
+
+Everything is removed at the end (``plat rm`` each, then ``plat daemon stop``).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.harness import (
+    BenchError,
+    Context,
+    DeployTiming,
+    Nginx,
+    Plat,
+    WrkResult,
+    cpu_percent,
+    cpu_seconds,
+    engine_service_pid,
+    http_get,
+    median,
+    mem_available_mib,
+    rss_mib,
+    write_python_function,
+    wrk,
+)
+from benchmarks.report import Figure, Section, Table, fmt
+
+NAME = "scale"
+TITLE = "Scale"
+HANDLER = """
+def handle(event, context):
+    return "ok"
+"""
+PARALLEL_DEPLOYS = 4
+PATHS = ("direct", "nginx", "plat")
+
+
+@dataclass
+class Sample:
+    """The daemon's footprint at one moment."""
+
+    label: str
+    rss: float  # MiB
+    cpu: float  # % of one core, idle
+    engine_cpu: float | None  # % of one core, the engine service plat started (if any)
+    mem_available: float  # MiB, the whole host
+
+
+def _sample(label: str, pid: int, window: float) -> Sample:
+    engine = engine_service_pid(pid)
+    engine_before = None
+    if engine is not None:
+        engine_before = cpu_seconds(engine)
+    cpu = cpu_percent(pid, window)
+    engine_cpu = None
+    if engine is not None and engine_before is not None:
+        engine_cpu = 100 * (cpu_seconds(engine) - engine_before) / window
+    return Sample(label, rss_mib(pid), cpu, engine_cpu, mem_available_mib())
+
+
+@dataclass
+class Deploys:
+    """How the N deploys went."""
+
+    wanted: int
+    lone: DeployTiming  # the first deploy, alone (fills the layer cache)
+    parallel: list[DeployTiming]  # the others, PARALLEL_DEPLOYS at a time, in submit order
+    total: float  # wall seconds for all of them
+    replaced: int = 0  # "died; replacing it" warnings in the daemon log meanwhile
+    removed: int = 0  # functions removed with `plat rm` at the end
+    remove_seconds: float = 0.0  # wall seconds of those `plat rm`
+
+    @property
+    def reached(self) -> int:
+        return 1 + len(self.parallel)
+
+
+def _deploy_all(
+    ctx: Context, plat: Plat, folders: list[Path], names: list[str], budget: float
+) -> Deploys:
+    """Deploy the first function alone, the rest in parallel; stop starting new ones
+    once ``budget`` seconds have passed."""
+    count = len(names)
+    ctx.log(f"deploying {count} functions: one alone, then {PARALLEL_DEPLOYS} at a time")
+    started = time.perf_counter()
+    lone = plat.deploy(folders[0], names[0])
+    done = [1]
+
+    def deploy(folder: Path, name: str) -> DeployTiming | None:
+        if time.perf_counter() - started > budget:
+            return None
+        timing = plat.deploy(folder, name)
+        done[0] += 1
+        if done[0] % 20 == 0:
+            ctx.log(f"{done[0]}/{count} deployed ({time.perf_counter() - started:.0f} s)")
+        return timing
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_DEPLOYS) as pool:
+        pairs = zip(folders[1:], names[1:], strict=True)
+        futures = [pool.submit(deploy, f, n) for f, n in pairs]
+        parallel = [t for t in (fut.result() for fut in futures) if t is not None]
+    result = Deploys(count, lone, parallel, time.perf_counter() - started)
+    ctx.log(f"{result.reached} functions deployed in {result.total:.0f} s")
+    return result
+
+
+def run(ctx: Context) -> Section:
+    """Deploy N functions, sample the daemon, load one function; returns the section."""
+    count: int = ctx.functions or ctx.pick(5, 200)
+    # Time budgets (s): past them no new `plat deploy` / `plat rm` starts.
+    budget: float = ctx.pick(180.0, 11 * 60.0)
+    rm_budget: float = ctx.pick(120.0, 180.0)
+    connections: int = ctx.pick(100, 1000)
+    seconds: int = ctx.pick(1, 5)
+    settle: float = ctx.pick(0.5, 5.0)
+    window: float = ctx.pick(1.0, 5.0)
+    prefix = f"bench-s{ctx.run_id}-"
+    names = [f"{prefix}{i:03d}" for i in range(count)]
+    folders = [write_python_function(ctx.work / "functions", n, HANDLER) for n in names]
+    samples: list[Sample] = []
+    results: dict[str, WrkResult] = {}
+    with Plat(ctx.work, NAME, ctx.log) as plat:
+        pid = int(plat.status()["pid"])
+        time.sleep(settle)
+        samples.append(_sample("idle daemon, 0 functions", pid, window))
+        deploys = _deploy_all(ctx, plat, folders, names, budget)
+        reached = deploys.reached
+        deploys.replaced = plat.log_count("died; replacing it")
+        listing = plat.functions()
+        serving = sum(1 for fn in listing if fn["name"] in names and fn.get("instances", 0) >= 1)
+        if serving != reached:
+            raise BenchError(f"only {serving} of {reached} functions have a ready instance")
+        time.sleep(settle)
+        samples.append(_sample(f"{reached} functions deployed", pid, window))
+
+        target = names[0]
+        address = str(plat.ready_instance(target)["address"])
+        auth = {"Authorization": plat.auth_header()}
+        with Nginx(ctx.work / "nginx-scale", address) as nginx:
+            targets: dict[str, tuple[str, dict[str, str]]] = {
+                "direct": (f"http://{address}/", {}),
+                "nginx": (nginx.url, {}),
+                "plat": (plat.function_url(target), auth),
+            }
+            for label, (url, headers) in targets.items():
+                if http_get(url, headers) != 200:
+                    raise BenchError(f"{label} ({url}) did not answer 200")
+                ctx.log(f"wrk {label} c={connections}, {seconds} s")
+                if not ctx.quick:  # warm-up
+                    wrk(url, connections=connections, threads=2, seconds=1, headers=headers)
+                results[label] = wrk(
+                    url, connections=connections, threads=2, seconds=seconds, headers=headers
+                )
+        ctx.log(f"removing {reached} functions (plat rm, 8 at a time)")
+        deploys.removed, deploys.remove_seconds = plat.remove_all(
+            list(plat.deployed), budget=rm_budget
+        )
+        time.sleep(settle)
+        samples.append(_sample(f"after `plat rm` of {deploys.removed}", pid, window))
+    return _section(deploys, connections, seconds, samples, results)
+
+
+def _section(
+    deploys: Deploys,
+    connections: int,
+    seconds: int,
+    samples: list[Sample],
+    results: dict[str, WrkResult],
+) -> Section:
+    count = deploys.reached
+    idle, loaded, removed = samples
+    walls = [t.wall for t in deploys.parallel] or [deploys.lone.wall]
+    k = max(1, min(10, len(walls) // 4))
+    first_k, last_k = median(walls[:k]), median(walls[-k:])
+    plat_r, nginx_r, direct_r = results["plat"], results["nginx"], results["direct"]
+    under = f"nginx, c={connections}"
+    figures = [
+        Figure(
+            f"daemon resident memory, {count} functions",
+            loaded.rss,
+            "MiB",
+            "same daemon, 0 functions",
+            idle.rss,
+            note=f"+{(loaded.rss - idle.rss) * 1024 / count:.0f} KiB per function",
+        ),
+        Figure(
+            f"daemon CPU while idle, {count} functions",
+            loaded.cpu,
+            "%",
+            "same daemon, 0 functions",
+            idle.cpu,
+            note="% of one core",
+        ),
+        Figure(
+            f"deploy wall time, median of the last {k}",
+            last_k,
+            "s",
+            f"median of the first {k}",
+            first_k,
+            note=f"{PARALLEL_DEPLOYS} deploys in parallel",
+        ),
+        Figure(f"p50 latency, c={connections}", plat_r.p50, "ms", under, nginx_r.p50),
+        Figure(f"p99 latency, c={connections}", plat_r.p99, "ms", under, nginx_r.p99),
+        Figure(
+            f"throughput, c={connections}",
+            plat_r.rps,
+            "req/s",
+            under,
+            nginx_r.rps,
+            better="higher",
+        ),
+        Figure(
+            f"throughput, c={connections}",
+            plat_r.rps,
+            "req/s",
+            f"direct, c={connections}",
+            direct_r.rps,
+            better="higher",
+        ),
+    ]
+    if idle.engine_cpu is not None and loaded.engine_cpu is not None:
+        figures.insert(
+            2,
+            Figure(
+                f"engine service CPU while idle, {count} functions",
+                loaded.engine_cpu,
+                "%",
+                "same, 0 functions",
+                idle.engine_cpu,
+                note="podman system service started by plat; % of one core",
+            ),
+        )
+    footprint = Table(
+        "daemon footprint (CPU sampled while idle)",
+        ["state", "daemon RSS", "daemon CPU", "engine service CPU", "host MemAvailable"],
+    )
+    for s in samples:
+        footprint.rows.append(
+            [
+                s.label,
+                fmt(s.rss, "MiB"),
+                fmt(s.cpu, "%"),
+                "-" if s.engine_cpu is None else fmt(s.engine_cpu, "%"),
+                fmt(s.mem_available, "MiB"),
+            ]
+        )
+    ordered = sorted(walls)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    table = Table(
+        "deploys (wall time of each `plat deploy`)",
+        [
+            "functions",
+            "total wall",
+            "per function",
+            "first, alone",
+            "median, parallel",
+            "p90, parallel",
+            f"first {k} parallel",
+            f"last {k} parallel",
+            "plat rm",
+        ],
+        [
+            [
+                str(count),
+                fmt(deploys.total, "s"),
+                fmt(deploys.total / count, "s"),
+                fmt(deploys.lone.wall, "s"),
+                fmt(median(walls), "s"),
+                fmt(p90, "s"),
+                fmt(first_k, "s"),
+                fmt(last_k, "s"),
+                f"{deploys.removed} in {fmt(deploys.remove_seconds, 's')}",
+            ]
+        ],
+    )
+    load = Table(
+        f"wrk -c{connections} -t2, {seconds} s, on one of the {count} functions",
+        ["path", "p50", "p90", "p99", "req/s", "requests", "errors"],
+    )
+    for label in PATHS:
+        res = results[label]
+        load.rows.append(
+            [
+                label,
+                fmt(res.p50, "ms"),
+                fmt(res.p90, "ms"),
+                fmt(res.p99, "ms"),
+                fmt(res.rps, "req/s"),
+                f"{res.requests:,}",
+                str(res.errors),
+            ]
+        )
+    instances_mib = idle.mem_available - loaded.mem_available
+    notes = [
+        f"Host memory used by the {count} instances and their containers (drop in "
+        f"MemAvailable): {fmt(instances_mib, 'MiB')}, about "
+        f"{fmt(instances_mib / count, 'MiB')} each.",
+        f"After removing {deploys.removed} functions the daemon's RSS is "
+        f"{fmt(removed.rss, 'MiB')} "
+        f"(it was {fmt(loaded.rss, 'MiB')} with {count} and {fmt(idle.rss, 'MiB')} idle).",
+        "Idle CPU with functions deployed comes mostly from the controller's watchdog, "
+        "which lists the engine's containers every 2 s: the engine service's share "
+        "grows with the number of containers.",
+    ]
+    if deploys.replaced:
+        notes.append(
+            f"During the deploys the daemon logged {deploys.replaced} 'instance ... died; "
+            "replacing it' warnings although nothing stopped those instances: the "
+            "watchdog compares a container listing taken before an instance became ready "
+            "with the instances ready after it, then replaces (stops and restarts) "
+            "healthy ones. This slows the deploys down."
+        )
+    if deploys.removed < count:
+        notes.append(
+            f"`plat rm` removed {deploys.removed} of {count} functions within its time "
+            "budget; `plat daemon stop` stopped the remaining instances."
+        )
+    if count < deploys.wanted:
+        notes.insert(
+            0,
+            f"Stopped at {count} of {deploys.wanted} functions: the deploys ran past "
+            "their time budget.",
+        )
+    method = (
+        f'{deploys.wanted} python functions returning `"ok"` (one instance each): the first '
+        f"deployed alone (it fills buildah's layer cache), the others with {PARALLEL_DEPLOYS} "
+        "`plat deploy` processes at a time. Resident memory is VmRSS from "
+        "`/proc/<pid>/status` of the daemon (pid from `plat daemon status --json`); CPU is "
+        "its user+system time over a quiet window. Then `wrk --latency -t2 "
+        f"-c{connections}` ({seconds} s run, after a 1 s warm-up in full mode) on one "
+        "function along the same "
+        "three paths as the warm-path benchmark."
+    )
+    return Section(NAME, TITLE, method, figures, [footprint, table, load], notes)

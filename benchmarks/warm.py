@@ -1,0 +1,174 @@
+"""Warm path: one ready instance, reached directly, through nginx and through plat.
+
+A trivial python function (``return "ok"``) runs as one instance. ``wrk
+--latency`` loads it at concurrency 1, 16 and 64 along three paths, interleaved
+per concurrency so that drift on a shared machine hits them alike:
+
+* ``direct``: the instance's published 127.0.0.1 port (the upper bound);
+* ``nginx``: a private nginx with a keep-alive upstream to the same instance
+  (the baseline a proxy should come near);
+* ``plat``: the gateway, ``/function/NAME`` with basic auth.
+
+Headline: the p50 latency plat adds over direct at c=1 (next to what nginx adds)
+and plat's throughput as a fraction of nginx's at c=64.
+"""
+
+from __future__ import annotations
+
+from benchmarks.harness import (
+    BenchError,
+    Context,
+    Nginx,
+    Plat,
+    WrkResult,
+    http_get,
+    write_python_function,
+    wrk,
+)
+from benchmarks.report import Figure, Section, Table, fmt, fmt_ratio
+
+NAME = "warm"
+TITLE = "Warm path"
+HANDLER = """
+def handle(event, context):
+    return "ok"
+"""
+LEVELS = (1, 16, 64)
+PATHS = ("direct", "nginx", "plat")
+
+
+def run(ctx: Context) -> Section:
+    """Measure the three paths; returns the section (raises BenchError on failure)."""
+    name = f"bench-warm-{ctx.run_id}"
+    seconds: int = ctx.pick(1, 5)
+    folder = write_python_function(
+        ctx.work, name, HANDLER, manifest_extra="scale: {min: 1, max: 1}\n"
+    )
+    results: dict[tuple[str, int], WrkResult] = {}
+    with Plat(ctx.work, NAME, ctx.log) as plat:
+        ctx.log(f"deploying {name}")
+        plat.deploy(folder, name)
+        address = str(plat.ready_instance(name)["address"])
+        auth = {"Authorization": plat.auth_header()}
+        with Nginx(ctx.work / "nginx-warm", address) as nginx:
+            targets: dict[str, tuple[str, dict[str, str]]] = {
+                "direct": (f"http://{address}/", {}),
+                "nginx": (nginx.url, {}),
+                "plat": (plat.function_url(name), auth),
+            }
+            for label, (url, headers) in targets.items():
+                status = http_get(url, headers)
+                if status != 200:
+                    raise BenchError(f"{label} ({url}) answered {status}, not 200")
+            if not ctx.quick:
+                ctx.log("warming up each path (1 s at c=64)")
+                for url, headers in targets.values():
+                    wrk(url, connections=64, seconds=1, headers=headers)
+            for connections in LEVELS:
+                for label in PATHS:
+                    url, headers = targets[label]
+                    ctx.log(f"wrk {label} c={connections} {seconds} s")
+                    results[label, connections] = wrk(
+                        url, connections=connections, seconds=seconds, headers=headers
+                    )
+    return _section(results, seconds, warmup=not ctx.quick)
+
+
+def _section(results: dict[tuple[str, int], WrkResult], seconds: int, *, warmup: bool) -> Section:
+    def r(label: str, connections: int) -> WrkResult:
+        return results[label, connections]
+
+    low, high = LEVELS[0], LEVELS[-1]
+    plat_added = r("plat", low).p50 - r("direct", low).p50
+    nginx_added = r("nginx", low).p50 - r("direct", low).p50
+    figures = [
+        Figure(f"p50 latency, c={low}", r("plat", low).p50, "ms", "direct", r("direct", low).p50),
+        Figure(
+            f"p50 latency added over direct, c={low}",
+            plat_added,
+            "ms",
+            "nginx (its added p50)",
+            nginx_added,
+        ),
+        Figure(
+            f"throughput, c={low}",
+            r("plat", low).rps,
+            "req/s",
+            "nginx",
+            r("nginx", low).rps,
+            better="higher",
+        ),
+        Figure(
+            f"throughput, c={high}",
+            r("plat", high).rps,
+            "req/s",
+            "nginx",
+            r("nginx", high).rps,
+            better="higher",
+            note="ratio = plat's fraction of nginx",
+        ),
+        Figure(
+            f"throughput, c={high}",
+            r("plat", high).rps,
+            "req/s",
+            "direct",
+            r("direct", high).rps,
+            better="higher",
+        ),
+        Figure(f"p99 latency, c={high}", r("plat", high).p99, "ms", "nginx", r("nginx", high).p99),
+    ]
+    detail = Table(
+        "wrk results",
+        ["concurrency", "path", "p50", "p90", "p99", "req/s", "requests", "errors"],
+    )
+    ratios = Table(
+        "plat relative to the baselines (ratio = plat ÷ baseline)",
+        ["concurrency", "p50 ÷ direct", "p50 ÷ nginx", "req/s ÷ direct", "req/s ÷ nginx"],
+    )
+    errors = 0
+    for connections in LEVELS:
+        for label in PATHS:
+            res = r(label, connections)
+            errors += res.errors
+            detail.rows.append(
+                [
+                    str(connections),
+                    label,
+                    fmt(res.p50, "ms"),
+                    fmt(res.p90, "ms"),
+                    fmt(res.p99, "ms"),
+                    fmt(res.rps, "req/s"),
+                    f"{res.requests:,}",
+                    str(res.errors),
+                ]
+            )
+        p, d, n = r("plat", connections), r("direct", connections), r("nginx", connections)
+        ratios.rows.append(
+            [
+                str(connections),
+                fmt_ratio(p.p50 / d.p50 if d.p50 else None),
+                fmt_ratio(p.p50 / n.p50 if n.p50 else None),
+                fmt_ratio(p.rps / d.rps if d.rps else None),
+                fmt_ratio(p.rps / n.rps if n.rps else None),
+            ]
+        )
+    notes = [
+        f"plat adds {fmt(plat_added, 'ms')} to the p50 at c={low} "
+        f"(nginx adds {fmt(nginx_added, 'ms')}); at c={high} plat serves "
+        f"{100 * r('plat', high).rps / r('nginx', high).rps:.0f} % of nginx's throughput.",
+        "wrk, nginx, the daemon and the instance share the same cores, so at c≥16 every "
+        "path also competes with wrk for CPU; the instance is limited to 1 CPU (the "
+        "manifest default).",
+    ]
+    if errors:
+        notes.append(f"wrk counted {errors} socket errors or non-2xx responses in total.")
+    method = (
+        'A python function returning `"ok"` (one instance, `scale: {min: 1, max: 1}`). '
+        f"`wrk --latency` for {seconds} s per run (threads = min(connections, 2))"
+        + (" after a 1 s warm-up of each path at c=64" if warmup else " (quick: no warm-up)")
+        + ", at each concurrency in turn against: **direct**, the "
+        "instance's published 127.0.0.1 port; **nginx**, a private nginx "
+        "(`worker_processes auto`, upstream `keepalive 64`, HTTP/1.1, `access_log off`) "
+        "proxying to the same instance; **plat**, the gateway's `/function/NAME` with basic auth."
+    )
+    return Section(NAME, TITLE, method, figures, [detail, ratios], notes)
