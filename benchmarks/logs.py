@@ -6,9 +6,10 @@
    other. The baseline is capture off.
 2. The database after 100,000 log lines of one function with the default
    retention (10,000 lines per function), written through the daemon's own
-   journal and store (the code the daemon runs) in batches of 5,000 with a trim
-   at the end, as the trimmer would; the baseline is the same database before
-   the lines. SQLite reuses freed pages rather than shrinking the file.
+   journal and store (the code the daemon runs) in batches of 5,000, then
+   trimmed as the trimmer would. The baseline is the same 100,000 lines with
+   nothing trimmed.
+   SQLite reuses freed pages rather than shrinking the file.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ def _gateway(ctx: Context, capture: bool, seconds: int) -> tuple[float, float]:
         return result.p50, result.rps
 
 
-async def _store_size(path: Path, lines: int) -> tuple[float, float, int]:
+async def _store_size(path: Path, lines: int, retention: Retention) -> tuple[float, float, int]:
     store = Store(path)
     await store.open()
-    journal = Journal(store, Retention(), flush_interval=3600)
+    journal = Journal(store, retention, flush_interval=3600)
     await journal.start()
     before = path.stat().st_size
     text = "x" * 80
@@ -77,7 +78,9 @@ def run(ctx: Context) -> Section:
     off_p50, off_rps = _gateway(ctx, False, seconds)
     on_p50, on_rps = _gateway(ctx, True, seconds)
     started = time.perf_counter()
-    empty_mib, full_mib, kept = asyncio.run(_store_size(ctx.work / "size.db", 100_000))
+    _empty, full_mib, kept = asyncio.run(_store_size(ctx.work / "size.db", 100_000, Retention()))
+    unbounded = Retention(log_lines=10**9)
+    _empty, all_mib, _all = asyncio.run(_store_size(ctx.work / "all.db", 100_000, unbounded))
     ctx.log(f"store: {full_mib:.2f} MiB after 100k lines ({time.perf_counter() - started:.1f} s)")
     section = Section(NAME, TITLE, method=__doc__ or "")
     section.tables.append(
@@ -97,9 +100,9 @@ def run(ctx: Context) -> Section:
             "store after 100k lines (default retention)",
             full_mib,
             "MiB",
-            "empty store",
-            empty_mib,
-            note=f"{kept} lines kept",
+            "the same lines, nothing trimmed",
+            all_mib,
+            note=f"{kept} lines kept; SQLite keeps the file at its high-water mark and reuses it",
         ),
     ]
     return section

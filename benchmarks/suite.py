@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import builds, scale, warm
+from benchmarks import builds, cold_start, hot_reload, logs, scale, warm
 from benchmarks.harness import BenchError, Context, check_tools, machine, versions
 from benchmarks.report import Report, Section
 
@@ -29,6 +29,9 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
     warm.NAME: (warm.TITLE, warm.run),
     builds.NAME: (builds.TITLE, builds.run),
     scale.NAME: (scale.TITLE, scale.run),
+    hot_reload.NAME: (hot_reload.TITLE, hot_reload.run),
+    cold_start.NAME: (cold_start.TITLE, cold_start.run),
+    logs.NAME: (logs.TITLE, logs.run),
 }
 TOOLS = ("wrk", "nginx", "podman", "buildah")
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.container
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_quick_run_measures_every_benchmark(tmp_path: Path) -> None:
     output = tmp_path / "benchmarks.md"
     raw = tmp_path / "benchmarks.json"
@@ -36,7 +36,7 @@ def test_quick_run_measures_every_benchmark(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=570,
+        timeout=1170,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-6000:]}"
 
