@@ -131,7 +131,9 @@ def test_scale_to_zero_and_a_burst_shares_one_cold_start(
     assert stats["cold_starts"] == 6  # all six waited for the one instance
     metrics = plat.http("GET", "/metrics", auth=False).body.decode()
     assert 'plat_cold_starts_total{function="sleepy"} 6.0' in metrics
-    assert _running(plat, "sleepy") == 1
+    # The burst shared one cold start; the autoscaler may add one more afterwards
+    # (6 in flight exceed 8 x 0.7 target utilization), never one per request.
+    assert 1 <= _running(plat, "sleepy") <= 2
 
 
 def test_plat_scale_applies_now_and_survives_a_restart(scaled: tuple[PlatRunner, Path]) -> None:

@@ -9,6 +9,7 @@ import shutil
 from plat.daemon.builders import BuildJob, LineSink
 from plat.errors import BuildError
 
+TRANSIENT = "layer not known"
 STEP_RE = re.compile(r"^(STEP \d+(?:/\d+)?: .*)$")
 
 
@@ -57,6 +58,17 @@ class BuildahBuilder:
         await self._run("buildah", "rmi", tag)
 
     async def build(self, job: BuildJob, on_line: LineSink) -> None:
+        try:
+            await self._build(job, on_line)
+        except BuildError as exc:
+            # Another buildah/podman removing images at the same moment can make a
+            # cached layer vanish mid-lookup; that is worth exactly one more try.
+            if TRANSIENT not in exc.log_tail:
+                raise
+            on_line("(a cached layer vanished during the build; building again)")
+            await self._build(job, on_line)
+
+    async def _build(self, job: BuildJob, on_line: LineSink) -> None:
         cmd = build_command(job)
         on_line("$ " + " ".join(cmd))
         proc = await asyncio.create_subprocess_exec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,11 @@ pytestmark = pytest.mark.container
 def test_engine_build_api_builds_and_serves(fresh_plat: PlatRunner, tmp_path: Path) -> None:
     plat = fresh_plat
     plat.env["PLAT_BUILDER"] = "engine"
-    fn = write_python_function(
-        tmp_path, "viaengine", "def handle(e, c):\n    return 'engine-built'\n"
-    )
+    name = f"viaengine-{uuid.uuid4().hex[:8]}"  # no image from an earlier run to reuse
+    fn = write_python_function(tmp_path, name, "def handle(e, c):\n    return 'engine-built'\n")
     proc = plat.run("deploy", str(fn), "-v")
     assert "STEP" in proc.stderr or "Step" in proc.stderr
-    assert plat.run("invoke", "viaengine").stdout == "engine-built"
+    assert plat.run("invoke", name).stdout == "engine-built"
     assert json.loads(plat.run("daemon", "status", "--json").stdout)["builder"] == "engine"
     # A failing step is reported the same way as with buildah.
     (fn / "requirements.txt").write_text("this-package-does-not-exist-plat==0.0.1\n")
