@@ -560,6 +560,19 @@ def wrk(
     return result
 
 
+def require_success(label: str, result: WrkResult, max_share: float = 0.01) -> None:
+    """Raise BenchError when more than ``max_share`` of a run's answers were errors.
+
+    A run whose answers are mostly errors (429s from admission control, 502s, resets)
+    measures the error path, not the proxy: its figures must not be reported.
+    """
+    if result.errors > max_share * max(1, result.requests):
+        raise BenchError(
+            f"{label} at c={result.connections}: {result.errors} of {result.requests} "
+            "answers were socket errors or non-2xx responses"
+        )
+
+
 # ---------------------------------------------------------------------------
 # nginx as a private process
 

@@ -22,6 +22,7 @@ from benchmarks.harness import (
     Plat,
     WrkResult,
     http_get,
+    require_success,
     write_python_function,
     wrk,
 )
@@ -34,6 +35,9 @@ def handle(event, context):
     return "ok"
 """
 LEVELS = (1, 16, 64)
+# One instance that takes every request at once, as nginx forwards them: plat's
+# default of 8 in flight per instance would queue the rest in the gateway.
+SCALE = "scale: {min: 1, max: 1, concurrency: 1000}\n"
 PATHS = ("direct", "nginx", "plat")
 
 
@@ -41,9 +45,7 @@ def run(ctx: Context) -> Section:
     """Measure the three paths; returns the section (raises BenchError on failure)."""
     name = f"bench-warm-{ctx.run_id}"
     seconds: int = ctx.pick(1, 5)
-    folder = write_python_function(
-        ctx.work, name, HANDLER, manifest_extra="scale: {min: 1, max: 1}\n"
-    )
+    folder = write_python_function(ctx.work, name, HANDLER, manifest_extra=SCALE)
     results: dict[tuple[str, int], WrkResult] = {}
     with Plat(ctx.work, NAME, ctx.log) as plat:
         ctx.log(f"deploying {name}")
@@ -68,9 +70,9 @@ def run(ctx: Context) -> Section:
                 for label in PATHS:
                     url, headers = targets[label]
                     ctx.log(f"wrk {label} c={connections} {seconds} s")
-                    results[label, connections] = wrk(
-                        url, connections=connections, seconds=seconds, headers=headers
-                    )
+                    res = wrk(url, connections=connections, seconds=seconds, headers=headers)
+                    require_success(label, res)
+                    results[label, connections] = res
     return _section(results, seconds, warmup=not ctx.quick)
 
 
@@ -163,7 +165,9 @@ def _section(results: dict[tuple[str, int], WrkResult], seconds: int, *, warmup:
     if errors:
         notes.append(f"wrk counted {errors} socket errors or non-2xx responses in total.")
     method = (
-        'A python function returning `"ok"` (one instance, `scale: {min: 1, max: 1}`). '
+        'A python function returning `"ok"`, one instance that takes every request at once '
+        "(`scale: {min: 1, max: 1, concurrency: 1000}`: plat's default of 8 in flight per "
+        "instance would queue the rest in the gateway, which nginx does not). "
         f"`wrk --latency` for {seconds} s per run (threads = min(connections, 2))"
         + (" after a 1 s warm-up of each path at c=64" if warmup else " (quick: no warm-up)")
         + ", at each concurrency in turn against: **direct**, the "
