@@ -5,7 +5,8 @@ report: ``docs/benchmarks.md`` in a full run; in ``--quick`` mode (each
 benchmark briefly, for the test suite) a temporary file unless ``--output`` is
 given. ``--json`` also writes the raw figures; ``--functions N`` changes how many
 functions the scale benchmark deploys; ``--keep`` keeps the temporary work
-folder (daemon logs) for debugging. Exits 1 if any benchmark failed
+folder (daemon logs) for debugging. SIGTERM and Ctrl-C still clean up (functions,
+daemons, images) before exiting. Exits 1 if any benchmark failed
 (the report is written anyway), 2 on bad arguments.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -69,8 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds through every benchmark's cleanup (functions removed,
+    # daemons stopped, images deleted), which SIGTERM's default action would skip.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     output: Path = args.output
     if output is None:
         if args.quick:

@@ -130,10 +130,14 @@ def _deploy_all(
             ctx.log(f"{done[0]}/{count} deployed ({time.perf_counter() - started:.0f} s)")
         return timing
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_DEPLOYS) as pool:
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_DEPLOYS)
+    try:
         pairs = zip(folders[1:], names[1:], strict=True)
         futures = [pool.submit(deploy, f, n) for f, n in pairs]
         parallel = [t for t in (fut.result() for fut in futures) if t is not None]
+    finally:
+        # Interrupted (SIGTERM, Ctrl-C, an error): start no more deploys.
+        pool.shutdown(wait=True, cancel_futures=True)
     result = Deploys(count, lone, parallel, time.perf_counter() - started, retried, failed)
     ctx.log(f"{result.reached} functions deployed in {result.total:.0f} s")
     if len(failed) > max(2, count // 20):
