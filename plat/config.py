@@ -62,6 +62,13 @@ def _count(value: Any) -> int:
     return number
 
 
+def _size(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("gateway_port", 8080, _port, "TCP port of the gateway on 127.0.0.1"),
     Setting("gateway_host", "127.0.0.1", str, "address the gateway binds (loopback by default)"),
@@ -93,6 +100,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scale_down_rate", 2.0, float, "at most divide instances by this per tick"),
     Setting("scale_to_zero_after", 30.0, parse_duration, "idle time before min 0 reaches 0"),
     Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
+    Setting(
+        "pool_size",
+        2,
+        _size,
+        "pre-started generic instances kept per runtime in use (containers; 0 turns it off)",
+    ),
 )
 
 

@@ -114,6 +114,11 @@ class PlatRunner:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         return [line for line in out.splitlines() if line.strip()]
 
+    def instances_of(self, function: str, *filters: str) -> list[str]:
+        """Containers serving ``function``: started for it, or pool instances specialised
+        as it (those keep the pool's labels but are renamed ``plat-<function>-<id>``)."""
+        return self.containers(f"name=^plat-{function}-[0-9a-f]{{8}}$", *filters)
+
 
 def make_runner(tmp: Path) -> PlatRunner:
     home = tmp / "home"

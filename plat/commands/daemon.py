@@ -88,6 +88,18 @@ def _engine_text(engine: dict[str, object]) -> str:
     return text + (" (started by plat)" if engine.get("started_by_plat") else "")
 
 
+def _pool_text(pool: object) -> str:
+    if not isinstance(pool, dict) or not pool.get("size"):
+        return "off"
+    pools = pool.get("pools") or []
+    parts = [
+        f"{p['key']}: {p['ready']} ready, {p['starting']} starting, {p['claimed']} claimed"
+        for p in pools
+        if isinstance(p, dict)
+    ]
+    return f"{pool['size']} per runtime in use" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def _print_status(data: dict[str, object]) -> None:
     engine = data.get("engine") or {}
     assert isinstance(engine, dict)
@@ -100,6 +112,7 @@ def _print_status(data: dict[str, object]) -> None:
         ("engine", _engine_text(engine)),
         ("builder", data["builder"]),
         ("functions", data["functions"]),
+        ("pool", _pool_text(data.get("pool"))),
         ("home", data["home"]),
     ]
     out.print("[green]●[/green] plat daemon running")

@@ -39,8 +39,10 @@ from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
+from plat.daemon.pool import WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
+from plat.daemon.unpack import ImageUnpacker
 from plat.errors import DaemonError, EngineError
 from plat.paths import Home
 
@@ -119,9 +121,11 @@ class Daemon:
         )
         stack.push_async_callback(self.collector.close)
 
+        pool = await self._pool(backend, artifacts)
         self.controller = Controller(
             self.store,
             backend,
+            pool=pool,
             ready_timeout=self.config.ready_timeout,
             drain_timeout=self.config.drain_timeout,
             collector=self.collector,
@@ -138,7 +142,11 @@ class Daemon:
             queue_timeout=self.config.queue_timeout,
         )
         stack.push_async_callback(self.controller.close)
-        self.metrics = Metrics(self.controller.instance_states, self.controller.scaler_states)
+        self.metrics = Metrics(
+            self.controller.instance_states,
+            self.controller.scaler_states,
+            pool.states if pool is not None else None,
+        )
         await self.controller.start()
         self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
 
@@ -154,6 +162,24 @@ class Daemon:
         stack.push_async_callback(self.gateway.close)
         stack.push_async_callback(self.tasks.close)
         await self._serve()
+
+    async def _pool(self, backend: Backend, artifacts: Artifacts) -> WarmPool | None:
+        """The pre-warmed pool (containers only: processes start fast enough without one)."""
+        if not isinstance(artifacts, ImageBuilder) or self.config.pool_size == 0:
+            return None
+        unpacker = ImageUnpacker(backend.endpoint, self.home.root / "unpacked")
+        self._stack.push_async_callback(unpacker.close)
+        pool = WarmPool(
+            backend,
+            unpacker,
+            artifacts.pool_image,
+            self.home.root / "pool",
+            size=self.config.pool_size,
+            session=lambda: self.controller.session,
+            ready_timeout=self.config.ready_timeout,
+        )
+        await pool.start()
+        return pool
 
     async def _backend(self) -> tuple[Backend, Artifacts]:
         """The configured backend; `auto` falls back to processes when no engine answers."""

@@ -55,6 +55,11 @@ class Autoscaler:
         while self.samples and self.samples[0][0] < horizon:
             self.samples.popleft()
 
+    def active_at(self, when: float) -> None:
+        """Traffic happened at ``when`` even if no sample saw it in flight."""
+        if self.last_active is None or when > self.last_active:
+            self.last_active = when
+
     def _average(self, now: float, window: float) -> float:
         values = [c for t, c in self.samples if t >= now - window]
         return sum(values) / len(values) if values else 0.0

@@ -18,7 +18,7 @@ from plat import baseimages
 from plat.daemon.builders import Builder, BuildJob, LineSink
 from plat.errors import BuildError
 from plat.ignore import IgnoreRules, digest_files
-from plat.manifest import Manifest
+from plat.manifest import Manifest, validate_manifest
 from plat.runtimes import Runtime, get_runtime
 
 CA_TARGET = "/run/plat-ca/ca.crt"
@@ -91,6 +91,26 @@ class ImageBuilder:
         self.dev_dir = dev_dir
         self._images_by_deps: dict[tuple[str, str], str] = {}
         self._verified: set[str] = set()
+        self._pool_images: dict[str, str] = {}
+        self._pool_lock = asyncio.Lock()
+
+    async def pool_image(self, runtime: str) -> str:
+        """The image of the runtime's pool instances: its base and shim, no function.
+
+        Built (or found by digest) once per daemon from the runtime's own
+        Containerfile with an empty function folder.
+        """
+        async with self._pool_lock:
+            image = self._pool_images.get(runtime)
+            if image is None:
+                empty = self.work_dir / f".pool-{runtime}"
+                await asyncio.to_thread(empty.mkdir, parents=True, exist_ok=True)
+                manifest = validate_manifest(
+                    {"name": f"pool-{runtime}", "runtime": runtime}, source="pool"
+                )
+                outcome = await self.build(manifest, empty, lambda line: None)
+                image = self._pool_images[runtime] = outcome.image
+            return image
 
     @property
     def name(self) -> str:
@@ -140,7 +160,7 @@ class ImageBuilder:
                 shutil.copy2(source / rel, tmp / rel)
             _make_readable(tmp)
             tmp.rename(target)
-            _prune_snapshots(target.parent, keep=DEV_SNAPSHOTS_KEPT)
+            prune_folders(target.parent, keep=DEV_SNAPSHOTS_KEPT)
             return version, target, False
 
         version, target, cached = await asyncio.to_thread(snapshot)
@@ -263,8 +283,9 @@ class ImageBuilder:
         )
 
 
-def _prune_snapshots(folder: Path, keep: int) -> None:
-    """Keep the ``keep`` newest dev snapshots (the serving one and those still draining)."""
+def prune_folders(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` newest folders of ``folder`` (dev snapshots: the serving one and
+    those still draining; unpacked images). Names starting with "." are work in progress."""
     snapshots = sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,

@@ -27,6 +27,7 @@ from plat.units import parse_duration
 
 if TYPE_CHECKING:
     from plat.daemon.app import Daemon
+    from plat.daemon.pool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def pool_status(pool: WarmPool | None) -> dict[str, Any]:
+    if pool is None or not pool.enabled:
+        return {"size": 0, "pools": []}
+    return {
+        "size": pool.size,
+        "pools": [
+            {"key": key, "ready": ready, "starting": starting, "claimed": claimed, "misses": misses}
+            for key, ready, starting, claimed, misses in pool.states()
+        ],
+    }
+
+
 def make_status(daemon: Daemon) -> Handler:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(
@@ -77,6 +90,7 @@ def make_status(daemon: Daemon) -> Handler:
                 "engine": daemon.engine_description,
                 "builder": daemon.deployer.artifacts.name,
                 "functions": len(daemon.controller.functions),
+                "pool": pool_status(daemon.controller.pool),
             }
         )
 

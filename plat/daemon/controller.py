@@ -21,6 +21,7 @@ from plat.daemon.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.backends import Backend, InstanceSpec, RunningInstance
 from plat.daemon.collector import LogCollector
 from plat.daemon.function_state import FunctionState, Instance, NoCapacity, Release
+from plat.daemon.pool import WarmPool
 from plat.daemon.probe import NotReady, probe_once, wait_ready
 from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import TaskGroup
@@ -52,8 +53,10 @@ class Controller:
         autoscale_tick: float = 1.0,
         queue_limit: int = 256,
         queue_timeout: float = 30.0,
+        pool: WarmPool | None = None,
     ) -> None:
         self.store = store
+        self.pool = pool
         self.backend = backend
         self.collector = collector
         self.ready_timeout = ready_timeout
@@ -84,6 +87,7 @@ class Controller:
         if self._watchdog is not None:
             return
         await self.reconcile()
+        self._sync_pool(*(fs.release for fs in self.functions.values()))
         self._watchdog = asyncio.create_task(self._watch(), name="controller-watchdog")
         self._autoscaler = asyncio.create_task(self._autoscale(), name="autoscaler")
 
@@ -97,6 +101,8 @@ class Controller:
             fs.fail_waiters(NoCapacity("the daemon is shutting down"))
         draining = list(self._draining)
         await self.tasks.close()
+        if self.pool is not None:
+            await self.pool.close()
         if stop_instances:
             everything = [i for fs in self.functions.values() for i in fs.instances]
             everything += [i for i in draining if i.state != "stopped"]
@@ -125,6 +131,14 @@ class Controller:
 
     # instances
 
+    def _sync_pool(self, *prepare: Release) -> None:
+        """Keep the pool warm for the runtimes in use; unpack ``prepare`` for later claims."""
+        if self.pool is None:
+            return
+        self.pool.want(fs.release for fs in self.functions.values())
+        for release in prepare:
+            self.pool.prepare(release)
+
     def _spec(self, release: Release) -> InstanceSpec:
         manifest = release.manifest
         env = dict(manifest.env)
@@ -146,9 +160,15 @@ class Controller:
     async def _start_instance(
         self, release: Release, on_event: EventSink | None = None
     ) -> Instance:
-        instance_id = secrets.token_hex(4)
         started = time.monotonic()
-        running = await self.backend.start(self._spec(release), instance_id)
+        spec = self._spec(release)
+        if self.pool is not None:
+            handler = spec.env.get("PLAT_HANDLER", "")
+            running = await self.pool.claim(release, spec.env, handler)
+            if running is not None:
+                return await self._adopt_pooled(running, release, started, on_event)
+        instance_id = secrets.token_hex(4)
+        running = await self.backend.start(spec, instance_id)
         inst = Instance(running=running, started_at=time.time())
         inst.start_seconds = time.monotonic() - started
         self._starting.add(inst)
@@ -212,6 +232,47 @@ class Controller:
         )
         return inst
 
+    async def _adopt_pooled(
+        self,
+        running: RunningInstance,
+        release: Release,
+        started: float,
+        on_event: EventSink | None,
+    ) -> Instance:
+        """A pool instance already specialised as ``release``: ready for traffic now."""
+        inst = Instance(running=running, started_at=time.time(), state="ready")
+        inst.start_seconds = 0.0
+        inst.ready_seconds = time.monotonic() - started
+        inst.pooled = True
+        if self.collector is not None:
+            self.collector.attach(running)
+            self.collector.note(
+                running, f"[plat] instance {running.id} specialised from the pre-warmed pool"
+            )
+        await self.store.add_instance(
+            InstanceRecord(
+                running.id,
+                release.manifest.name,
+                release.version,
+                self.backend.name,
+                running.address,
+                "ready",
+                inst.started_at,
+                inst.ready_seconds,
+            )
+        )
+        if on_event:
+            on_event(
+                f"instance {running.id} specialised from the pre-warmed pool on {running.address}"
+            )
+        log.info(
+            "instance %s of %s specialised from the pool in %.3f s",
+            running.id,
+            release.manifest.name,
+            inst.ready_seconds,
+        )
+        return inst
+
     async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
         """Stop, let the log reader see the last lines, then remove the instance."""
         inst.state = "stopped"
@@ -222,6 +283,8 @@ class Controller:
             await self.backend.remove(inst.running)
         except PlatError as exc:
             log.warning("stopping instance %s failed: %s", inst.id, exc)
+        if inst.pooled and self.pool is not None:
+            self.pool.forget(inst.id)
         await self.store.remove_instance(inst.id)
 
     async def _drain(self, inst: Instance) -> None:
@@ -278,6 +341,7 @@ class Controller:
             )
             for inst in old:
                 self.tasks.spawn(self._drain(inst), name=f"drain-{inst.id}")
+        self._sync_pool(release)
         return fs
 
     async def remove(self, name: str) -> None:
@@ -291,6 +355,7 @@ class Controller:
                 await asyncio.gather(*(self._stop(i, timeout=2.0) for i in fs.instances))
                 fs.instances.clear()
         await self.store.delete_function(name)
+        self._sync_pool()
 
     # traffic
 
@@ -304,6 +369,7 @@ class Controller:
         fs = self.functions.get(name)
         if fs is None:
             raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+        fs.last_request = time.monotonic()
         inst = fs.take()
         if inst is not None:
             return inst, 0.0
@@ -396,6 +462,8 @@ class Controller:
                 continue  # a deploy or replacement is changing the instances
             scale = fs.manifest.scale
             fs.scaler.observe(now, fs.inflight() + len(fs.waiters))
+            if fs.last_request is not None:
+                fs.scaler.active_at(fs.last_request)
             current = len(fs.ready_instances()) + fs.starting
             decision = fs.scaler.decide(
                 now, current, minimum=scale.min, maximum=scale.max, concurrency=fs.concurrency
@@ -474,6 +542,8 @@ class Controller:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.watch_interval)
+            # An instance started after the listing began is missing from it, not dead.
+            listed_at = time.time()
             try:
                 alive = {r.backend_ref for r in await self.backend.list() if r.running}
             except PlatError as exc:
@@ -481,7 +551,11 @@ class Controller:
                 continue
             for fs in list(self.functions.values()):
                 for inst in list(fs.instances):
-                    if inst.state in ("ready", "suspect") and inst.running.backend_ref not in alive:
+                    if (
+                        inst.state in ("ready", "suspect")
+                        and inst.running.backend_ref not in alive
+                        and inst.started_at < listed_at
+                    ):
                         self.tasks.spawn(self._replace(inst), name=f"replace-{inst.id}")
 
     # start-up

@@ -36,6 +36,7 @@ class Instance:
     inflight: int = 0
     start_seconds: float | None = None
     ready_seconds: float | None = None
+    pooled: bool = False  # specialised from the pre-warmed pool
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -64,6 +65,9 @@ class FunctionState:
     target: int = 1  # instances the controller keeps (the autoscaler moves it)
     scaler: Autoscaler = field(default_factory=Autoscaler)
     decision: Decision | None = None
+    # When the last request arrived (monotonic): one shorter than an autoscaler tick
+    # shows up in no concurrency sample, yet it is traffic that defers scale to zero.
+    last_request: float | None = None
 
     @property
     def manifest(self) -> Manifest:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -153,6 +153,52 @@ class _ScalerCollector(Collector):
         return families
 
 
+PoolStates = Callable[[], Iterable[tuple[str, int, int, int, int]]]
+
+
+class _PoolCollector(Collector):
+    """The pre-warmed pool per key (runtime and limits), read from the pool at scrape time."""
+
+    def __init__(self, pool_states: PoolStates) -> None:
+        self._pool_states = pool_states
+
+    def _families(self) -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "plat_pool_instances",
+                "Generic pre-started instances per pool (runtime and limits), ready or starting.",
+                labels=("pool", "state"),
+            ),
+            CounterMetricFamily(
+                "plat_pool_claims",
+                "Cold starts served by specialising a pool instance.",
+                labels=("pool",),
+            ),
+            CounterMetricFamily(
+                "plat_pool_misses",
+                "Cold starts that found no usable pool instance and started one normally.",
+                labels=("pool",),
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        instances, claims, misses = families = self._families()
+        try:
+            rows = list(self._pool_states())
+        except Exception:
+            log.exception("the pool_states callback failed; plat_pool_* left empty")
+            return families
+        for pool, ready, starting, claimed, missed in sorted(rows):
+            instances.add_metric((pool, "ready"), ready)
+            instances.add_metric((pool, "starting"), starting)
+            claims.add_metric((pool,), claimed)
+            misses.add_metric((pool,), missed)
+        return families
+
+
 class Metrics:
     """All of the daemon's Prometheus metrics, in a registry of their own.
 
@@ -166,7 +212,10 @@ class Metrics:
     """
 
     def __init__(
-        self, instance_states: InstanceStates, scaler_states: ScalerStates | None = None
+        self,
+        instance_states: InstanceStates,
+        scaler_states: ScalerStates | None = None,
+        pool_states: PoolStates | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -223,6 +272,8 @@ class Metrics:
         r.register(_InstancesCollector(instance_states))
         if scaler_states is not None:
             r.register(_ScalerCollector(scaler_states))
+        if pool_states is not None:
+            r.register(_PoolCollector(pool_states))
         # The standard process_* names that every Prometheus client exports: generic
         # dashboards and alerts work unchanged, and job/instance say which process.
         ProcessCollector(registry=r)

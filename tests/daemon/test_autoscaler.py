@@ -76,3 +76,14 @@ def test_from_zero_any_demand_wants_an_instance() -> None:
     scaler.observe(0.0, 1.0)
     d = scaler.decide(0.0, 0, minimum=0, maximum=4, concurrency=8)
     assert d.desired == 1
+
+
+def test_a_request_no_sample_saw_still_defers_scale_to_zero() -> None:
+    scaler = Autoscaler(FAST)
+    now = feed(scaler, 0, 20, 0.0)  # idle for long: zero is due
+    assert scaler.decide(now, 1, minimum=0, maximum=4, concurrency=1).desired == 0
+    scaler.active_at(now - 0.1)  # a quick request between two ticks
+    assert scaler.decide(now, 1, minimum=0, maximum=4, concurrency=1).desired == 1
+    scaler.active_at(now - 30)  # an older time never moves it back
+    now = feed(scaler, now, now + 6, 0.0)
+    assert scaler.decide(now, 1, minimum=0, maximum=4, concurrency=1).desired == 0

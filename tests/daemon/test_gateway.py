@@ -92,13 +92,13 @@ def test_handler_exception_is_500_without_traceback(gw: tuple[PlatRunner, Path])
 def test_dead_instance_is_502_then_replaced(gw: tuple[PlatRunner, Path]) -> None:
     plat, _ = gw
     assert plat.http("GET", "/function/crash").body == b"alive"
-    before = plat.containers("label=plat.function=crash", "status=running")
+    before = plat.instances_of("crash", "status=running")
     res = plat.http("GET", "/function/crash/die")
     assert res.status == 502
     assert res.json()["error"] == "instance_failed"  # type: ignore[index]
 
     def replaced() -> bool:
-        now = plat.containers("label=plat.function=crash", "status=running")
+        now = plat.instances_of("crash", "status=running")
         return len(now) == 1 and now != before
 
     assert wait_for(replaced, timeout=30)

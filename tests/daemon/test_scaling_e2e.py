@@ -67,7 +67,7 @@ def _burst(plat: PlatRunner, path: str, n: int) -> list[HttpResult]:
 
 
 def _running(plat: PlatRunner, name: str) -> int:
-    return len(plat.containers(f"label=plat.function={name}", "status=running"))
+    return len(plat.instances_of(name, "status=running"))
 
 
 def test_an_instance_never_sees_more_than_concurrency(scaled: tuple[PlatRunner, Path]) -> None:

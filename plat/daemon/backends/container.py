@@ -285,5 +285,17 @@ class ContainerBackend:
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
         return await self._call(self._logs_blocking, instance.backend_ref, tail)  # type: ignore[no-any-return]
 
+    def _rename_blocking(self, ref: str, name: str) -> None:
+        try:
+            self._client.containers.get(ref).rename(name)
+        except docker.errors.NotFound:
+            return
+
+    async def rename(self, instance: RunningInstance, function: str) -> None:
+        """``plat-<function>-<id>``, as if started for it (labels cannot change)."""
+        await self._call(
+            self._rename_blocking, instance.backend_ref, f"plat-{function}-{instance.id}"
+        )
+
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

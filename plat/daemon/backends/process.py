@@ -404,6 +404,9 @@ class ProcessBackend:
         """The instances this object started and has not removed; ``running`` is live."""
         return [replace(inst.running, running=inst.alive) for inst in self._instances.values()]
 
+    async def rename(self, instance: RunningInstance, function: str) -> None:
+        """Nothing to do: processes have no names (and the process backend has no pool)."""
+
     async def is_alive(self, instance: RunningInstance) -> bool:
         inst = self._instances.get(instance.id)
         return inst is not None and inst.alive

@@ -28,6 +28,13 @@
  *   the tag and stores it as the line's call id. Other output is untagged.
  * - SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
  *   PLAT_SHUTDOWN_GRACE seconds, default 5), exit 0.
+ * - Pool mode (PLAT_POOL_TOKEN set): a generic, pre-started instance. It listens
+ *   at once without a handler, answers probes and 503 to anything else until the
+ *   daemon POSTs /.plat/specialize with the token in X-Plat-Pool-Token and a JSON
+ *   body {function, version, handler, env}; the daemon has placed the code in the
+ *   working directory and the packages under NODE_PATH (read-only mounts) by then.
+ *   The shim sets env, loads the handler and serves that function only; the
+ *   endpoint is gone from then on. A failed load answers 500 with the error.
  */
 
 const { AsyncLocalStorage } = require('async_hooks');
@@ -38,9 +45,13 @@ const { pathToFileURL } = require('url');
 
 const PORT = parseInt(process.env.PORT || '8080', 10);
 const HOST = process.env.PLAT_HOST || '0.0.0.0';
-const SPEC = process.env.PLAT_HANDLER || 'handler.js';
-const FUNCTION = process.env.PLAT_FUNCTION || '';
-const VERSION = process.env.PLAT_VERSION || '';
+let SPEC = process.env.PLAT_HANDLER || 'handler.js';
+let FUNCTION = process.env.PLAT_FUNCTION || '';
+let VERSION = process.env.PLAT_VERSION || '';
+// Pool mode: out of the environment, so that the function's code never sees it.
+let POOL_TOKEN = process.env.PLAT_POOL_TOKEN || '';
+delete process.env.PLAT_POOL_TOKEN;
+const SPECIALIZE_PATH = '/.plat/specialize';
 const GRACE_MS = parseFloat(process.env.PLAT_SHUTDOWN_GRACE || '5') * 1000;
 // Longer than the idle timeout of usual client pools (aiohttp: 15 s), so the client,
 // not the shim, closes idle connections and no request races a close.
@@ -324,7 +335,43 @@ async function respond(handler, req, res, body, callId) {
   }
 }
 
-function serve(handler) {
+function servingLine() {
+  return `plat-shim: node ${process.version} serving ${FUNCTION || 'function'} (${SPEC}) on http://${HOST}:${PORT}\n`;
+}
+
+/** Pool mode: become the function the daemon names; resolves to [status, JSON answer]. */
+async function specialize(body) {
+  let payload;
+  try {
+    payload = JSON.parse(body.toString('utf8'));
+    if (!payload || typeof payload.function !== 'string' || typeof payload.version !== 'string') {
+      throw new TypeError('function and version are required');
+    }
+  } catch (err) {
+    return [400, { error: 'bad_request', message: `invalid specialisation: ${err.message}` }];
+  }
+  const env = payload.env && typeof payload.env === 'object' ? payload.env : {};
+  for (const [key, value] of Object.entries(env)) process.env[key] = String(value);
+  const spec = typeof payload.handler === 'string' && payload.handler ? payload.handler : 'handler.js';
+  Object.assign(process.env, { PLAT_FUNCTION: payload.function, PLAT_VERSION: payload.version, PLAT_HANDLER: spec });
+  let handler;
+  try {
+    handler = await loadHandler(spec);
+  } catch (err) {
+    const message = `cannot load the handler ${JSON.stringify(spec)} from ${process.cwd()}; the function will not start`;
+    logError(message, err);
+    return [500, { error: 'handler_failed', message: `${message} (${err && err.message})` }];
+  }
+  FUNCTION = payload.function;
+  VERSION = payload.version;
+  SPEC = spec;
+  POOL_TOKEN = '';
+  process.stdout.write(servingLine());
+  return [200, { status: 'ready', handler }];
+}
+
+function serve(initial) {
+  let handler = initial;
   const server = http.createServer((req, res) => {
     inFlight += 1;
     res.on('close', () => { inFlight -= 1; });
@@ -335,6 +382,25 @@ function serve(handler) {
       const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
       if (req.headers['x-plat-probe'] === '1') {
         sendJson(req, res, closing ? 503 : 200, { status: closing ? 'stopping' : 'ready' });
+        return;
+      }
+      if (handler === null) {
+        if (req.method === 'POST' && req.url === SPECIALIZE_PATH && POOL_TOKEN
+            && req.headers['x-plat-pool-token'] === POOL_TOKEN) {
+          specialize(body).then(([status, answer]) => {
+            if (answer.handler) {
+              handler = answer.handler;
+              sendJson(req, res, status, { status: answer.status });
+            } else {
+              sendJson(req, res, status, answer);
+            }
+          });
+        } else {
+          sendJson(req, res, 503, {
+            error: 'not_specialized',
+            message: 'this is a pre-started pool instance that serves no function yet',
+          });
+        }
         return;
       }
       const header = req.headers['x-call-id'];
@@ -378,13 +444,15 @@ function serve(handler) {
   process.on('SIGINT', stop);
 
   server.listen(PORT, HOST, () => {
-    process.stdout.write(
-      `plat-shim: node ${process.version} serving ${FUNCTION || 'function'} (${SPEC}) on http://${HOST}:${PORT}\n`,
-    );
+    if (handler !== null) process.stdout.write(servingLine());
   });
 }
 
-loadHandler(SPEC).then(serve, (err) => {
-  logError(`cannot load the handler ${JSON.stringify(SPEC)} from ${process.cwd()}; the function will not start`, err);
-  process.exit(1);
-});
+if (POOL_TOKEN) {
+  serve(null);
+} else {
+  loadHandler(SPEC).then(serve, (err) => {
+    logError(`cannot load the handler ${JSON.stringify(SPEC)} from ${process.cwd()}; the function will not start`, err);
+    process.exit(1);
+  });
+}

@@ -31,6 +31,15 @@ Contract (the instance contract of plat, see docs/runtimes.md):
   the line's call id. Output outside calls is not tagged.
 * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
   ``PLAT_SHUTDOWN_GRACE`` seconds, default 5), exit 0.
+* Pool mode (``PLAT_POOL_TOKEN`` set): a generic, pre-started instance of the
+  runtime image. It binds the port at once without a handler, answers probes,
+  and 503 to anything else until the daemon POSTs ``/.plat/specialize`` with the
+  token in ``X-Plat-Pool-Token`` and a JSON body ``{"function", "version",
+  "handler", "env"}``; by then the daemon has placed the function's code in the
+  working directory and its dependencies on the path (both mounted read-only).
+  The shim sets ``env``, imports the handler and serves that function only; the
+  endpoint is gone from then on. A failed import answers 500 with the error, and
+  the daemon discards the instance.
 
 The HTTP layer is a small hand-written HTTP/1.1 parser on asyncio streams:
 keep-alive, pipelining, Content-Length and chunked request bodies,
@@ -57,10 +66,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
+SPECIALIZE_PATH = "/.plat/specialize"
+POOL_TOKEN_HEADER = "x-plat-pool-token"
 # Longer than the idle timeout of usual client pools (aiohttp: 15 s), so the
 # client, not the shim, closes idle connections and no request races a close.
 KEEPALIVE_SECONDS = float(os.environ.get("PLAT_KEEPALIVE_TIMEOUT", "75"))
@@ -525,14 +536,24 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class Shim:
     """The server: one instance per process."""
 
-    def __init__(self, handler: Callable[..., Any], function: str, version: str) -> None:
-        self.handler = handler
-        # An object whose __call__ is ``async def`` counts as an async handler too.
-        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            type(handler).__call__
-        )
+    def __init__(
+        self,
+        handler: Callable[..., Any] | None,
+        function: str,
+        version: str,
+        *,
+        pool_token: str | None = None,
+    ) -> None:
+        self.handler: Callable[..., Any] | None = None
+        self.is_async = False
+        if handler is not None:
+            self.use(handler)
+        # Set while a generic pool instance waits to be specialised (handler None).
+        self.pool_token = pool_token
         self.function = function
         self.version = version
+        self.spec = os.environ.get("PLAT_HANDLER") or "handler.handle"
+        self.address = ""
         self.hostname = socket.gethostname()
         self.executor = ThreadPoolExecutor(
             max_workers=int(os.environ.get("PLAT_WORKERS", "32")), thread_name_prefix="handler"
@@ -541,8 +562,52 @@ class Shim:
         self.busy = 0
         self.idle: set[asyncio.StreamWriter] = set()
 
+    def use(self, handler: Callable[..., Any]) -> None:
+        self.handler = handler
+        # An object whose __call__ is ``async def`` counts as an async handler too.
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            type(handler).__call__
+        )
+
     def _call(self, event: Event, context: Context) -> Any:
+        assert self.handler is not None
         return self.handler(event, context)
+
+    def serving_line(self) -> str:
+        return (
+            f"plat-shim: python {sys.version.split()[0]} serving {self.function or 'function'} "
+            f"({self.spec}) on {self.address}"
+        )
+
+    def specialize(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Become the function the daemon names (pool mode); (status, JSON answer)."""
+        try:
+            payload = json.loads(body)
+            env = {str(k): str(v) for k, v in dict(payload.get("env") or {}).items()}
+            function = str(payload["function"])
+            version = str(payload["version"])
+            spec = str(payload.get("handler") or "handler.handle")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return 400, {"error": "bad_request", "message": f"invalid specialisation: {exc}"}
+        os.environ.update(env)
+        os.environ.update({"PLAT_FUNCTION": function, "PLAT_VERSION": version})
+        os.environ["PLAT_HANDLER"] = spec
+        # The code and dependencies appeared after start-up: forget cached listings.
+        importlib.invalidate_caches()
+        try:
+            handler = load_handler(spec)
+        except Exception as exc:
+            message = (
+                f"cannot load the handler {spec!r} from {os.getcwd()} "
+                f"({type(exc).__name__}: {exc}); the function will not start"
+            )
+            _log_error(message, exc)
+            return 500, {"error": "handler_failed", "message": message}
+        self.function, self.version, self.spec = function, version, spec
+        self.use(handler)
+        self.pool_token = None
+        print(self.serving_line(), flush=True)
+        return 200, {"status": "ready"}
 
     async def invoke(self, event: Event) -> tuple[int, list[tuple[str, str]], bytes]:
         """Run the handler for one request; with a call id, its output is tagged."""
@@ -567,9 +632,11 @@ class Shim:
     async def _invoke(
         self, event: Event, context: Context, call: CallLog | None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        handler = self.handler
+        assert handler is not None
         try:
             if self.is_async:
-                result = await self.handler(event, context)
+                result = await handler(event, context)
             else:
                 loop = asyncio.get_running_loop()
                 if call is None:
@@ -687,6 +754,22 @@ class Shim:
                 writer.write(_json_response(200, {"status": "ready"}, keep_alive=keep_alive))
             await writer.drain()
             return keep_alive
+        if self.handler is None:
+            if (
+                method == "POST"
+                and target == SPECIALIZE_PATH
+                and self.pool_token
+                and headers.get(POOL_TOKEN_HEADER) == self.pool_token
+            ):
+                status, payload = self.specialize(body)
+            else:
+                status, payload = 503, {
+                    "error": "not_specialized",
+                    "message": "this is a pre-started pool instance that serves no function yet",
+                }
+            writer.write(_json_response(status, payload, keep_alive=keep_alive))
+            await writer.drain()
+            return keep_alive
 
         if target.startswith(("http://", "https://")):
             parts = urlsplit(target)
@@ -718,11 +801,9 @@ class Shim:
         except OSError as exc:
             _log_error(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
             raise SystemExit(1) from None
-        print(
-            f"plat-shim: python {sys.version.split()[0]} serving {self.function or 'function'} "
-            f"({os.environ.get('PLAT_HANDLER', 'handler.handle')}) on http://{host}:{port}",
-            flush=True,
-        )
+        self.address = f"http://{host}:{port}"
+        if self.handler is not None:
+            print(self.serving_line(), flush=True)
         await stop.wait()
         self.closing = True
         server.close()
@@ -764,6 +845,12 @@ def main() -> None:
     spec = os.environ.get("PLAT_HANDLER") or "handler.handle"
     # Before the import, so that logging handlers made at import time write through the tags.
     tag_output()
+    host = os.environ.get("PLAT_HOST") or "0.0.0.0"
+    port = int(os.environ.get("PORT") or "8080")
+    # Out of the environment, so that the function's code never sees it.
+    pool_token = os.environ.pop("PLAT_POOL_TOKEN", "")
+    if pool_token:
+        run(Shim(None, "", "", pool_token=pool_token), host, port)
     try:
         handler = load_handler(spec)
     except BaseException as exc:
@@ -776,8 +863,10 @@ def main() -> None:
         )
         sys.exit(1)
     shim = Shim(handler, os.environ.get("PLAT_FUNCTION", ""), os.environ.get("PLAT_VERSION", ""))
-    host = os.environ.get("PLAT_HOST") or "0.0.0.0"
-    port = int(os.environ.get("PORT") or "8080")
+    run(shim, host, port)
+
+
+def run(shim: Shim, host: str, port: int) -> NoReturn:
     asyncio.run(shim.serve(host, port))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,0 +1,82 @@
+"""The pre-warmed pool's pure parts: which releases it can serve, and laying out files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from plat.daemon.function_state import Release
+from plat.daemon.pool import Layout, _link_layout, _make_folders, pool_key
+from plat.daemon.unpack import ImageUnpacker
+from plat.manifest import validate_manifest
+
+
+def _release(runtime: str, mounts: dict[str, str] | None = None, **extra: object) -> Release:
+    manifest = validate_manifest({"name": "fn", "runtime": runtime, **extra})
+    return Release(manifest, "v1", "localhost/plat/fn:v1", mounts or {})
+
+
+def test_template_runtimes_have_a_pool_key_by_runtime_and_limits() -> None:
+    small = pool_key(_release("python", resources={"memory": "128Mi", "cpu": 0.5}))
+    default = pool_key(_release("python"))
+    assert small is not None and default is not None
+    assert small != default
+    assert small.label == "python/128Mi/0.5cpu/256pids"
+    assert pool_key(_release("node")) == pool_key(_release("node"))
+
+
+def test_a_dockerfile_function_cannot_be_specialised() -> None:
+    assert pool_key(_release("dockerfile")) is None
+
+
+def test_link_layout_hard_links_files_and_keeps_symlinks(tmp_path: Path) -> None:
+    app = tmp_path / "src" / "app"
+    (app / "pkg").mkdir(parents=True)
+    (app / "handler.py").write_text("def handle(e, c): return 'ok'\n")
+    (app / "pkg" / "mod.py").write_text("X = 1\n")
+    deps = tmp_path / "src" / "deps"
+    (deps / "node_modules" / "left-pad").mkdir(parents=True)
+    (deps / "node_modules" / "left-pad" / "index.js").write_text("module.exports = 1\n")
+    (deps / "node_modules" / ".bin").mkdir()
+    os.symlink("../left-pad/index.js", deps / "node_modules" / ".bin" / "left-pad")
+    os.symlink("left-pad", deps / "node_modules" / "alias")
+
+    target = tmp_path / "instance"
+    _make_folders(target)
+    _link_layout(Layout(app, deps), target)
+
+    linked = target / "app" / "handler.py"
+    assert linked.read_text().startswith("def handle")
+    assert os.stat(linked).st_ino == os.stat(app / "handler.py").st_ino  # a link, not a copy
+    assert (target / "app" / "pkg" / "mod.py").read_text() == "X = 1\n"
+    assert os.readlink(target / "deps" / "node_modules" / ".bin" / "left-pad") == (
+        "../left-pad/index.js"
+    )
+    assert os.readlink(target / "deps" / "node_modules" / "alias") == "left-pad"
+    assert oct(os.stat(target / "app" / "pkg").st_mode & 0o777) == oct(0o755)
+
+
+def test_link_layout_without_dependencies_leaves_deps_empty(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "handler.py").write_text("")
+    _make_folders(tmp_path / "inst")
+    _link_layout(Layout(app, None), tmp_path / "inst")
+    assert list((tmp_path / "inst" / "deps").iterdir()) == []
+
+
+def test_unpacked_layout_appears_only_when_done_and_dev_code_comes_from_the_mount(
+    tmp_path: Path,
+) -> None:
+    unpacker = ImageUnpacker("unix:///nonexistent.sock", tmp_path)
+    release = _release("python")
+    assert unpacker.layout(release) is None
+    folder = tmp_path / "localhost_plat_fn_v1"
+    (folder / "app").mkdir(parents=True)
+    assert unpacker.layout(release) is None  # still being unpacked
+    (folder / "done").touch()
+    assert unpacker.layout(release) == Layout(folder / "app", None)
+    (folder / "deps").mkdir()
+    snapshot = tmp_path / "dev" / "abc"
+    dev = _release("python", mounts={str(snapshot): "/home/app"})
+    assert unpacker.layout(dev) == Layout(snapshot, folder / "deps")
