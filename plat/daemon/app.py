@@ -39,7 +39,7 @@ from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
-from plat.daemon.pool import WarmPool
+from plat.daemon.pool import Sources, WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
 from plat.daemon.unpack import ImageUnpacker
@@ -164,19 +164,27 @@ class Daemon:
         await self._serve()
 
     async def _pool(self, backend: Backend, artifacts: Artifacts) -> WarmPool | None:
-        """The pre-warmed pool (containers only: processes start fast enough without one)."""
-        if not isinstance(artifacts, ImageBuilder) or self.config.pool_size == 0:
+        """The pre-warmed pool: images unpacked for containers; processes need no unpacking."""
+        if self.config.pool_size == 0:
             return None
-        unpacker = ImageUnpacker(backend.endpoint, self.home.root / "unpacked")
-        self._stack.push_async_callback(unpacker.close)
+        sources: Sources
+        if isinstance(artifacts, ImageBuilder):
+            unpacker = ImageUnpacker(backend.endpoint, self.home.root / "unpacked")
+            self._stack.push_async_callback(unpacker.close)
+            sources, pool_image = unpacker, artifacts.pool_image
+        elif isinstance(artifacts, ProcessArtifacts):
+            sources, pool_image = artifacts, artifacts.pool_image
+        else:
+            return None
         pool = WarmPool(
             backend,
-            unpacker,
-            artifacts.pool_image,
+            sources,
+            pool_image,
             self.home.root / "pool",
             size=self.config.pool_size,
             session=lambda: self.controller.session,
             ready_timeout=self.config.ready_timeout,
+            link=isinstance(artifacts, ImageBuilder),
         )
         await pool.start()
         return pool

@@ -9,6 +9,8 @@ folder::
     <work_root>/<name>/<version>/node_modules -> deps/node_modules   (node only)
     <work_root>/_deps/<runtime>-<deps digest>/   packages, installed once per distinct
                                                   dependency-file content
+    <work_root>/_pool/<runtime>/                 empty app/ and deps/: what the pre-warmed
+                                                  pool's generic instances start from
 
 ``version`` is a digest of the runtime, the code and the dependency files, so an
 unchanged folder maps to the folder already laid out (``cached``), and a
@@ -39,12 +41,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from plat.daemon.build import BuildOutcome
+from plat.daemon.function_state import Release
+from plat.daemon.pool import Layout
 from plat.errors import BuildError, PlatError
 from plat.ignore import IgnoreRules, digest_files
 from plat.manifest import Manifest
 from plat.runtimes import Runtime, get_runtime
 
 PROCESS_IMAGE_PREFIX = "process:"
+POOL_DIR = "_pool"
 DEPS_ROOT = "_deps"
 TMP_PREFIX = ".tmp-"
 EMPTY_DEPS = "empty"
@@ -492,3 +497,32 @@ class ProcessArtifacts:
 
     async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
         return await self.build(manifest, source, lambda _line: None)
+
+    async def pool_image(self, runtime: str) -> str:
+        """An artifact with no function (empty code and dependency folders) that pool
+        instances of ``runtime`` start from."""
+
+        def lay_out() -> Path:
+            folder = self.work_root / POOL_DIR / runtime
+            for sub in ("app", "deps"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            meta = {"function": f"pool-{runtime}", "version": "pool", "runtime": runtime}
+            (folder / ARTIFACT_META).write_text(json.dumps(meta) + "\n")
+            return folder
+
+        return image_ref(await asyncio.to_thread(lay_out))
+
+    # The pool's Sources: a prepared folder already is what an instance runs.
+
+    def layout(self, release: Release) -> Layout | None:
+        try:
+            artifact = artifact_dir(release.image)
+        except PlatError:
+            return None
+        if not (artifact / "app").is_dir():
+            return None
+        deps = artifact / "deps"
+        return Layout(artifact / "app", deps if deps.is_dir() else None)
+
+    async def prepare(self, release: Release) -> Layout | None:
+        return self.layout(release)

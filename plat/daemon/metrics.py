@@ -176,7 +176,8 @@ class _PoolCollector(Collector):
             ),
             CounterMetricFamily(
                 "plat_pool_misses",
-                "Cold starts that found no usable pool instance and started one normally.",
+                "Instance starts that found no usable pool instance (none ready, or the version "
+                "not unpacked yet, as for the first instance of a new deploy).",
                 labels=("pool",),
             ),
         )

@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,9 @@ DEPS_DIR = "/opt/plat/deps"
 SPECIALIZE_PATH = "/.plat/specialize"
 TOKEN_HEADER = "X-Plat-Pool-Token"
 POOL_VERSION = "pool"
+# How long a claim waits for a member that is starting before it starts an instance
+# itself: a pool start takes ~0.3-0.7 s; longer means a slow first pool image build.
+MEMBER_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,25 @@ class _Pool:
     starting: int = 0
     claimed: int = 0
     misses: int = 0
+    # Claims waiting for a member that is starting (sooner than starting one anew).
+    waiters: deque[asyncio.Future[_Member | None]] = field(default_factory=deque)
+
+    def offer(self, member: _Member) -> None:
+        """A member got ready: to the longest-waiting claim, else into the pool."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(member)
+                return
+        self.ready.append(member)
+
+    def starts_failed(self) -> None:
+        """Nothing is starting any more: waiting claims start their instances themselves."""
+        if self.starting == 0 and not self.ready:
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class WarmPool:
@@ -122,8 +145,10 @@ class WarmPool:
         session: Callable[[], aiohttp.ClientSession],
         ready_timeout: float = 30.0,
         specialize_timeout: float = 30.0,
+        link: bool = True,
     ) -> None:
         self.backend = backend
+        self.link = link
         self.sources = sources
         self.image_for = image_for
         self.folder = folder
@@ -181,7 +206,7 @@ class WarmPool:
             log.warning("cannot unpack %s for the pool: %s", release.manifest.name, exc.message)
 
     def _refill(self, pool: _Pool) -> None:
-        missing = self.size - len(pool.ready) - pool.starting
+        missing = self.size + len(pool.waiters) - len(pool.ready) - pool.starting
         for _ in range(max(0, missing)):
             pool.starting += 1
             self.tasks.spawn(self._start_member(pool), name=f"pool-{pool.key.runtime}")
@@ -192,7 +217,9 @@ class WarmPool:
             image = await self.image_for(pool.key.runtime)
             instance_id = secrets.token_hex(4)
             folder = self.folder / instance_id
-            await asyncio.to_thread(_make_folders, folder)
+            mounts = {str(folder / "app"): APP_DIR, str(folder / "deps"): DEPS_DIR}
+            if self.link:
+                await asyncio.to_thread(_make_folders, folder)
             token = secrets.token_urlsafe(24)
             runtime = get_runtime(pool.key.runtime)
             spec = InstanceSpec(
@@ -203,7 +230,7 @@ class WarmPool:
                 memory=pool.key.memory,
                 cpu=pool.key.cpu,
                 pids=pool.key.pids,
-                mounts={str(folder / "app"): APP_DIR, str(folder / "deps"): DEPS_DIR},
+                mounts=mounts if self.link else {},
             )
             running = await self.backend.start(spec, instance_id)
             member = _Member(running, token, folder)
@@ -218,6 +245,7 @@ class WarmPool:
             log.warning("a pool instance of %s did not start: %s", pool.key.label, exc)
             if member is not None:
                 await self._discard(member)
+            pool.starts_failed()
             return
         except asyncio.CancelledError:
             if member is not None:
@@ -228,7 +256,7 @@ class WarmPool:
         if self._closed or self.pools.get(pool.key) is not pool:
             await self._discard(member)
             return
-        pool.ready.append(member)
+        pool.offer(member)
         log.info(
             "pool instance %s of %s ready in %.3f s",
             member.running.id,
@@ -260,15 +288,18 @@ class WarmPool:
             self.prepare(release)
             self._refill(pool)
             return None
-        member = pool.ready.pop() if pool.ready else None
+        member = pool.ready.pop() if pool.ready else await self._wait_for_member(pool)
         self._refill(pool)
         if member is None:
             pool.misses += 1
             return None
         pool.claimed += 1
         try:
-            await asyncio.to_thread(_link_layout, layout, member.folder)
-            await self._specialize(member, release, env, handler)
+            if self.link:
+                await asyncio.to_thread(_link_layout, layout, member.folder)
+                await self._specialize(member, release, env, handler)
+            else:
+                await self._specialize(member, release, env, handler, layout)
         except (OSError, PlatError) as exc:
             log.warning(
                 "pool instance %s could not become %s: %s; starting one normally",
@@ -290,16 +321,48 @@ class WarmPool:
         except PlatError as exc:
             log.warning("could not rename pool instance %s: %s", running.id, exc.message)
 
+    async def _wait_for_member(self, pool: _Pool) -> _Member | None:
+        """The next member to get ready, when one is starting; None (start normally) if not."""
+        if pool.starting == 0:
+            return None
+        waiter: asyncio.Future[_Member | None] = asyncio.get_running_loop().create_future()
+        pool.waiters.append(waiter)
+        self._refill(pool)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=MEMBER_WAIT)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                member = waiter.result()
+                assert member is not None
+                pool.offer(member)  # handed over just as the claim gave up
+            waiter.cancel()
+            raise
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        waiter.cancel()
+        return None
+
     async def _specialize(
-        self, member: _Member, release: Release, env: dict[str, str], handler: str
+        self,
+        member: _Member,
+        release: Release,
+        env: dict[str, str],
+        handler: str,
+        paths: Layout | None = None,
     ) -> None:
+        """POST the specialisation; ``paths`` names the files when they are not linked."""
         running = member.running
-        payload = {
+        payload: dict[str, object] = {
             "function": release.manifest.name,
             "version": release.version,
             "handler": handler,
             "env": env,
         }
+        if paths is not None:
+            payload["app"] = str(paths.app)
+            payload["paths"] = [str(paths.deps)] if paths.deps is not None else []
         try:
             async with self._session().post(
                 f"http://{running.address}{SPECIALIZE_PATH}",

@@ -350,6 +350,14 @@ async function specialize(body) {
   } catch (err) {
     return [400, { error: 'bad_request', message: `invalid specialisation: ${err.message}` }];
   }
+  if (typeof payload.app === 'string' && payload.app) {
+    // The process backend names the folder (its node_modules is a sibling); containers mount it.
+    try {
+      process.chdir(payload.app);
+    } catch (err) {
+      return [400, { error: 'bad_request', message: `cannot use ${payload.app}: ${err.message}` }];
+    }
+  }
   const env = payload.env && typeof payload.env === 'object' ? payload.env : {};
   for (const [key, value] of Object.entries(env)) process.env[key] = String(value);
   const spec = typeof payload.handler === 'string' && payload.handler ? payload.handler : 'handler.js';

@@ -587,8 +587,17 @@ class Shim:
             function = str(payload["function"])
             version = str(payload["version"])
             spec = str(payload.get("handler") or "handler.handle")
+            app = str(payload.get("app") or "")
+            paths = [str(p) for p in payload.get("paths") or []]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return 400, {"error": "bad_request", "message": f"invalid specialisation: {exc}"}
+        if app:  # the process backend names the folders; containers have them mounted
+            try:
+                os.chdir(app)
+            except OSError as exc:
+                return 400, {"error": "bad_request", "message": f"cannot use {app}: {exc}"}
+        for path in reversed(paths):
+            sys.path.insert(0, path)
         os.environ.update(env)
         os.environ.update({"PLAT_FUNCTION": function, "PLAT_VERSION": version})
         os.environ["PLAT_HANDLER"] = spec
