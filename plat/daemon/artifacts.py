@@ -526,3 +526,6 @@ class ProcessArtifacts:
 
     async def prepare(self, release: Release) -> Layout | None:
         return self.layout(release)
+
+    def retain(self, releases: list[Release]) -> None:
+        """Nothing to do: deploys prune prepared folders already."""

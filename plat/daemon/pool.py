@@ -93,6 +93,10 @@ class Sources(Protocol):
         """Unpack ``release`` (idempotent); None when it has nothing to unpack."""
         ...
 
+    def retain(self, releases: list[Release]) -> None:
+        """Only ``releases`` (the deployed ones) need their files kept from now on."""
+        ...
+
 
 ImageFor = Callable[[str], Awaitable[str]]
 
@@ -184,6 +188,8 @@ class WarmPool:
         """Keep pools for the keys of ``releases``; drop the others; refill in the background."""
         if not self.enabled or self._closed:
             return
+        releases = list(releases)
+        self.tasks.spawn(asyncio.to_thread(self.sources.retain, releases), name="pool-retain")
         keys = {k for k in map(pool_key, releases) if k is not None}
         for key in list(self.pools):
             if key not in keys:

@@ -10,8 +10,9 @@ created, never started, container) into::
 
 A ``plat dev`` release runs its code from a host snapshot mounted over
 ``/home/app``; then only the dependencies come from the image and the code is
-the snapshot. Every folder is assembled under a temporary name and renamed into
-place, so a half-unpacked image is never taken for a finished one.
+the snapshot. A folder stays while a deployed version uses its image. Every
+folder is assembled under a temporary name and renamed into place, so a
+half-unpacked image is never taken for a finished one.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from typing import Any
 import docker
 import docker.errors
 
-from plat.daemon.build import prune_folders
 from plat.daemon.function_state import Release
 from plat.daemon.pool import APP_DIR, DEPS_DIR, Layout
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-UNPACKED_KEPT = 32
 # The "data" filter (no absolute or escaping links, no devices) where Python has it.
 SAFE_EXTRACT: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
@@ -80,6 +79,21 @@ class ImageUnpacker:
         self._locks.pop(release.image, None)
         return self.layout(release)
 
+    def retain(self, releases: list[Release]) -> None:
+        """Remove what was unpacked for images no deployed version uses any more (claimed
+        instances keep their hard links); the rest stays however many functions there are."""
+        retained = {self._image_folder(r).name for r in releases}
+        try:
+            stale = [
+                p
+                for p in self.root.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and p.name not in retained
+            ]
+        except FileNotFoundError:
+            return
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _unpack(self, image: str, folder: Path) -> None:
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +128,6 @@ class ImageUnpacker:
                 container.remove(force=True)
             except docker.errors.DockerException as exc:
                 log.warning("removing the unpack container of %s: %s", image, exc)
-        prune_folders(self.root, UNPACKED_KEPT)
 
     async def close(self) -> None:
         if self._client is not None:

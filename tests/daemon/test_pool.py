@@ -80,3 +80,18 @@ def test_unpacked_layout_appears_only_when_done_and_dev_code_comes_from_the_moun
     snapshot = tmp_path / "dev" / "abc"
     dev = _release("python", mounts={str(snapshot): "/home/app"})
     assert unpacker.layout(dev) == Layout(snapshot, folder / "deps")
+
+
+def test_unpacked_images_stay_while_a_deployed_version_uses_them(tmp_path: Path) -> None:
+    unpacker = ImageUnpacker("unix:///nonexistent.sock", tmp_path)
+    kept = _release("python")
+    gone = Release(kept.manifest, "v0", "localhost/plat/old:v0")
+    for release in (kept, gone):
+        folder = tmp_path / release.image.replace("/", "_").replace(":", "_")
+        (folder / "app").mkdir(parents=True)
+        (folder / "done").touch()
+    (tmp_path / ".localhost_plat_new_v2.tmp").mkdir()  # being unpacked right now
+    unpacker.retain([kept])
+    assert unpacker.layout(kept) is not None
+    assert unpacker.layout(gone) is None
+    assert (tmp_path / ".localhost_plat_new_v2.tmp").is_dir()
