@@ -20,6 +20,7 @@ unpacked yet, an empty pool, a failed specialisation) gets ``None`` from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -238,7 +239,15 @@ class WarmPool:
                 pids=pool.key.pids,
                 mounts=mounts if self.link else {},
             )
-            running = await self.backend.start(spec, instance_id)
+            # The engine call runs in a thread that a cancel cannot stop: let it finish,
+            # so that a container created during shutdown is removed, not leaked.
+            starting = asyncio.ensure_future(self.backend.start(spec, instance_id))
+            try:
+                running = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                with contextlib.suppress(PlatError):
+                    await self._discard(_Member(await starting, token, folder))
+                raise
             member = _Member(running, token, folder)
             await wait_ready(
                 self._session(),

@@ -93,7 +93,7 @@ def test_sigkill_then_restart_adopts_instances_and_leaves_no_orphans(
     two = write_python_function(tmp_path, "two", "def handle(e, c):\n    return 'two'\n")
     plat.run("deploy", str(one))
     plat.run("deploy", str(two))
-    before = set(plat.containers())
+    before = set(plat.instances_of("one") + plat.instances_of("two"))
     assert len(before) == 2
     pid = plat.daemon_pid()
     assert pid is not None
@@ -108,8 +108,14 @@ def test_sigkill_then_restart_adopts_instances_and_leaves_no_orphans(
     assert plat.run("invoke", "two").stdout.strip() == "two"
     names = json.loads(plat.run("ls", "--json").stdout)
     assert {f["name"] for f in names} == {"one", "two"}
-    assert wait_for(lambda: len(plat.containers("status=running")) == 2, timeout=30)
-    after = set(plat.containers())
-    assert len(after) == 2, after  # nothing orphaned, the dead one replaced
+    pool = int(json.loads(plat.run("daemon", "status", "--json").stdout)["pool"]["size"])
+
+    def instances() -> set[str]:
+        return set(plat.instances_of("one") + plat.instances_of("two"))
+
+    assert wait_for(lambda: len(instances()) == 2, timeout=30)
+    after = instances()
+    # Nothing orphaned (the previous daemon's pool instances included), the dead one replaced.
+    assert wait_for(lambda: len(plat.containers()) == 2 + pool, timeout=30), plat.containers()
     assert victim not in after
     assert (before - {victim}) <= after  # the live one was adopted, not restarted

@@ -236,28 +236,26 @@ class ContainerBackend:
                 yield line
 
     def _list_blocking(self) -> list[RunningInstance]:
+        # One listing call: the SDK's containers.list() inspects every container too,
+        # which made the watchdog's poll cost grow with the number of containers.
         found = []
-        for container in self._client.containers.list(
+        for entry in self._client.api.containers(
             all=True, filters={"label": f"{LABEL_DAEMON}={self.daemon_id}"}
         ):
-            labels = container.labels
-            port = 0
-            host = "127.0.0.1"
-            for bindings in (
-                container.attrs.get("NetworkSettings", {}).get("Ports") or {}
-            ).values():
-                if bindings:
-                    port = int(bindings[0]["HostPort"])
-                    break
+            labels = entry.get("Labels") or {}
+            port = next(
+                (int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")),
+                0,
+            )
             found.append(
                 RunningInstance(
-                    id=labels.get(LABEL_INSTANCE, container.short_id),
+                    id=labels.get(LABEL_INSTANCE, str(entry.get("Id", ""))[:12]),
                     function=labels.get(LABEL_FUNCTION, ""),
                     version=labels.get(LABEL_VERSION, ""),
-                    host=host,
+                    host="127.0.0.1",
                     port=port,
-                    backend_ref=container.id or "",
-                    running=container.status == "running",
+                    backend_ref=str(entry.get("Id", "")),
+                    running=entry.get("State") == "running",
                 )
             )
         return found
