@@ -120,14 +120,18 @@ class _Pool:
     # Claims waiting for a member that is starting (sooner than starting one anew).
     waiters: deque[asyncio.Future[_Member | None]] = field(default_factory=deque)
 
-    def offer(self, member: _Member) -> None:
-        """A member got ready: to the longest-waiting claim, else into the pool."""
+    def offer(self, member: _Member, size: int) -> bool:
+        """A member got ready: to the longest-waiting claim, else into the pool unless
+        it is full (a claim that gave up waiting leaves one too many); False: discard."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(member)
-                return
+                return True
+        if len(self.ready) >= size:
+            return False
         self.ready.append(member)
+        return True
 
     def starts_failed(self) -> None:
         """Nothing is starting any more: waiting claims start their instances themselves."""
@@ -271,7 +275,9 @@ class WarmPool:
         if self._closed or self.pools.get(pool.key) is not pool:
             await self._discard(member)
             return
-        pool.offer(member)
+        if not pool.offer(member, self.size):
+            await self._discard(member)
+            return
         log.info(
             "pool instance %s of %s ready in %.3f s",
             member.running.id,
@@ -351,12 +357,13 @@ class WarmPool:
             if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
                 member = waiter.result()
                 assert member is not None
-                pool.offer(member)  # handed over just as the claim gave up
-            waiter.cancel()
+                if not pool.offer(member, self.size):  # handed over as the claim gave up
+                    self.tasks.spawn(self._discard(member), name=f"pool-drop-{member.running.id}")
+            _forget(pool, waiter)
             raise
         if waiter.done() and not waiter.cancelled():
             return waiter.result()
-        waiter.cancel()
+        _forget(pool, waiter)
         return None
 
     async def _specialize(
@@ -405,6 +412,12 @@ class WarmPool:
             (p.key.label, len(p.ready), p.starting, p.claimed, p.misses)
             for p in self.pools.values()
         ]
+
+
+def _forget(pool: _Pool, waiter: asyncio.Future[_Member | None]) -> None:
+    waiter.cancel()
+    with contextlib.suppress(ValueError):
+        pool.waiters.remove(waiter)
 
 
 def _make_folders(folder: Path) -> None:
