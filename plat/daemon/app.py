@@ -37,6 +37,7 @@ from plat.daemon.controller import Controller
 from plat.daemon.deployer import Artifacts, Deployer
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
+from plat.daemon.http_server import HttpServer
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
 from plat.daemon.pool import Sources, WarmPool
@@ -151,12 +152,21 @@ class Daemon:
         self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
 
         self.auth_header = basic_header(password)
+        # The gateway port's other routes, served by aiohttp behind the gateway.
+        others = web.Application(client_max_size=self.config.max_body + 1)
+        others.add_routes(health_routes(self))
+        others.add_routes(
+            metrics_routes(
+                self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
+            )
+        )
         self.gateway = Gateway(
             self.controller,
             self.journal,
             self.metrics,
             auth_header=self.auth_header,
             max_body=self.config.max_body,
+            others=others,
         )
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
@@ -224,30 +234,17 @@ class Daemon:
         return process, ProcessArtifacts(self.home.root / "artifacts", self.env)
 
     async def _serve(self) -> None:
-        gateway_app = web.Application(client_max_size=self.config.max_body + 1)
-        gateway_app.add_routes(health_routes(self))
-        gateway_app.add_routes(
-            metrics_routes(
-                self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
-            )
-        )
-        gateway_app.add_routes(self.gateway.routes())
-        gateway_runner = web.AppRunner(gateway_app, access_log=None, handle_signals=False)
-        await gateway_runner.setup()
-        self._stack.push_async_callback(gateway_runner.cleanup)
-        site = web.TCPSite(
-            gateway_runner, self.config.gateway_host, self.config.gateway_port, reuse_address=True
-        )
+        server = HttpServer(self.gateway.handle)
         try:
-            await site.start()
+            await server.start(self.config.gateway_host, self.config.gateway_port)
         except OSError as exc:
             raise DaemonError(
                 f"the gateway cannot listen on {self.config.gateway_host}:"
                 f"{self.config.gateway_port}: {exc.strerror}",
                 hint="choose another port with `plat daemon start --port N` or PLAT_GATEWAY_PORT",
             ) from None
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.gateway_url = f"http://{self.config.gateway_host}:{port}"
+        self._stack.push_async_callback(server.close)
+        self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
 
         control_app = web.Application(middlewares=[error_middleware])
         control_app.add_routes(control_routes(self))

@@ -73,6 +73,8 @@ class Controller:
         self._watchdog: asyncio.Task[None] | None = None
         self._draining: set[Instance] = set()
         self._starting: set[Instance] = set()
+        # Called with each instance as it stops (the gateway closes its connections).
+        self.on_instance_stopped: list[Callable[[Instance], None]] = []
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -276,6 +278,8 @@ class Controller:
     async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
         """Stop, let the log reader see the last lines, then remove the instance."""
         inst.state = "stopped"
+        for listener in self.on_instance_stopped:
+            listener(inst)
         try:
             await self.backend.stop(inst.running, timeout=timeout)
             if self.collector is not None:

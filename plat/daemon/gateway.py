@@ -1,87 +1,101 @@
 """The gateway: ``/function/<name>[/<subpath>]`` proxied to a ready instance.
 
-Every method, the query, headers (hop-by-hop dropped) and bodies pass through,
-streamed both ways over pooled keep-alive connections. Errors are JSON bodies:
-401, 404, 413, 502, 504.
+Requests arrive through plat.daemon.http_server; the gateway decides (route,
+auth, body limits, admission, the head sent on) and plat.daemon.relay carries
+the exchange over plat.daemon.upstream's keep-alive connections, one pool per
+instance. Every method, the query, headers (hop-by-hop dropped) and bodies pass
+through, streamed both ways. Errors are JSON bodies: 401, 404, 413, 429, 502,
+503, 504; every answer about a function carries its X-Call-Id. Every call of a
+deployed function is counted (metrics) and recorded (journal).
+
+Everything else on the gateway port (``/healthz``, ``/readyz``, ``/metrics``)
+is an aiohttp application that the gateway reaches in-process over socket
+pairs, with the same keep-alive pooling; it answers exactly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import itertools
+import json
 import logging
 import re
+import secrets
+import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping
+from typing import Literal, NamedTuple
+from urllib.parse import unquote_to_bytes
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from plat.credentials import check_basic
 from plat.daemon.controller import Controller, FunctionState
+from plat.daemon.deadlines import Deadlines
+from plat.daemon.function_state import Instance
+from plat.daemon.http_message import BodyTooLarge, ClientGone, Request, Response
 from plat.daemon.journal import Journal
 from plat.daemon.metrics import Metrics
+from plat.daemon.relay import HOP_BY_HOP, Call, exchange, forward_headers
 from plat.daemon.store import Invocation
+from plat.daemon.upstream import (
+    UpstreamError,
+    UpstreamPool,
+    Upstreams,
+    socketpair_connect,
+)
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-# Read small bodies whole (one write upstream, Content-Length kept); stream the rest.
+# The gateway sets these itself: a client's values are replaced, not passed on.
+_REPLACED = frozenset({b"x-call-id", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
+# Expect: 100-continue is answered by the gateway's server, not the function.
+TO_FUNCTION = HOP_BY_HOP | _REPLACED | {b"expect"}
+TO_FUNCTION_NO_AUTH = TO_FUNCTION | {b"authorization"}
+# The in-process aiohttp app sees Authorization (and the client's Host, set apart).
+TO_INTERNAL = HOP_BY_HOP | {b"expect"}
+
+# Read small bodies whole (one write upstream, a retry possible); stream the rest.
 SMALL_BODY = 256 * 1024
-CHUNK = 64 * 1024
+CALL_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# Requests of other methods always state a length, 0 included (as aiohttp's client did).
+_BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+SWEEP_INTERVAL = 10.0
 
 
-def json_error(status: int, code: str, message: str, **extra: object) -> web.Response:
-    headers = {"WWW-Authenticate": 'Basic realm="plat"'} if status == 401 else None
-    return web.json_response(
-        {"error": code, "message": message, **extra}, status=status, headers=headers
-    )
+class Reply(NamedTuple):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
-def forward_headers(headers: Mapping[str, str], drop_auth: bool) -> CIMultiDict[str]:
-    """The end-to-end headers of ``headers``; repeated ones (Set-Cookie) stay separate."""
-    out: CIMultiDict[str] = CIMultiDict()
-    items = list(headers.items())
-    connection_tokens = {
-        token.strip().lower()
-        for key, value in items
-        if key.lower() == "connection"
-        for token in value.split(",")
-    }
-    for key, value in items:
-        lower = key.lower()
-        if lower in HOP_BY_HOP or lower in connection_tokens:
-            continue
-        if drop_auth and lower == "authorization":
-            continue
-        out.add(key, value)
-    return out
+def json_error(status: int, code: str, message: str, **extra: object) -> Reply:
+    headers = [(b"Content-Type", b"application/json; charset=utf-8")]
+    if status == 401:
+        headers.append((b"WWW-Authenticate", b'Basic realm="plat"'))
+    body = json.dumps({"error": code, "message": message, **extra}).encode()
+    return Reply(status, headers, body)
 
 
-CALL_ID_HEADER = "X-Call-Id"
-CALL_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+class CallIds:
+    """Call ids unique to this daemon: a random prefix and a counter (no uuid4 per call),
+    32 hex digits as uuid4().hex ids were."""
 
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
 
-class BodyTooLarge(Exception):
-    pass
+    def new(self) -> str:
+        return f"{self.prefix}{next(self._count):016x}"
 
 
 class Gateway:
+    """Serves the gateway port: functions, and ``others`` (an aiohttp app) for the rest.
+
+    ``handle`` is the HTTP server's handler. ``start`` and ``close`` are idempotent.
+    """
+
     def __init__(
         self,
         controller: Controller,
@@ -90,81 +104,112 @@ class Gateway:
         *,
         auth_header: str,
         max_body: int,
+        others: web.Application | None = None,
     ) -> None:
         self.controller = controller
         self.journal = journal
         self.metrics = metrics
         self.auth_header = auth_header
         self.max_body = max_body
-        self._session: aiohttp.ClientSession | None = None
+        self.upstreams = Upstreams()
+        self.deadlines = Deadlines()
+        self.call_ids = CallIds()
+        self._auth = auth_header.encode()
+        self._others = others
+        self._runner: web.AppRunner | None = None
+        self._internal: UpstreamPool | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._fqdn: bytes | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            )
+        if self._sweeper is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._others is not None:
+            runner = web.AppRunner(self._others, access_log=None, handle_signals=False)
+            await runner.setup()
+            self._runner = runner
+            server = runner.server
+            assert server is not None
+
+            async def accept(sock: socket.socket) -> None:
+                await loop.connect_accepted_socket(server, sock)
+
+            self._internal = UpstreamPool(socketpair_connect(accept), address=b"localhost")
+        self.controller.on_instance_stopped.append(self._instance_stopped)
+        self._sweeper = loop.create_task(self._sweep(), name="gateway-sweeper")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sweeper is None:
+            return
+        self._sweeper.cancel()
+        await asyncio.gather(self._sweeper, return_exceptions=True)
+        self._sweeper = None
+        if self._instance_stopped in self.controller.on_instance_stopped:
+            self.controller.on_instance_stopped.remove(self._instance_stopped)
+        self.upstreams.close()
+        self.deadlines.close()
+        if self._internal is not None:
+            self._internal.close()
+            self._internal = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.route("*", "/function/{name}", self.invoke),
-            web.route("*", "/function/{name}/{subpath:.*}", self.invoke),
-        ]
+    def _instance_stopped(self, inst: Instance) -> None:
+        self.upstreams.drop(inst.id)
 
-    async def _body_stream(self, request: web.Request) -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            yield chunk
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            self.upstreams.sweep(now)
+            if self._internal is not None:
+                self._internal.sweep(now)
 
-    async def _read_bounded(self, request: web.Request) -> bytes:
-        """A body of unknown length (chunked), read up to the limit."""
-        buf = bytearray()
-        async for chunk in request.content.iter_chunked(CHUNK):
-            buf += chunk
-            if len(buf) > self.max_body:
-                raise BodyTooLarge()
-        return bytes(buf)
+    # requests
 
-    def _too_large(self) -> web.Response:
-        return json_error(
-            413,
-            "body_too_large",
-            f"the request body is larger than the gateway's limit of {self.max_body} bytes",
-            hint="send less, or raise PLAT_MAX_BODY for the daemon",
-        )
+    async def handle(self, request: Request, response: Response) -> None:
+        path = request.path
+        if path.startswith(b"/function/"):
+            name, _, rest = path[10:].partition(b"/")
+            if name:
+                await self.invoke(request, response, name, b"/" + rest)
+                return
+        await self._other(request, response)
 
-    async def invoke(self, request: web.Request) -> web.StreamResponse:
+    async def invoke(
+        self, request: Request, response: Response, raw_name: bytes, subpath: bytes
+    ) -> None:
         """Proxy one call; every call of a known function is counted and recorded."""
-        name = request.match_info["name"]
+        if b"%" in raw_name:
+            raw_name = unquote_to_bytes(raw_name)
+        name = raw_name.decode("utf-8", "replace")
         fs = self.controller.functions.get(name)
-        call_id = request.headers.get(CALL_ID_HEADER, "")
-        if not CALL_ID_RE.fullmatch(call_id):
-            call_id = uuid.uuid4().hex
+        given = request.header(b"x-call-id")
+        if given is not None and CALL_ID_RE.fullmatch(given):
+            call = Call(given.decode())
+        else:
+            call = Call(self.call_ids.new())
         if fs is None:
-            response: web.StreamResponse = json_error(
-                404, "not_found", f"no function named {name!r} is deployed"
-            )
-            response.headers[CALL_ID_HEADER] = call_id
-            return response
+            self._error(response, call, 404, "not_found", f"no function named {name!r} is deployed")
+            return
         started = time.perf_counter()
         self.metrics.request_started(name)
-        call = _Call(call_id)
         try:
-            response = await self._proxy(request, fs, call)
+            await self._proxy(request, response, fs, call, subpath)
+        except ClientGone:
+            call.status = 499
         except BaseException:
-            call.status = 499  # the client went away mid-response
+            call.status = 499  # the client went away (or the daemon is stopping)
             raise
         finally:
             seconds = time.perf_counter() - started
             status = call.status
-            self.metrics.request_finished(name, status, seconds, call.cold > 0)
-            if call.cold:
-                self.metrics.cold_start(name, call.cold)
+            cold = call.cold
+            self.metrics.request_finished(name, status, seconds, cold > 0)
+            if cold:
+                self.metrics.cold_start(name, cold)
             self.journal.invocation(
                 Invocation(
                     time.time(),
@@ -174,124 +219,196 @@ class Gateway:
                     seconds,
                     request.content_length or call.bytes_in,
                     call.bytes_out,
-                    call.cold > 0,
-                    call_id,
+                    cold > 0,
+                    call.call_id,
                 )
             )
-        return response
 
     async def _proxy(
-        self, request: web.Request, fs: FunctionState, call: _Call
-    ) -> web.StreamResponse:
+        self, request: Request, response: Response, fs: FunctionState, call: Call, subpath: bytes
+    ) -> None:
         name = fs.name
-        if fs.manifest.auth != "public" and not check_basic(
-            request.headers.get("Authorization"), self.auth_header
-        ):
-            return call.error(
+        manifest = fs.manifest
+        public = manifest.auth == "public"
+        if not public and not self._authorized(request.authorization):
+            self._error(
+                response,
+                call,
                 401,
                 "unauthorized",
                 "this function needs basic auth: user admin, password from `plat auth password`",
             )
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return call.reply(self._too_large())
-        body: bytes | AsyncIterator[bytes] | None = None
-        if request.body_exists:
-            if length is None:
-                try:
-                    body = await self._read_bounded(request)
-                except BodyTooLarge:
-                    return call.reply(self._too_large())
-                call.bytes_in = len(body)
-            elif length <= SMALL_BODY:
-                body = await request.read()
-            else:
-                body = self._body_stream(request)
+            return
+        body = await self._body(request, response, call)
+        if body is False:
+            return
         try:
             inst, call.cold = await self.controller.acquire(name)
         except PlatError as exc:
-            refused = call.error(exc.status, exc.code, exc.message)
-            if exc.status in (429, 503):
-                refused.headers["Retry-After"] = "1"
-            return refused
-        subpath = request.match_info.get("subpath", "")
-        url = f"http://{inst.running.address}/{subpath}"
-        if request.query_string:
-            url += "?" + request.query_string
-        headers = forward_headers(request.headers, drop_auth=fs.manifest.auth != "public")
-        if length is not None and isinstance(body, AsyncIterator):
-            headers["Content-Length"] = str(length)
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Host"] = request.host
-        headers["X-Forwarded-Proto"] = request.scheme
-        headers[CALL_ID_HEADER] = call.call_id
-        timeout = fs.manifest.timeout
-        assert self._session is not None
-        response: web.StreamResponse | None = None
+            retry = [b"Retry-After: 1\r\n"] if exc.status in (429, 503) else []
+            self._error(response, call, exc.status, exc.code, exc.message, retry)
+            return
         try:
-            async with asyncio.timeout(timeout):
-                async with self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                ) as upstream:
-                    out_headers = forward_headers(upstream.headers, drop_auth=False)
-                    out_headers[CALL_ID_HEADER] = call.call_id
-                    response = web.StreamResponse(
-                        status=upstream.status, reason=upstream.reason, headers=out_headers
+            running = inst.running
+            pool = self.upstreams.pool(inst.id, running.host, running.port)
+            head = self._function_head(request, pool, public, subpath, call, body)
+            timeout = manifest.timeout
+            deadline = asyncio.get_running_loop().time() + timeout
+            try:
+                await exchange(pool, request, response, head, body, call, self.deadlines, deadline)
+            except TimeoutError:
+                if response.started:
+                    call.status = 499
+                else:
+                    self._error(
+                        response,
+                        call,
+                        504,
+                        "function_timeout",
+                        f"{name} did not answer within its timeout of {timeout:g} s",
+                        hint="raise `timeout` in plat.yaml, or make the handler faster",
                     )
-                    call.status = upstream.status
-                    if upstream.content_length is not None:
-                        response.content_length = upstream.content_length
-                    await response.prepare(request)
-                    async for chunk in upstream.content.iter_any():
-                        call.bytes_out += len(chunk)
-                        await response.write(chunk)
-                    await response.write_eof()
-                    return response
-        except TimeoutError:
-            if response is not None and response.prepared:
-                raise
-            return call.error(
-                504,
-                "function_timeout",
-                f"{name} did not answer within its timeout of {timeout:g} s",
-                hint="raise `timeout` in plat.yaml, or make the handler faster",
-            )
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            if response is not None and response.prepared:
-                raise
-            self.controller.suspect(inst)
-            return call.error(
-                502,
-                "instance_failed",
-                f"the instance of {name} failed to answer ({type(exc).__name__}); "
-                f"see `plat logs {name}`",
-            )
+            except (UpstreamError, OSError) as exc:
+                if response.started:
+                    call.status = 499
+                else:
+                    self.controller.suspect(inst)
+                    self._error(
+                        response,
+                        call,
+                        502,
+                        "instance_failed",
+                        f"the instance of {name} failed to answer ({exc}); see `plat logs {name}`",
+                    )
         finally:
             self.controller.release(inst)
+            if inst.state == "stopped":  # it stopped during the call: no pool outlives it
+                self.upstreams.drop(inst.id)
 
+    async def _other(self, request: Request, response: Response) -> None:
+        """Anything but a function: the in-process aiohttp app answers."""
+        call = Call("")
+        pool = self._internal
+        if pool is None:
+            response.send(404, [b"Content-Type: text/plain; charset=utf-8\r\n"], b"404: Not Found")
+            return
+        try:
+            body = await self._body(request, response, call)
+            if body is False:
+                return
+            parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+            parts.append(b"Host: " + (request.host or b"localhost") + b"\r\n")
+            for name, value in forward_headers(request.headers, TO_INTERNAL):
+                parts += (name, b": ", value, b"\r\n")
+            parts.append(self._framing(request, body))
+            parts.append(b"\r\n")
+            await exchange(pool, request, response, b"".join(parts), body, call, self.deadlines)
+        except ClientGone:
+            pass
+        except (UpstreamError, OSError) as exc:
+            if not response.started:
+                log.warning("the gateway's internal routes failed: %s", exc)
+                self._error(
+                    response, call, 502, "internal_error", f"the daemon failed to answer ({exc})"
+                )
 
-class _Call:
-    """What the gateway learns about one call while proxying it."""
+    # pieces
 
-    __slots__ = ("bytes_in", "bytes_out", "call_id", "cold", "status")
+    def _authorized(self, header: bytes | None) -> bool:
+        if header is None:
+            return False
+        if hmac.compare_digest(header, self._auth):
+            return True
+        return check_basic(header.decode("latin-1"), self.auth_header)
 
-    def __init__(self, call_id: str) -> None:
-        self.call_id = call_id
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.cold = 0.0
+    async def _body(
+        self, request: Request, response: Response, call: Call
+    ) -> bytes | Literal[False] | None:
+        """The request body to send: bytes (read whole), None (to be streamed), or
+        False when it was refused (413 sent). Raises ClientGone."""
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            self._too_large(response, call)
+            return False
+        if not request.has_body:
+            return b""
+        if length is None:  # chunked: bounded, then sent with a Content-Length
+            try:
+                body = await request.read(self.max_body)
+            except BodyTooLarge:
+                self._too_large(response, call)
+                return False
+            call.bytes_in = len(body)
+            return body
+        if length <= SMALL_BODY:
+            return await request.read(length)
+        return None
 
-    def reply(self, response: web.Response) -> web.Response:
-        self.status = response.status
-        self.bytes_out = len(response.body or b"") if isinstance(response.body, bytes) else 0
-        response.headers[CALL_ID_HEADER] = self.call_id
-        return response
+    @staticmethod
+    def _framing(request: Request, body: bytes | None) -> bytes:
+        if body is None:
+            return b"Content-Length: %d\r\n" % (request.content_length or 0)
+        if body or request.method not in _BODYLESS_METHODS:
+            return b"Content-Length: %d\r\n" % len(body)
+        return b""
 
-    def error(self, status: int, code: str, message: str, **extra: object) -> web.Response:
-        return self.reply(json_error(status, code, message, **extra))
+    def _function_head(
+        self,
+        request: Request,
+        pool: UpstreamPool,
+        public: bool,
+        subpath: bytes,
+        call: Call,
+        body: bytes | None,
+    ) -> bytes:
+        target = subpath + b"?" + request.query if request.query else subpath
+        parts = [request.method, b" ", target, b" HTTP/1.1\r\nHost: ", pool.address, b"\r\n"]
+        for name, value in forward_headers(
+            request.headers, TO_FUNCTION if public else TO_FUNCTION_NO_AUTH
+        ):
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(self._framing(request, body))
+        host = request.host
+        if host is None:
+            if self._fqdn is None:
+                self._fqdn = socket.getfqdn().encode()  # as aiohttp's request.host did
+            host = self._fqdn
+        parts += (
+            b"X-Forwarded-For: ",
+            request.remote.encode(),
+            b"\r\nX-Forwarded-Host: ",
+            host,
+            b"\r\nX-Forwarded-Proto: http\r\n",
+            call.id_line,
+            b"\r\n",
+        )
+        return b"".join(parts)
+
+    def _too_large(self, response: Response, call: Call) -> None:
+        self._error(
+            response,
+            call,
+            413,
+            "body_too_large",
+            f"the request body is larger than the gateway's limit of {self.max_body} bytes",
+            hint="send less, or raise PLAT_MAX_BODY for the daemon",
+        )
+
+    @staticmethod
+    def _error(
+        response: Response,
+        call: Call,
+        status: int,
+        code: str,
+        message: str,
+        lines: list[bytes] | None = None,
+        **extra: object,
+    ) -> None:
+        reply = json_error(status, code, message, **extra)
+        out = [name + b": " + value + b"\r\n" for name, value in reply.headers]
+        if lines:
+            out += lines
+        out.append(call.id_line)
+        call.status = 499 if response.gone else status
+        call.bytes_out = len(reply.body)
+        response.send(status, out, reply.body)

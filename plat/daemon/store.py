@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -363,14 +363,31 @@ class Store:
         await self.db.executemany(
             "INSERT INTO logs(id, ts, function, version, instance, stream, call_id, line) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [astuple(row) for row in rows],
+            # Plain tuples: dataclasses.astuple deep-copies every field (hot path).
+            [
+                (r.id, r.ts, r.function, r.version, r.instance, r.stream, r.call_id, r.line)
+                for r in rows
+            ],
         )
 
     async def insert_invocations(self, rows: Sequence[Invocation]) -> None:
         await self.db.executemany(
             "INSERT INTO invocations(ts, function, version, status, duration, bytes_in, "
             "bytes_out, cold, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [astuple(row) for row in rows],
+            [
+                (
+                    r.ts,
+                    r.function,
+                    r.version,
+                    r.status,
+                    r.duration,
+                    r.bytes_in,
+                    r.bytes_out,
+                    r.cold,
+                    r.call_id,
+                )
+                for r in rows
+            ],
         )
 
     async def commit(self) -> None:

@@ -88,10 +88,9 @@ def _deploy_python(plat: PlatRunner, root: Path, name: str, mark: str) -> Path:
     return folder
 
 
-def _unpacked(plat: PlatRunner, name: str, version_count: int = 1) -> bool:
-    return len(list((plat.home / "unpacked").glob(f"localhost_plat_{name}_*/done"))) >= (
-        version_count
-    )
+def _unpacked(plat: PlatRunner, name: str) -> set[str]:
+    """The images of ``name`` unpacked for the pool (folder names)."""
+    return {p.parent.name for p in (plat.home / "unpacked").glob(f"localhost_plat_{name}_*/done")}
 
 
 def _cold(plat: PlatRunner, name: str) -> dict[str, Any]:
@@ -170,8 +169,11 @@ def test_a_specialised_instance_serves_one_function_version_only(
     # Scaled to zero, the specialised instance is gone for good, not back in the pool.
     assert wait_for(lambda: not set(first) & set(plat.containers()), timeout=30)
 
+    unpacked = _unpacked(plat, "greet")
     _deploy_python(plat, root, "greet", "two")
-    assert wait_for(lambda: _unpacked(plat, "greet", version_count=2), timeout=60)
+    # The new version's image is unpacked; the old one's goes, as no version uses it.
+    assert wait_for(lambda: _unpacked(plat, "greet") - unpacked, timeout=60)
+    assert wait_for(lambda: not _unpacked(plat, "greet") & unpacked, timeout=10)
     body = _cold(plat, "greet")
     assert body["mark"] == "two"
     record(body)
