@@ -1,19 +1,21 @@
-"""The ``plat`` command: one typer app, one module per verb group under plat/commands."""
+"""The ``plat`` command: one typer app, one module per verb group under plat/commands.
+
+Start-up time is part of every command: modules here and in plat/commands import
+only typer and the standard library at the top, and what a command needs (rich,
+the daemon client, pydantic, the docker SDK, ...) inside the function that runs it.
+`tests/test_cli.py` checks that ``plat --help`` loads none of those.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from importlib import import_module
 
 import typer
-from rich.markup import escape
 
 from plat import __version__
-from plat.console import err
 from plat.errors import PlatError
-from plat.paths import Home
 
 app = typer.Typer(
     name="plat",
@@ -62,6 +64,10 @@ for _name in COMMAND_MODULES:
 
 
 def _log_unexpected(exc: BaseException) -> str:
+    import traceback
+
+    from plat.paths import Home
+
     home = Home.from_env()
     try:
         home.root.mkdir(parents=True, exist_ok=True)
@@ -70,6 +76,27 @@ def _log_unexpected(exc: BaseException) -> str:
         return str(home.cli_log)
     except OSError:
         return "(could not write the log)"
+
+
+def _stderr(markup: str) -> None:
+    from plat.console import err
+
+    err.print(markup)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _click_exception() -> type[Exception]:
+    """click's ClickException (usage errors): typer >= 0.20 vendors click as typer._click."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # an older typer, on top of click
+        from click import ClickException  # type: ignore[no-redef]
+    return ClickException
 
 
 def main() -> None:
@@ -81,26 +108,24 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except PlatError as exc:
-        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        _stderr(f"[red]error:[/red] {_escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}")
+            _stderr(f"[yellow]hint:[/yellow] {_escape(exc.hint)}")
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        _stderr("interrupted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err.print("aborted")
+        _stderr("aborted")
         sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, _click_exception()):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         where = _log_unexpected(exc)
-        err.print(f"[red]unexpected error:[/red] {escape(repr(exc))}\nThe traceback is in {where}.")
+        _stderr(f"[red]unexpected error:[/red] {_escape(repr(exc))}\nThe traceback is in {where}.")
         sys.exit(3)

@@ -185,7 +185,7 @@ case "$mode" in
     ;;
   test)
     say "ruff"
-    "$venv/bin/ruff" check plat tests
+    "$venv/bin/ruff" check plat tests benchmarks
     say "mypy"
     "$venv/bin/mypy"
     say "pytest"

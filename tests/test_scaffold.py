@@ -223,10 +223,16 @@ def render_containerfile(runtime: str, deps: list[str], handler: str = "handler.
     return rt.render(
         rt.containerfile,
         base=rt.base,
+        function="hello",
         handler=handler,
         dependency_files=deps,
         has_dependencies=bool(deps),
     )
+
+
+# The dependency install step (other RUN steps come with or without dependencies: the
+# python shim's bytecode, node's /home/node_modules link).
+INSTALL = "RUN set -e;"
 
 
 def instructions(text: str) -> list[str]:
@@ -248,30 +254,47 @@ def test_containerfile_layer_order(runtime: str, deps: list[str]) -> None:
     assert keywords[0] == "FROM"
     order = [
         next(i for i, line in enumerate(lines) if line.startswith(prefix))
-        for prefix in ("FROM", "ENV PORT=8080", "COPY shim/", "COPY deps/", "RUN", "COPY app/")
+        for prefix in ("FROM", "ENV PORT=8080", "COPY shim/", "COPY deps/", INSTALL, "COPY app/")
     ]
     assert order == sorted(order)
-    tail = lines[order[-1] :]
-    assert tail[0] == "COPY app/ /home/app/"
-    assert "WORKDIR /home/app" in tail
-    assert "USER 10001:10001" in tail
-    assert tail[-1].startswith("CMD [")
-    assert keywords.count("RUN") == 1  # the code layer never runs anything
+    # The code comes last: a code-only change commits that one layer, no metadata ones.
+    assert lines[-1] == "COPY app/ /home/app/"
+    settings = lines[order[-2] + 1 : -1]
+    assert [line.split()[0] for line in settings] == [
+        "WORKDIR",
+        "ENV",
+        "USER",
+        "EXPOSE",
+        "CMD",
+        "LABEL",
+    ]
+    assert 'LABEL plat.function="hello"' in settings
+    assert "WORKDIR /home/app" in settings
+    assert "USER 10001:10001" in settings
+    assert "RUN" not in keywords[order[-2] + 1 :]  # the code layer never runs anything
 
 
 def test_python_containerfile_details() -> None:
     text = render_containerfile("python", ["requirements.txt"], handler="main.entry")
     lines = instructions(text)
     env = next(line for line in lines if line.startswith("ENV PORT"))
-    for item in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "PYTHONPATH=/opt/plat/deps"):
+    for item in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"):
         assert item in env
-    run = next(line for line in lines if line.startswith("RUN"))
+    run = next(line for line in lines if line.startswith(INSTALL))
     assert "pip install --no-cache-dir --target /opt/plat/deps -r" in run
     assert "python3 -m pip" in run
     assert "PIP_CERT=/run/plat-ca/ca.crt" in run
     assert "SSL_CERT_FILE=/run/plat-ca/ca.crt" in run
     assert 'ENV PLAT_HANDLER="main.entry"' in lines
-    assert lines[-1] == 'CMD ["python3", "/opt/plat/shim/plat_shim.py"]'
+    assert 'CMD ["python3", "-P", "-S", "-c", "import plat_shim; plat_shim.main()"]' in lines
+    # The shim is imported from its bytecode, made once in a layer below the dependencies.
+    assert "PYTHONPATH=/opt/plat/deps:/opt/plat/shim" in env
+    compile_step = lines.index("RUN python3 -m compileall -q /opt/plat/shim")
+    assert (
+        lines.index("COPY shim/ /opt/plat/shim/")
+        < compile_step
+        < lines.index("COPY deps/ /opt/plat/deps/")
+    )
     # the CA bundle is for the install step only, never part of the image config
     assert not any("plat-ca" in line for line in lines if not line.startswith("RUN"))
 
@@ -280,21 +303,21 @@ def test_node_containerfile_details() -> None:
     lines = instructions(render_containerfile("node", ["package.json"], handler="handler.js"))
     env = next(line for line in lines if line.startswith("ENV PORT"))
     assert "NODE_PATH=/opt/plat/deps/node_modules" in env
-    run = next(line for line in lines if line.startswith("RUN"))
+    run = next(line for line in lines if line.startswith(INSTALL))
     assert "npm install --omit=dev" in run
     assert "NODE_EXTRA_CA_CERTS=/run/plat-ca/ca.crt" in run
     assert "npm_config_cafile=/run/plat-ca/ca.crt" in run
     assert 'ENV PLAT_HANDLER="handler.js"' in lines
-    assert lines[-1] == 'CMD ["node", "/opt/plat/shim/plat-shim.cjs"]'
+    assert 'CMD ["node", "/opt/plat/shim/plat-shim.cjs"]' in lines
     assert not any("plat-ca" in line for line in lines if not line.startswith("RUN"))
     locked = instructions(render_containerfile("node", ["package.json", "package-lock.json"]))
-    assert "npm ci --omit=dev" in next(line for line in locked if line.startswith("RUN"))
+    assert "npm ci --omit=dev" in next(line for line in locked if line.startswith(INSTALL))
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
 def test_containerfile_without_dependencies_has_no_install_step(runtime: str) -> None:
     lines = instructions(render_containerfile(runtime, []))
-    assert not any(line.startswith(("RUN", "COPY deps/")) for line in lines)
+    assert not any(line.startswith((INSTALL, "COPY deps/")) for line in lines)
     assert "COPY app/ /home/app/" in lines
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from plat.client import connect
-from plat.credentials import read_password
-
 auth_app = typer.Typer(help="Gateway credentials (basic auth, user admin).", no_args_is_help=True)
 
 
 @auth_app.command()
 def password() -> None:
     """Print the gateway password, e.g. curl -u admin:$(plat auth password) URL."""
+    from plat.client import connect
+    from plat.credentials import read_password
+
     client = connect()  # the daemon generates the password at first start
     typer.echo(read_password(client.home))
 

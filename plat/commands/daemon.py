@@ -7,12 +7,8 @@ import os
 
 import typer
 
-from plat.client import DaemonClient
-from plat.console import err, out
-from plat.daemon import lifecycle
 from plat.errors import PlatError
 from plat.paths import Home
-from plat.units import format_duration
 
 daemon_app = typer.Typer(
     help="Run, start, stop and inspect the plat daemon (one per PLAT_HOME).",
@@ -38,6 +34,8 @@ def run(
     backend: str | None = typer.Option(None, "--backend", "-b", help=BACKEND_HELP),
 ) -> None:
     """Run the daemon in the foreground (Ctrl-C or SIGTERM stops it and its instances)."""
+    from plat.daemon import lifecycle
+
     overrides = {"gateway_port": port, "backend": _backend(backend)}
     lifecycle.run(Home.from_env(), os.environ, overrides)
 
@@ -48,6 +46,10 @@ def start(
     backend: str | None = typer.Option(None, "--backend", "-b", help=BACKEND_HELP),
 ) -> None:
     """Start the daemon in the background (no-op when it is running)."""
+    from plat.client import DaemonClient
+    from plat.console import err
+    from plat.daemon import lifecycle
+
     home = Home.from_env()
     client = DaemonClient(home)
     if not client.ping():
@@ -59,6 +61,9 @@ def start(
 @daemon_app.command()
 def stop() -> None:
     """Stop the daemon; its instances are stopped, functions stay in the store."""
+    from plat.console import out
+    from plat.daemon import lifecycle
+
     pid = lifecycle.stop(Home.from_env())
     out.print(f"stopped the plat daemon (pid {pid})" if pid else "the plat daemon is not running")
 
@@ -66,6 +71,9 @@ def stop() -> None:
 @daemon_app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show pid, version, uptime, gateway URL, backend and engine. Exit 1 when stopped."""
+    from plat.client import DaemonClient
+    from plat.console import out
+
     home = Home.from_env()
     client = DaemonClient(home)
     if not client.ping():
@@ -101,6 +109,9 @@ def _pool_text(pool: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
+    from plat.console import out
+    from plat.units import format_duration
+
     engine = data.get("engine") or {}
     assert isinstance(engine, dict)
     rows = [

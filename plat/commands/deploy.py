@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from plat.client import connect
-from plat.console import err, out
 from plat.errors import BuildError, PlatError
-from plat.manifest import load_manifest
-from plat.units import format_duration
 
 
 def _fail(event: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from plat.console import err
+
     tail = event.get("log_tail")
     if tail:
         err.print("[dim]--- build log (last lines) ---[/dim]")
@@ -37,6 +36,13 @@ def deploy(
     Unchanged code is not rebuilt; the new version takes traffic only once ready,
     and the old one keeps serving if anything fails.
     """
+    from rich.markup import escape
+
+    from plat.client import connect
+    from plat.console import err, out
+    from plat.manifest import load_manifest
+    from plat.units import format_duration
+
     started = time.monotonic()
     manifest = load_manifest(path)  # validated here, before anything is sent
     client = connect()

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import typer
 
-from plat.client import connect
-from plat.console import err
-from plat.devloop import DevSession
 from plat.errors import PlatError
-from plat.manifest import load_manifest
 
 
 def dev(
@@ -33,6 +29,11 @@ def dev(
     """
     if backend is not None and backend not in ("container", "process"):
         raise PlatError(f"unknown backend {backend!r}", hint="use container or process")
+    from plat.client import connect
+    from plat.console import err
+    from plat.devloop import DevSession
+    from plat.manifest import load_manifest
+
     manifest = load_manifest(path)
     client = connect(backend=backend)
     session = DevSession(client, path, manifest.name, err)

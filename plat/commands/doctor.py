@@ -6,11 +6,7 @@ import json
 import os
 
 import typer
-from rich.table import Table
 
-from plat.config import load_config
-from plat.console import out
-from plat.doctor import facts_to_json, failed, gather_facts, judge
 from plat.errors import PlatError
 from plat.paths import Home
 
@@ -24,6 +20,12 @@ def doctor(
 
     Exits 1 when a check fails; warnings do not count.
     """
+    from rich.table import Table
+
+    from plat.config import load_config
+    from plat.console import out
+    from plat.doctor import facts_to_json, failed, gather_facts, judge
+
     env = dict(os.environ)
     home = Home.from_env(env)
     config_error = ""

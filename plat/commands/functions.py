@@ -7,14 +7,11 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
-
-from plat.client import connect
-from plat.console import err, out
-from plat.units import format_duration
 
 
 def _ago(ts: float | None) -> str:
+    from plat.units import format_duration
+
     if not ts:
         return "-"
     return format_duration(max(0.0, time.time() - ts)) + " ago"
@@ -22,6 +19,11 @@ def _ago(ts: float | None) -> str:
 
 def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List deployed functions."""
+    from rich.table import Table
+
+    from plat.client import connect
+    from plat.console import err, out
+
     items: list[dict[str, Any]] = connect().request("GET", "/v1/functions")
     if as_json:
         out.print_json(json.dumps(items))
@@ -50,6 +52,12 @@ def describe(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show a function's manifest, versions and instances."""
+    from rich.table import Table
+
+    from plat.client import connect
+    from plat.console import out
+    from plat.units import format_duration
+
     fn: dict[str, Any] = connect().request("GET", f"/v1/functions/{name}")
     if as_json:
         out.print_json(json.dumps(fn))
@@ -109,6 +117,9 @@ def describe(
 
 def rm(name: str = typer.Argument(..., help="The function to remove.")) -> None:
     """Remove a function: stop its instances and delete its metadata."""
+    from plat.client import connect
+    from plat.console import out
+
     connect().request("DELETE", f"/v1/functions/{name}")
     out.print(f"[green]✓[/green] removed {name}")
 

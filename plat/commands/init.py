@@ -9,12 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-
-from plat.console import out
-from plat.runtimes import all_runtimes
-from plat.scaffold import scaffold
 
 
 def _shown(path: Path) -> str:
@@ -38,6 +32,11 @@ def init(
     ] = None,
 ) -> None:
     """Scaffold a new function folder: plat.yaml, a handler and its dependency file."""
+    from rich.markup import escape
+
+    from plat.console import out
+    from plat.scaffold import scaffold
+
     target = directory if directory is not None else Path(name)
     created = scaffold(target, name, runtime)
     folder = _shown(target)
@@ -56,6 +55,12 @@ def runtimes(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List the runtimes `plat init --runtime` accepts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from plat.console import out
+    from plat.runtimes import all_runtimes
+
     found = all_runtimes()
     if as_json:
         rows = [

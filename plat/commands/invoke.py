@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import http.client
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import typer
 
-from plat.client import connect
-from plat.console import err
-from plat.credentials import basic_header, read_password
 from plat.errors import PlatError
 
 
@@ -54,6 +49,13 @@ def invoke(
 
     Exits 1 when the status is 400 or above (the status goes to stderr).
     """
+    import http.client
+    from urllib.parse import urlsplit
+
+    from plat.client import connect
+    from plat.console import err
+    from plat.credentials import basic_header, read_password
+
     client = connect()
     status = client.request("GET", "/v1/status")
     body = read_data(data)

@@ -6,19 +6,16 @@ import json
 import sys
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import typer
-from rich.markup import escape
-
-from plat.client import connect
-from plat.console import out
 
 STREAM_STYLE = {"stdout": "", "stderr": "red", "plat": "cyan"}
 
 
 def format_line(line: dict[str, Any]) -> str:
     """One log line for people: time, instance, call id, text (rich markup)."""
+    from rich.markup import escape
+
     when = datetime.fromtimestamp(line["ts"]).strftime("%H:%M:%S.%f")[:-3]
     call = (line.get("call_id") or "-")[:12]
     style = STREAM_STYLE.get(line["stream"], "")
@@ -42,6 +39,11 @@ def logs(
 
     Lines written while handling a call carry its X-Call-Id. `-f` follows live.
     """
+    from urllib.parse import urlencode
+
+    from plat.client import connect
+    from plat.console import out
+
     client = connect()
     if build:
         data = client.request("GET", f"/v1/functions/{name}/builds/{version or 'latest'}")

@@ -5,11 +5,8 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from plat.baseimages import bootstrap, bootstrappable, image_exists
 from plat.commands.init import runtimes
-from plat.console import err
 
 
 def bootstrap_command(
@@ -24,6 +21,11 @@ def bootstrap_command(
 
     A no-op for images already present. Prints each image name on stdout.
     """
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    from plat.baseimages import bootstrap, bootstrappable, image_exists
+    from plat.console import err
+
     runtimes = bootstrappable(names or [])
     if not runtimes:
         err.print("no runtime has a bootstrap section")

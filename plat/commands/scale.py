@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from plat.client import connect
-from plat.console import out
 from plat.errors import PlatError
 
 
@@ -25,6 +23,9 @@ def scale(
     With no option, prints the current settings. `--reset` drops what `plat scale`
     set and goes back to plat.yaml's `scale:`.
     """
+    from plat.client import connect
+    from plat.console import out
+
     client = connect()
     if min_ is None and max_ is None and concurrency is None and not reset:
         fn = client.request("GET", f"/v1/functions/{name}")

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 import typer
-from rich.table import Table
-
-from plat.client import connect
-from plat.console import err, out
 
 
 def _ms(value: float | None) -> str:
@@ -23,6 +18,13 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Per function over a window: invocations, error rate, p50/p95/p99, cold starts."""
+    from urllib.parse import urlencode
+
+    from rich.table import Table
+
+    from plat.client import connect
+    from plat.console import err, out
+
     query = {"since": since}
     if name:
         query["function"] = name

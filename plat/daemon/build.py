@@ -184,6 +184,7 @@ class ImageBuilder:
             text = runtime.render(
                 runtime.containerfile,
                 base=base,
+                function=manifest.name,
                 handler=manifest.handler or runtime.handler or "",
                 dependency_files=present,
                 has_dependencies=bool(present),
@@ -268,7 +269,10 @@ class ImageBuilder:
             context=context,
             containerfile=containerfile,
             tag=tag,
-            labels={"plat.function": manifest.name, "plat.version": plan.version},
+            # buildah makes every --label a step of its own after the code, committed on
+            # every build: template runtimes label the function in their Containerfile,
+            # above the code, and the tag already names the version.
+            labels={} if plan.runtime.containerfile else {"plat.function": manifest.name},
             volumes=volumes,
             build_args={k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)},
         )

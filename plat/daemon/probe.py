@@ -40,14 +40,21 @@ async def wait_ready(
     *,
     timeout: float,
     alive: Callable[[], Awaitable[bool]],
-    interval: float = 0.01,
+    interval: float = 0.005,
+    fast_for: float = 1.0,
+    max_interval: float = 0.1,
 ) -> float:
     """Poll until the instance answers; returns seconds waited.
 
+    Probes every ``interval`` seconds for the first ``fast_for`` seconds, where
+    cold starts end (a refused probe costs ~0.4 ms of CPU), then backs off by
+    1.5x up to ``max_interval``: a growing delay from the start overshoots the
+    moment the instance is ready by up to the delay itself.
     Raises NotReady when ``alive()`` says the instance died or ``timeout`` passes.
     """
     started = time.monotonic()
     deadline = started + timeout
+    slow_from = started + fast_for
     next_alive_check = started + 0.5
     delay = interval
     while True:
@@ -61,4 +68,5 @@ async def wait_ready(
         if now >= deadline:
             raise NotReady(f"the instance did not become ready within {timeout:.0f} s")
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+        if now >= slow_from:
+            delay = min(delay * 1.5, max_interval)

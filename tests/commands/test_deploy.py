@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -73,6 +74,17 @@ def test_invoke_passes_method_query_headers_path_and_exit_codes(
     assert "nope" in missing.stdout
 
 
+def uncached_steps(log: str) -> list[str]:
+    """The build steps after FROM that buildah ran instead of taking from its layer cache."""
+    steps: list[list[str]] = []
+    for line in log.splitlines():
+        if "STEP " in line:
+            steps.append([line.split("STEP ", 1)[1].strip(), ""])
+        elif "Using cache" in line and steps:
+            steps[-1][1] = "cached"
+    return [step for step, cached in steps[1:] if not cached]
+
+
 def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     plat: PlatRunner, tmp_path: Path
 ) -> None:
@@ -95,9 +107,20 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     assert "Using cache" in log
     install_lines = [ln for ln in log.splitlines() if "pip install" in ln and "STEP" in ln]
     assert install_lines, log
+    # Nothing but the code is built anew: one step, one layer committed.
+    new_steps = uncached_steps(log)
+    assert len(new_steps) == 1 and new_steps[0].endswith("COPY app/ /home/app/"), log
     assert "Howdy" in plat.run("invoke", name, "-d", '{"name": "Ada"}').stdout
     describe = json.loads(plat.run("describe", name, "--json").stdout)
     assert len([v for v in describe["versions"] if v["status"] == "built"]) >= 2
+    labels = json.loads(
+        subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{json .Labels}}", describe["image"]],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    assert labels["plat.function"] == name
 
 
 def test_failing_build_exits_1_with_step_and_tail(plat: PlatRunner, tmp_path: Path) -> None:

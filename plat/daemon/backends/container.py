@@ -1,14 +1,17 @@
-"""The container backend: the docker SDK against the Docker Engine API (Podman or Docker).
+"""The container backend: the Docker Engine API (Podman or Docker).
 
-The SDK blocks, so every call runs in a thread. Instances run hardened: no
-capabilities, no-new-privileges, read-only root with a tmpfs /tmp, memory, CPU
-and pids limits, an init process, and a port published on 127.0.0.1 only.
+Starting an instance, the cold-start path, calls the Engine API directly from the
+event loop (aiohttp); the rest goes through the docker SDK, which blocks, in a
+thread. Instances run hardened: no capabilities, no-new-privileges, read-only
+root with a tmpfs /tmp, memory, CPU and pids limits, an init process, and a
+port published on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -19,8 +22,6 @@ from typing import Any
 import aiohttp
 import docker
 import docker.errors
-from docker.models.containers import Container
-from docker.types import LogConfig
 
 from plat.daemon.backends import (
     LABEL_DAEMON,
@@ -36,47 +37,65 @@ from plat.errors import EngineError
 log = logging.getLogger(__name__)
 
 
-def run_options(spec: InstanceSpec, instance_id: str, daemon_id: str) -> dict[str, Any]:
-    """The keyword arguments of ``containers.run`` for one instance (pure, tested)."""
-    options: dict[str, Any] = {
-        "image": spec.image,
-        "name": f"plat-{spec.function}-{instance_id}",
-        "detach": True,
-        "environment": {
-            **spec.env,
-            "PORT": str(spec.port),
-            "PLAT_FUNCTION": spec.function,
-            "PLAT_VERSION": spec.version,
-        },
-        "labels": {
+def container_name(spec: InstanceSpec, instance_id: str) -> str:
+    return f"plat-{spec.function}-{instance_id}"
+
+
+def create_body(
+    spec: InstanceSpec, instance_id: str, daemon_id: str, host_port: int
+) -> dict[str, Any]:
+    """The Engine API body of ``POST /containers/create`` for one instance (pure, tested).
+
+    The instance's port is published on 127.0.0.1:``host_port`` only.
+    """
+    env = {
+        **spec.env,
+        "PORT": str(spec.port),
+        "PLAT_FUNCTION": spec.function,
+        "PLAT_VERSION": spec.version,
+    }
+    exposed = f"{spec.port}/tcp"
+    host_config: dict[str, Any] = {
+        "PortBindings": {exposed: [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]},
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "ReadonlyRootfs": True,
+        "Tmpfs": {"/tmp": "rw,size=64m,mode=1777"},
+        "Memory": spec.memory,
+        "MemorySwap": spec.memory,
+        "NanoCpus": int(spec.cpu * 1e9),
+        "PidsLimit": spec.pids,
+        "Init": True,
+        # The engine's own copy of the output is bounded; plat keeps what it needs.
+        "LogConfig": {"Type": "k8s-file", "Config": {"max-size": "10mb"}},
+    }
+    if spec.mounts:
+        host_config["Binds"] = [f"{host}:{target}:ro" for host, target in spec.mounts.items()]
+    body: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{key}={value}" for key, value in env.items()],
+        "Labels": {
             LABEL_FUNCTION: spec.function,
             LABEL_VERSION: spec.version,
             LABEL_DAEMON: daemon_id,
             LABEL_INSTANCE: instance_id,
         },
-        "ports": {f"{spec.port}/tcp": ("127.0.0.1", None)},
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,size=64m,mode=1777"},
-        "mem_limit": spec.memory,
-        "memswap_limit": spec.memory,
-        "nano_cpus": int(spec.cpu * 1e9),
-        "pids_limit": spec.pids,
-        "init": True,
-        # The engine's own copy of the output is bounded; plat keeps what it needs.
-        "log_config": LogConfig(type="k8s-file", config={"max-size": "10mb"}),
+        "ExposedPorts": {exposed: {}},
+        "HostConfig": host_config,
     }
     if spec.user is not None:
-        options["user"] = spec.user
-    if spec.mounts:
-        options["volumes"] = {
-            host: {"bind": target, "mode": "ro"} for host, target in spec.mounts.items()
-        }
-    return options
+        body["User"] = spec.user
+    return body
 
 
 STREAMS = {1: "stdout", 2: "stderr"}
+
+
+def _message(status: int, data: Any) -> str:
+    """The engine's error message from an error response."""
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return f"HTTP {status}"
 
 
 def free_port() -> int:
@@ -140,6 +159,7 @@ class ContainerBackend:
         self._endpoint = endpoint
         self.daemon_id = daemon_id
         self._client = docker.DockerClient(base_url=endpoint, timeout=60)
+        self._engine: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
             self._socket: str | None = endpoint[len("unix://") :]
             self._api_base = "http://engine/v1.40"
@@ -168,33 +188,100 @@ class ContainerBackend:
                 f"container engine at {self._endpoint} failed: {exc}", hint="run `plat doctor`"
             ) from exc
 
-    def _start_blocking(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
-        options = run_options(spec, instance_id, self.daemon_id)
-        # Choosing the host port here spares an inspect call after the start; a port
-        # taken in between makes the start fail, and the next free one is tried.
-        for attempt in range(3):
-            port = free_port()
-            options["ports"] = {f"{spec.port}/tcp": ("127.0.0.1", port)}
-            try:
-                container: Container = self._client.containers.run(**options)
-            except docker.errors.APIError as exc:
-                if attempt < 2 and "address already in use" in str(exc).lower():
-                    with contextlib.suppress(docker.errors.APIError):
-                        self._client.containers.get(options["name"]).remove(force=True)
-                    continue
-                raise
-            return RunningInstance(
-                id=instance_id,
-                function=spec.function,
-                version=spec.version,
-                host="127.0.0.1",
-                port=port,
-                backend_ref=container.id or options["name"],
+    def _session(self) -> aiohttp.ClientSession:
+        """The Engine API session of the hot path (created on first use, in the loop)."""
+        if self._engine is None or self._engine.closed:
+            self._engine = aiohttp.ClientSession(
+                connector=self._connector(), timeout=aiohttp.ClientTimeout(total=60)
             )
-        raise EngineError(f"could not publish a port for {options['name']}")
+        return self._engine
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON or None) of one Engine API call; raises EngineError
+        when the engine cannot be reached."""
+        try:
+            async with self._session().request(
+                method, self._api_base + path, params=params, json=body
+            ) as resp:
+                data = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise EngineError(
+                f"container engine at {self._endpoint} failed: {exc or type(exc).__name__}",
+                hint="run `plat doctor`",
+            ) from exc
+        try:
+            return status, json.loads(data) if data else None
+        except ValueError:
+            return status, {"message": data.decode(errors="replace")}
 
     async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
-        return await self._call(self._start_blocking, spec, instance_id)  # type: ignore[no-any-return]
+        """Create and start the container: two Engine API calls from the event loop.
+
+        The SDK's ``containers.run`` adds an inspect call and a thread hop to every
+        cold start. A start that fails or is cancelled part-way leaves no container
+        behind: once sent, the engine calls run to their end, then what they made is
+        removed.
+        """
+        starting = asyncio.ensure_future(self._start(spec, instance_id))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._discard_when_started(starting))
+            raise
+
+    async def _start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
+        # Choosing the host port here spares an inspect call after the start; a port
+        # taken in between makes the start fail, and the next free one is tried.
+        name = container_name(spec, instance_id)
+        for attempt in range(3):
+            port = free_port()
+            body = create_body(spec, instance_id, self.daemon_id, port)
+            status, data = await self._request(
+                "POST", "/containers/create", params={"name": name}, body=body
+            )
+            if status != 201:
+                raise EngineError(f"container engine error: {_message(status, data)}")
+            ref = str(data["Id"])
+            try:
+                status, data = await self._request("POST", f"/containers/{ref}/start")
+            except EngineError:
+                await self._discard(ref)
+                raise
+            if status in (204, 304):
+                return RunningInstance(
+                    id=instance_id,
+                    function=spec.function,
+                    version=spec.version,
+                    host="127.0.0.1",
+                    port=port,
+                    backend_ref=ref,
+                )
+            message = _message(status, data)
+            await self._discard(ref)
+            if attempt < 2 and "address already in use" in message.lower():
+                continue
+            raise EngineError(f"container engine error: {message}")
+        raise EngineError(f"could not publish a port for {name}")
+
+    async def _discard_when_started(self, starting: asyncio.Future[RunningInstance]) -> None:
+        try:
+            running = await starting
+        except Exception:  # it failed, and removed what it had made
+            return
+        await self._discard(running.backend_ref)
+
+    async def _discard(self, ref: str) -> None:
+        """Remove a container, running or not; quietly, as a clean-up."""
+        with contextlib.suppress(EngineError):
+            await self._request("DELETE", f"/containers/{ref}", params={"force": "1"})
 
     def _stop_blocking(self, ref: str, timeout: float) -> None:
         try:
@@ -296,4 +383,7 @@ class ContainerBackend:
         )
 
     async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            self._engine = None
         await asyncio.to_thread(self._client.close)

@@ -1,11 +1,21 @@
-"""plat.daemon.backends.container: the hardened ``containers.run`` options."""
+"""plat.daemon.backends.container: the hardened Engine API create body, and a real start."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from plat.baseimages import resolve_base_sync
 from plat.daemon.backends import (
     LABEL_DAEMON,
     LABEL_FUNCTION,
@@ -13,24 +23,36 @@ from plat.daemon.backends import (
     LABEL_VERSION,
     InstanceSpec,
 )
-from plat.daemon.backends.container import run_options
+from plat.daemon.backends import container as container_module
+from plat.daemon.backends.container import ContainerBackend, container_name, create_body
+from plat.daemon.probe import wait_ready
+from plat.engine import PodmanService
+from plat.errors import EngineError
+from plat.runtimes import get_runtime
 
 
-def options(**changes: Any) -> dict[str, Any]:
+def body(host_port: int = 31000, **changes: Any) -> dict[str, Any]:
     spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1", **changes)
-    return run_options(spec, "i-123", "daemon-9")
+    return create_body(spec, "i-123", "daemon-9", host_port)
+
+
+def env_of(payload: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in payload["Env"])
 
 
 def test_identity() -> None:
-    opts = options()
-    assert opts["image"] == "localhost/plat/hello:v1"
-    assert opts["name"] == "plat-hello-i-123"
-    assert opts["detach"] is True
+    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1")
+    assert body()["Image"] == "localhost/plat/hello:v1"
+    assert container_name(spec, "i-123") == "plat-hello-i-123"
+
+
+def test_body_is_json() -> None:
+    payload = body(mounts={"/src": "/home/app"})
+    assert json.loads(json.dumps(payload)) == payload
 
 
 def test_labels() -> None:
-    labels = options()["labels"]
-    assert labels == {
+    assert body()["Labels"] == {
         LABEL_FUNCTION: "hello",
         LABEL_VERSION: "v1",
         LABEL_DAEMON: "daemon-9",
@@ -44,65 +66,206 @@ def test_labels() -> None:
 
 
 def test_hardening() -> None:
-    opts = options()
-    assert opts["cap_drop"] == ["ALL"]
-    assert "cap_add" not in opts
-    assert opts["security_opt"] == ["no-new-privileges"]
-    assert opts["read_only"] is True
-    assert set(opts["tmpfs"]) == {"/tmp"}
-    assert "rw" in opts["tmpfs"]["/tmp"].split(",")
-    assert opts["init"] is True
-    assert not opts.get("privileged", False)
-    assert "network_mode" not in opts
+    host = body()["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert "CapAdd" not in host
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True
+    assert set(host["Tmpfs"]) == {"/tmp"}
+    assert "rw" in host["Tmpfs"]["/tmp"].split(",")
+    assert host["Init"] is True
+    assert not host.get("Privileged", False)
+    assert "NetworkMode" not in host  # the engine's default network, never the host's
+    assert host["LogConfig"] == {"Type": "k8s-file", "Config": {"max-size": "10mb"}}
 
 
 def test_limits_from_spec() -> None:
-    opts = options(memory=512 * 1024**2, cpu=0.5, pids=64)
-    assert opts["mem_limit"] == 512 * 1024**2
-    assert opts["memswap_limit"] == opts["mem_limit"]  # no swap beyond the memory limit
-    assert opts["nano_cpus"] == 500_000_000
-    assert isinstance(opts["nano_cpus"], int)
-    assert opts["pids_limit"] == 64
+    host = body(memory=512 * 1024**2, cpu=0.5, pids=64)["HostConfig"]
+    assert host["Memory"] == 512 * 1024**2
+    assert host["MemorySwap"] == host["Memory"]  # no swap beyond the memory limit
+    assert host["NanoCpus"] == 500_000_000
+    assert isinstance(host["NanoCpus"], int)
+    assert host["PidsLimit"] == 64
 
 
 @pytest.mark.parametrize(("cpu", "nano"), [(1.0, 10**9), (2.0, 2 * 10**9), (0.25, 250_000_000)])
 def test_nano_cpus(cpu: float, nano: int) -> None:
-    assert options(cpu=cpu)["nano_cpus"] == nano
+    assert body(cpu=cpu)["HostConfig"]["NanoCpus"] == nano
 
 
 def test_defaults_have_limits() -> None:
-    opts = options()
-    assert opts["mem_limit"] == 256 * 1024**2
-    assert opts["nano_cpus"] == 10**9
-    assert opts["pids_limit"] == 256
+    host = body()["HostConfig"]
+    assert host["Memory"] == 256 * 1024**2
+    assert host["NanoCpus"] == 10**9
+    assert host["PidsLimit"] == 256
 
 
 @pytest.mark.parametrize("port", [8080, 3000])
 def test_port_published_on_loopback_only(port: int) -> None:
-    opts = options(port=port)
-    assert opts["ports"] == {f"{port}/tcp": ("127.0.0.1", None)}
-    assert opts["environment"]["PORT"] == str(port)
+    payload = body(host_port=41234, port=port)
+    assert payload["ExposedPorts"] == {f"{port}/tcp": {}}
+    assert payload["HostConfig"]["PortBindings"] == {
+        f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}]
+    }
+    assert env_of(payload)["PORT"] == str(port)
 
 
 def test_environment() -> None:
-    env = options(env={"GREETING": "hi", "PORT": "1"})["environment"]
+    env = env_of(body(env={"GREETING": "hi", "PORT": "1", "EQ": "a=b"}))
     assert env["GREETING"] == "hi"
+    assert env["EQ"] == "a=b"
     assert env["PLAT_FUNCTION"] == "hello"
     assert env["PLAT_VERSION"] == "v1"
     assert env["PORT"] == "8080"  # the platform's PORT wins over the user's
 
 
 def test_user_set_by_default() -> None:
-    assert options()["user"] == "10001:10001"
-    assert options(user="1000:1000")["user"] == "1000:1000"
+    assert body()["User"] == "10001:10001"
+    assert body(user="1000:1000")["User"] == "1000:1000"
 
 
 def test_user_left_to_image_when_none() -> None:
-    assert "user" not in options(user=None)
+    assert "User" not in body(user=None)
+
+
+def test_mounts_read_only() -> None:
+    assert "Binds" not in body()["HostConfig"]
+    binds = body(mounts={"/srv/snap": "/home/app"})["HostConfig"]["Binds"]
+    assert binds == ["/srv/snap:/home/app:ro"]
 
 
 def test_spec_env_not_mutated() -> None:
     env = {"A": "1"}
     spec = InstanceSpec(function="hello", version="v1", image="img", env=env)
-    run_options(spec, "i", "d")
+    create_body(spec, "i", "d", 1)
     assert env == {"A": "1"}
+
+
+# --- against a real engine: podman system service on a socket of the test's own ---
+
+
+@pytest.fixture(scope="module")
+def server_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A small image whose server answers on 8080 (the python base + http.server)."""
+    base = resolve_base_sync(get_runtime("python"), pull=False)
+    folder = tmp_path_factory.mktemp("image")
+    (folder / "Containerfile").write_text(
+        f'FROM {base}\nCMD ["python3", "-m", "http.server", "8080"]\n'
+    )
+    tag = f"localhost/plat-test/http-server:{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["buildah", "build", "--pull=never", "-t", tag, str(folder)],
+        check=True,
+        capture_output=True,
+    )
+    yield tag
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    service = PodmanService(tmp_path / "engine.sock")
+    info = await service.start()
+    backend = ContainerBackend(info.endpoint, f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        yield backend
+    finally:
+        for inst in await backend.list():
+            await backend.remove(inst)
+        await backend.close()
+        await service.stop()
+
+
+def inspect(ref: str) -> dict[str, Any]:
+    out = subprocess.run(["podman", "inspect", ref], capture_output=True, check=True).stdout
+    data: dict[str, Any] = json.loads(out)[0]
+    return data
+
+
+def spec_of(image: str, **changes: Any) -> InstanceSpec:
+    return InstanceSpec(function="engine", version="v1", image=image, **changes)
+
+
+@pytest.mark.container
+async def test_start_creates_a_hardened_instance_that_answers(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    running = await backend.start(spec_of(server_image, pids=64), "i-start")
+    data = inspect(running.backend_ref)
+    assert data["Name"] == "plat-engine-i-start"
+    host = data["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert not data.get("EffectiveCaps")
+    assert any("no-new-privileges" in opt for opt in host["SecurityOpt"] or [])
+    assert host["Memory"] == host["MemorySwap"] == 256 * 1024**2
+    assert host["PidsLimit"] == 64
+    assert host["Init"] is True
+    assert "/tmp" in host["Tmpfs"]
+    assert host["LogConfig"]["Type"] == "k8s-file"
+    assert host["PortBindings"] == {
+        "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(running.port)}]
+    }
+    assert data["Config"]["User"] == "10001:10001"
+    assert data["Config"]["Labels"][LABEL_INSTANCE] == "i-start"
+    assert data["Config"]["Labels"][LABEL_DAEMON] == backend.daemon_id
+
+    async def alive() -> bool:
+        return await backend.is_alive(running)
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
+    (listed,) = await backend.list()
+    assert (listed.id, listed.port, listed.running) == ("i-start", running.port, True)
+
+
+@pytest.mark.container
+async def test_start_retries_when_the_chosen_port_is_taken(
+    backend: ContainerBackend, server_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, container_module.free_port()])
+        monkeypatch.setattr(container_module, "free_port", lambda: next(ports))
+        running = await backend.start(spec_of(server_image), "i-retry")
+    assert running.port != busy
+    # The container whose start failed was removed: only the one that runs is left.
+    assert [(i.id, i.port) for i in await backend.list()] == [("i-retry", running.port)]
+
+
+@pytest.mark.container
+async def test_start_of_a_missing_image_raises_and_leaves_nothing(
+    backend: ContainerBackend,
+) -> None:
+    with pytest.raises(EngineError, match="container engine error"):
+        await backend.start(spec_of("localhost/plat-test/no-such-image:v0"), "i-none")
+    assert await backend.list() == []
+
+
+@pytest.mark.container
+async def test_a_start_cancelled_at_any_moment_leaves_no_container(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.2):
+        task = asyncio.create_task(backend.start(spec_of(server_image), f"i-cut{delay}"))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if not task.cancelled():  # it finished first: a normal instance
+            await backend.remove(task.result())
+        assert await backend.list() == [], delay
+
+
+@pytest.mark.container
+async def test_start_when_the_engine_is_gone_raises_engine_error(tmp_path: Path) -> None:
+    service = PodmanService(tmp_path / "engine.sock")
+    info = await service.start()
+    backend = ContainerBackend(info.endpoint, "test-gone")
+    await service.stop()
+    try:
+        with pytest.raises(EngineError, match=r"container engine at unix://.* failed"):
+            await backend.start(spec_of("localhost/plat-test/any:v0"), "i-gone")
+    finally:
+        await backend.close()

@@ -1,0 +1,90 @@
+"""plat.cli: start-up cost and the edge that turns errors into exit codes (real processes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plat import __version__
+
+# The checkout under test, whatever the working directory of pytest.
+REPO = Path(__file__).resolve().parents[1]
+
+# Each costs tens of milliseconds to import; none is needed to build the app or print
+# --version, so plat.cli and plat/commands import them inside the commands that use them.
+HEAVY = (
+    "rich",
+    "pydantic",
+    "docker",
+    "requests",
+    "aiohttp",
+    "asyncio",
+    "jinja2",
+    "yaml",
+    "watchfiles",
+    "http.client",
+    "plat.client",
+    "plat.console",
+    "plat.manifest",
+    "plat.runtimes",
+    "plat.daemon.lifecycle",
+)
+
+
+def plat(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "plat", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PLAT_HOME": str(home), "NO_COLOR": "1"},
+    )
+
+
+def test_building_the_app_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from plat.cli import app\n"
+        "import typer.main\n"
+        "typer.main.get_command(app)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.split()
+    )
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_version(tmp_path: Path) -> None:
+    result = plat("--version", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"plat {__version__}\n"
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = plat("--help", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("init", "deploy", "dev", "invoke", "logs", "daemon", "doctor"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--no-such-option"], ["deploy", "--no-such-option"]])
+def test_usage_error_exits_2_with_a_message(args: list[str], tmp_path: Path) -> None:
+    result = plat(*args, home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "No such option" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plat_error_exits_1_with_the_message(tmp_path: Path) -> None:
+    # A folder without plat.yaml: the manifest check fails before the daemon is asked.
+    result = plat("deploy", str(tmp_path), home=tmp_path / "home")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error:")
+    assert "Traceback" not in result.stderr
