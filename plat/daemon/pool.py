@@ -243,8 +243,8 @@ class WarmPool:
                 pids=pool.key.pids,
                 mounts=mounts if self.link else {},
             )
-            # The engine call runs in a thread that a cancel cannot stop: let it finish,
-            # so that a container created during shutdown is removed, not leaked.
+            # A start cancelled at shutdown may still create the container: let it
+            # finish, so that the container is removed, not leaked.
             starting = asyncio.ensure_future(self.backend.start(spec, instance_id))
             try:
                 running = await asyncio.shield(starting)
