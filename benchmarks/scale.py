@@ -360,7 +360,7 @@ def _section(
     instances_mib = idle.mem_available - loaded.mem_available
     notes = [
         f"With {count} functions deployed, {deploys.running} instance(s) were running at the "
-        "sample (the loaded function's, and the pre-warmed pool's are not counted): the "
+        "sample, the loaded function's included (the pre-warmed pool's are not): the "
         f"others had scaled to zero. Host memory used meanwhile (drop in MemAvailable): "
         f"{fmt(instances_mib, 'MiB')}.",
         f"After removing {deploys.removed} functions the daemon's RSS is "
