@@ -191,18 +191,7 @@ class Controller:
         if self.collector is not None:
             self.collector.attach(running)
             self.collector.note(running, f"[plat] instance {instance_id} started")
-        await self.store.add_instance(
-            InstanceRecord(
-                instance_id,
-                manifest.name,
-                version,
-                self.backend.name,
-                running.address,
-                "starting",
-                inst.started_at,
-                None,
-            )
-        )
+        await self.store.add_instance(self._record(inst, version, "starting"))
         if on_event:
             on_event(f"instance {instance_id} started on {running.address}, waiting for ready")
         try:
@@ -234,6 +223,22 @@ class Controller:
         )
         return inst
 
+    def _record(
+        self, inst: Instance, version: str, state: str, ready_seconds: float | None = None
+    ) -> InstanceRecord:
+        """The store's row for ``inst`` (its function is the one it runs)."""
+        running = inst.running
+        return InstanceRecord(
+            running.id,
+            running.function,
+            version,
+            self.backend.name,
+            running.address,
+            state,
+            inst.started_at,
+            ready_seconds,
+        )
+
     async def _adopt_pooled(
         self,
         running: RunningInstance,
@@ -252,16 +257,7 @@ class Controller:
                 running, f"[plat] instance {running.id} specialised from the pre-warmed pool"
             )
         await self.store.add_instance(
-            InstanceRecord(
-                running.id,
-                release.manifest.name,
-                release.version,
-                self.backend.name,
-                running.address,
-                "ready",
-                inst.started_at,
-                inst.ready_seconds,
-            )
+            self._record(inst, release.version, "ready", inst.ready_seconds)
         )
         if on_event:
             on_event(
@@ -606,18 +602,7 @@ class Controller:
                         since = await self.store.last_log_ts(running.id)
                         self.collector.attach(running, since=since)
                     adopted.add(running.id)
-                    await self.store.add_instance(
-                        InstanceRecord(
-                            running.id,
-                            record.name,
-                            record.version,
-                            self.backend.name,
-                            running.address,
-                            "ready",
-                            inst.started_at,
-                            None,
-                        )
-                    )
+                    await self.store.add_instance(self._record(inst, record.version, "ready"))
             fs.target = max(fs.target, len(fs.instances))
         stale = [r for r in found if r.id not in adopted]
         await asyncio.gather(*(self._discard(r) for r in stale))
