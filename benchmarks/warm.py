@@ -4,7 +4,7 @@ A trivial python function (``return "ok"``) runs as one instance. ``wrk
 --latency`` loads it at concurrency 1, 16 and 64 along three paths, interleaved
 per concurrency so that drift on a shared machine hits them alike:
 
-* ``direct``: the instance's published 127.0.0.1 port (the upper bound);
+* ``direct``: the instance's own address, as the gateway reaches it (the upper bound);
 * ``nginx``: a private nginx with a keep-alive upstream to the same instance
   (the baseline a proxy should come near);
 * ``plat``: the gateway, ``/function/NAME`` with basic auth.
@@ -171,7 +171,7 @@ def _section(results: dict[tuple[str, int], WrkResult], seconds: int, *, warmup:
         f"`wrk --latency` for {seconds} s per run (threads = min(connections, 2))"
         + (" after a 1 s warm-up of each path at c=64" if warmup else " (quick: no warm-up)")
         + ", at each concurrency in turn against: **direct**, the "
-        "instance's published 127.0.0.1 port; **nginx**, a private nginx "
+        "instance's own address, as the gateway reaches it; **nginx**, a private nginx "
         "(`worker_processes auto`, upstream `keepalive 64`, HTTP/1.1, `access_log off`) "
         "proxying to the same instance; **plat**, the gateway's `/function/NAME` with basic auth."
     )

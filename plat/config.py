@@ -80,6 +80,13 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("auto", "container", "process"),
         "where instances run: containers, local processes, or auto (containers if possible)",
     ),
+    Setting(
+        "instance_address",
+        "auto",
+        _choice("auto", "direct", "published"),
+        "how the gateway reaches container instances: their bridge IP (direct), a port "
+        "published on 127.0.0.1, or auto (direct with a rootful engine on Linux)",
+    ),
     Setting("builder", "auto", _choice("auto", "buildah", "engine"), "image builder"),
     Setting("ready_timeout", 30.0, parse_duration, "how long a new instance may take to be ready"),
     Setting("drain_timeout", 30.0, parse_duration, "bound on draining an old instance"),

@@ -228,7 +228,10 @@ class Daemon:
                 images = ImageBuilder(
                     builder, self.home.builds_dir, self.env, self.home.root / "dev"
                 )
-                return ContainerBackend(info.endpoint, daemon_id(self.home)), images
+                backend = ContainerBackend(
+                    info.endpoint, daemon_id(self.home), self.config.instance_address
+                )
+                return backend, images
         self.engine_description = {"name": "none", "endpoint": "local processes"}
         process = ProcessBackend(daemon_id(self.home))
         return process, ProcessArtifacts(self.home.root / "artifacts", self.env)

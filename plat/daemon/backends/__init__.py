@@ -14,6 +14,8 @@ LABEL_FUNCTION = "plat.function"
 LABEL_VERSION = "plat.version"
 LABEL_DAEMON = "plat.daemon"
 LABEL_INSTANCE = "plat.instance"
+# The port an instance listens on inside its own network namespace (``PORT``).
+INSTANCE_PORT = 8080
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class InstanceSpec:
     memory: int = 256 * 1024**2
     cpu: float = 1.0
     pids: int = 256
-    port: int = 8080
+    port: int = INSTANCE_PORT
     # None lets the image choose (a user's Dockerfile); template runtimes run unprivileged.
     user: str | None = "10001:10001"
     # Host folders mounted read-only: {host path: path in the instance}.

@@ -3,8 +3,12 @@
 Starting an instance, the cold-start path, calls the Engine API directly from the
 event loop (aiohttp); the rest goes through the docker SDK, which blocks, in a
 thread. Instances run hardened: no capabilities, no-new-privileges, read-only
-root with a tmpfs /tmp, memory, CPU and pids limits, an init process, and a
-port published on 127.0.0.1 only.
+root with a tmpfs /tmp, memory, CPU and pids limits, and an init process.
+
+The gateway reaches an instance at its address on the engine's bridge network
+when the engine is rootful on this Linux host (``direct``): publishing a port
+costs every start ~40 ms of firewall rules (netavark), and every request a NAT
+lookup. Other engines (rootless, in a VM) publish the port on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +30,7 @@ import docker
 import docker.errors
 
 from plat.daemon.backends import (
+    INSTANCE_PORT,
     LABEL_DAEMON,
     LABEL_FUNCTION,
     LABEL_INSTANCE,
@@ -42,11 +49,12 @@ def container_name(spec: InstanceSpec, instance_id: str) -> str:
 
 
 def create_body(
-    spec: InstanceSpec, instance_id: str, daemon_id: str, host_port: int
+    spec: InstanceSpec, instance_id: str, daemon_id: str, host_port: int | None
 ) -> dict[str, Any]:
     """The Engine API body of ``POST /containers/create`` for one instance (pure, tested).
 
-    The instance's port is published on 127.0.0.1:``host_port`` only.
+    The instance's port is published on 127.0.0.1:``host_port`` only; with None it
+    is not published (the instance is reached at its bridge address).
     """
     env = {
         **spec.env,
@@ -56,7 +64,6 @@ def create_body(
     }
     exposed = f"{spec.port}/tcp"
     host_config: dict[str, Any] = {
-        "PortBindings": {exposed: [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]},
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "ReadonlyRootfs": True,
@@ -69,6 +76,10 @@ def create_body(
         # The engine's own copy of the output is bounded; plat keeps what it needs.
         "LogConfig": {"Type": "k8s-file", "Config": {"max-size": "10mb"}},
     }
+    if host_port is not None:
+        host_config["PortBindings"] = {
+            exposed: [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]
+        }
     if spec.mounts:
         host_config["Binds"] = [f"{host}:{target}:ro" for host, target in spec.mounts.items()]
     body: dict[str, Any] = {
@@ -102,6 +113,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def direct_reachable(endpoint: str) -> bool:
+    """Whether instances' bridge addresses are routable from here: the engine is
+    rootful on this Linux host (its socket belongs to root). Rootless engines and
+    engines in a VM (Docker Desktop, a podman machine) keep their bridge private."""
+    if sys.platform != "linux" or not endpoint.startswith("unix://"):
+        return False
+    try:
+        return os.stat(endpoint[len("unix://") :]).st_uid == 0
+    except OSError:
+        return False
+
+
+def bridge_address(settings: Mapping[str, Any] | None) -> str:
+    """The first IPv4 address in an Engine API ``NetworkSettings`` (inspect or list)."""
+    settings = settings or {}
+    if settings.get("IPAddress"):
+        return str(settings["IPAddress"])
+    for network in (settings.get("Networks") or {}).values():
+        if network and network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return ""
 
 
 async def demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
@@ -155,9 +189,11 @@ def parse_timestamp(value: str) -> float:
 class ContainerBackend:
     name = "container"
 
-    def __init__(self, endpoint: str, daemon_id: str) -> None:
+    def __init__(self, endpoint: str, daemon_id: str, address: str = "auto") -> None:
+        """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc)."""
         self._endpoint = endpoint
         self.daemon_id = daemon_id
+        self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
         self._client = docker.DockerClient(base_url=endpoint, timeout=60)
         self._engine: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
@@ -238,11 +274,12 @@ class ContainerBackend:
             raise
 
     async def _start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
-        # Choosing the host port here spares an inspect call after the start; a port
-        # taken in between makes the start fail, and the next free one is tried.
+        # A published port is chosen here, which spares an inspect call after the
+        # start; a port taken in between makes the start fail, and the next free one
+        # is tried. A direct instance is inspected for its address instead.
         name = container_name(spec, instance_id)
         for attempt in range(3):
-            port = free_port()
+            port = None if self.direct else free_port()
             body = create_body(spec, instance_id, self.daemon_id, port)
             status, data = await self._request(
                 "POST", "/containers/create", params={"name": name}, body=body
@@ -252,24 +289,36 @@ class ContainerBackend:
             ref = str(data["Id"])
             try:
                 status, data = await self._request("POST", f"/containers/{ref}/start")
-            except EngineError:
+                if status in (204, 304):
+                    host = "127.0.0.1" if port is not None else await self._address(ref)
+                    return RunningInstance(
+                        id=instance_id,
+                        function=spec.function,
+                        version=spec.version,
+                        host=host,
+                        port=spec.port if port is None else port,
+                        backend_ref=ref,
+                    )
+            except BaseException:
                 await self._discard(ref)
                 raise
-            if status in (204, 304):
-                return RunningInstance(
-                    id=instance_id,
-                    function=spec.function,
-                    version=spec.version,
-                    host="127.0.0.1",
-                    port=port,
-                    backend_ref=ref,
-                )
             message = _message(status, data)
             await self._discard(ref)
             if attempt < 2 and "address already in use" in message.lower():
                 continue
             raise EngineError(f"container engine error: {message}")
         raise EngineError(f"could not publish a port for {name}")
+
+    async def _address(self, ref: str) -> str:
+        """A started container's address on its bridge network."""
+        status, data = await self._request("GET", f"/containers/{ref}/json")
+        address = bridge_address(data.get("NetworkSettings") if status == 200 else None)
+        if not address:
+            raise EngineError(
+                f"container {ref[:12]} has no bridge address (HTTP {status})",
+                hint="set PLAT_INSTANCE_ADDRESS=published to reach instances by a published port",
+            )
+        return address
 
     async def _discard_when_started(self, starting: asyncio.Future[RunningInstance]) -> None:
         try:
@@ -330,16 +379,21 @@ class ContainerBackend:
             all=True, filters={"label": f"{LABEL_DAEMON}={self.daemon_id}"}
         ):
             labels = entry.get("Labels") or {}
-            port = next(
-                (int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")),
-                0,
+            host, port = (
+                "127.0.0.1",
+                next(
+                    (int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")),
+                    0,
+                ),
             )
+            if not port:  # not published: reached at its bridge address
+                host, port = bridge_address(entry.get("NetworkSettings")), INSTANCE_PORT
             found.append(
                 RunningInstance(
                     id=labels.get(LABEL_INSTANCE, str(entry.get("Id", ""))[:12]),
                     function=labels.get(LABEL_FUNCTION, ""),
                     version=labels.get(LABEL_VERSION, ""),
-                    host="127.0.0.1",
+                    host=host,
                     port=port,
                     backend_ref=str(entry.get("Id", "")),
                     running=entry.get("State") == "running",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import uuid
@@ -134,6 +135,31 @@ def test_mounts_read_only() -> None:
     assert binds == ["/srv/snap:/home/app:ro"]
 
 
+def test_port_not_published_for_direct_instances() -> None:
+    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1")
+    payload = create_body(spec, "i", "d", None)
+    assert "PortBindings" not in payload["HostConfig"]
+    assert payload["ExposedPorts"] == {"8080/tcp": {}}
+
+
+def test_bridge_address_from_inspect_or_list_settings() -> None:
+    assert container_module.bridge_address({"IPAddress": "172.17.0.3"}) == "172.17.0.3"
+    networks = {"Networks": {"none": {"IPAddress": ""}, "podman": {"IPAddress": "10.88.0.7"}}}
+    assert container_module.bridge_address({"IPAddress": "", **networks}) == "10.88.0.7"
+    assert container_module.bridge_address(None) == ""
+
+
+def test_direct_only_with_an_engine_socket_owned_by_root(tmp_path: Path) -> None:
+    sock = tmp_path / "engine.sock"
+    sock.touch()
+    os.chown(sock, 0, 0)
+    assert container_module.direct_reachable(f"unix://{sock}")
+    os.chown(sock, 65534, 65534)  # a rootless engine's socket belongs to its user
+    assert not container_module.direct_reachable(f"unix://{sock}")
+    assert not container_module.direct_reachable(f"unix://{tmp_path}/missing.sock")
+    assert not container_module.direct_reachable("tcp://127.0.0.1:2375")
+
+
 def test_spec_env_not_mutated() -> None:
     env = {"A": "1"}
     spec = InstanceSpec(function="hello", version="v1", image="img", env=env)
@@ -162,11 +188,11 @@ def server_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
 
 
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+@contextlib.asynccontextmanager
+async def engine_backend(tmp_path: Path, address: str) -> AsyncIterator[ContainerBackend]:
     service = PodmanService(tmp_path / "engine.sock")
     info = await service.start()
-    backend = ContainerBackend(info.endpoint, f"test-{uuid.uuid4().hex[:8]}")
+    backend = ContainerBackend(info.endpoint, f"test-{uuid.uuid4().hex[:8]}", address)
     try:
         yield backend
     finally:
@@ -174,6 +200,21 @@ async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
             await backend.remove(inst)
         await backend.close()
         await service.stop()
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    """Instances reached by a port published on loopback."""
+    async with engine_backend(tmp_path, "published") as backend:
+        yield backend
+
+
+@pytest.fixture
+async def direct_backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    """Instances reached at their bridge address (what a rootful engine gets by default)."""
+    async with engine_backend(tmp_path, "auto") as backend:
+        assert backend.direct, "the test engine (rootful Podman) should be reachable directly"
+        yield backend
 
 
 def inspect(ref: str) -> dict[str, Any]:
@@ -216,6 +257,25 @@ async def test_start_creates_a_hardened_instance_that_answers(
         await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
     (listed,) = await backend.list()
     assert (listed.id, listed.port, listed.running) == ("i-start", running.port, True)
+
+
+@pytest.mark.container
+async def test_direct_instance_is_reached_at_its_bridge_address_without_a_published_port(
+    direct_backend: ContainerBackend, server_image: str
+) -> None:
+    running = await direct_backend.start(spec_of(server_image), "i-direct")
+    data = inspect(running.backend_ref)
+    assert not any((data["HostConfig"].get("PortBindings") or {}).values())
+    assert running.host == container_module.bridge_address(data["NetworkSettings"])
+    assert running.host != "127.0.0.1" and running.port == 8080
+
+    async def alive() -> bool:
+        return await direct_backend.is_alive(running)
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
+    (listed,) = await direct_backend.list()
+    assert (listed.id, listed.host, listed.port) == ("i-direct", running.host, 8080)
 
 
 @pytest.mark.container
