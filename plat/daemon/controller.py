@@ -355,6 +355,7 @@ class Controller:
                 await asyncio.gather(*(self._stop(i, timeout=2.0) for i in fs.instances))
                 fs.instances.clear()
         await self.store.delete_function(name)
+        await self.backend.unprepare(name)
         self._sync_pool()
 
     # traffic
@@ -453,7 +454,22 @@ class Controller:
         candidates = sorted(fs.ready_instances(), key=lambda i: i.inflight)[:count]
         for inst in candidates:
             fs.instances.remove(inst)
-            self.tasks.spawn(self._drain(inst), name=f"scale-down-{inst.id}")
+            self.tasks.spawn(self._scale_in(fs, inst), name=f"scale-down-{inst.id}")
+
+    async def _scale_in(self, fs: FunctionState, inst: Instance) -> None:
+        """Drain ``inst``; when that was the function's last instance, prepare its
+        next start ahead (a standby, see the backend) unless the pool serves it."""
+        await self._drain(inst)
+        if (
+            self.functions.get(fs.name) is fs
+            and not fs.instances
+            and not fs.starting
+            and not fs.lock.locked()
+            and (self.pool is None or not self.pool.serves(fs.release))
+        ):
+            await self.backend.prepare(self._spec(fs.release), secrets.token_hex(4))
+            if self.functions.get(fs.name) is not fs:  # removed meanwhile
+                await self.backend.unprepare(fs.name)
 
     def autoscale_once(self, now: float) -> None:
         """One autoscaler tick over every function (public for tests)."""

@@ -205,6 +205,10 @@ class WarmPool:
         for key in keys:
             self._refill(self.pools.setdefault(key, _Pool(key)))
 
+    def serves(self, release: Release) -> bool:
+        """Whether a cold start of ``release`` is meant to come from the pool."""
+        return self.enabled and pool_key(release) is not None
+
     def prepare(self, release: Release) -> None:
         """Unpack ``release`` in the background so that a later cold start can use the pool."""
         if self.enabled and pool_key(release) is not None:

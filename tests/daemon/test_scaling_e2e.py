@@ -154,3 +154,32 @@ def test_plat_scale_applies_now_and_survives_a_restart(scaled: tuple[PlatRunner,
     assert "min 2" in plat.run("scale", "manual").stdout
     plat.run("scale", "manual", "--reset")
     assert "min 1, max 2, concurrency 4" in plat.run("scale", "manual").stdout
+
+
+def test_without_the_pool_scale_to_zero_leaves_a_standby_that_the_next_request_starts(
+    tmp_path: Path,
+) -> None:
+    runner = make_runner(tmp_path)
+    runner.env.update(
+        {
+            "PLAT_POOL_SIZE": "0",
+            "PLAT_AUTOSCALE_TICK": "250ms",
+            "PLAT_STABLE_WINDOW": "1s",
+            "PLAT_SCALE_TO_ZERO_AFTER": "1s",
+        }
+    )
+    with daemon_session(runner) as plat:
+        _deploy(plat, tmp_path, "standby", "{min: 0, max: 1}")
+        assert wait_for(lambda: _running(plat, "standby") == 0, timeout=30)
+        # The next container is created, not started: no process runs for the function.
+        assert wait_for(lambda: len(plat.instances_of("standby", "status=created")) == 1, 10)
+        (created,) = plat.instances_of("standby", "status=created")
+        first = plat.http("GET", "/function/standby?sleep=0")
+        assert first.status == 200
+        assert plat.instances_of("standby", "status=running") == [created]
+        assert plat.instances_of("standby", "status=created") == []
+        # Removing the function removes a standby too (the session fails on leftovers).
+        assert wait_for(lambda: _running(plat, "standby") == 0, timeout=30)
+        assert wait_for(lambda: len(plat.instances_of("standby", "status=created")) == 1, 10)
+        plat.run("rm", "standby")
+        assert plat.instances_of("standby") == []

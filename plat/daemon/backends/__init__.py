@@ -72,6 +72,16 @@ class Backend(Protocol):
         """Start an instance and return where it listens; it may not be ready yet."""
         ...
 
+    async def prepare(self, spec: InstanceSpec, instance_id: str) -> None:
+        """Do ahead what the next ``start(spec, ...)`` would do first, without running
+        anything (a function that scaled to zero); that start then uses it and
+        returns ``instance_id``. Best effort: a failure only means a normal start."""
+        ...
+
+    async def unprepare(self, function: str) -> None:
+        """Drop what ``prepare`` made for ``function`` (a new version, a removal)."""
+        ...
+
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
         """Stop the instance (SIGTERM, then SIGKILL after ``timeout``); idempotent."""
         ...

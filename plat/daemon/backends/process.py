@@ -404,6 +404,12 @@ class ProcessBackend:
         """The instances this object started and has not removed; ``running`` is live."""
         return [replace(inst.running, running=inst.alive) for inst in self._instances.values()]
 
+    async def prepare(self, spec: InstanceSpec, instance_id: str) -> None:
+        """Nothing to do ahead: a process start has no separate create step."""
+
+    async def unprepare(self, function: str) -> None:
+        """Nothing was prepared."""
+
     async def rename(self, instance: RunningInstance, function: str) -> None:
         """Nothing to do: processes have no names (and the process backend has no pool)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -276,6 +277,63 @@ async def test_direct_instance_is_reached_at_its_bridge_address_without_a_publis
         await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
     (listed,) = await direct_backend.list()
     assert (listed.id, listed.host, listed.port) == ("i-direct", running.host, 8080)
+
+
+@pytest.mark.container
+async def test_a_prepared_container_is_what_the_next_start_of_its_spec_starts(
+    direct_backend: ContainerBackend, server_image: str
+) -> None:
+    spec = spec_of(server_image)
+    await direct_backend.prepare(spec, "i-ahead")
+    (created,) = await direct_backend.list()
+    assert (created.id, created.running) == ("i-ahead", False)
+    assert inspect(created.backend_ref)["State"]["Status"] in ("created", "configured")
+
+    running = await direct_backend.start(spec, "i-asked")
+    assert (running.id, running.backend_ref) == ("i-ahead", created.backend_ref)
+
+    async def alive() -> bool:
+        return await direct_backend.is_alive(running)
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
+    assert [(i.id, i.running) for i in await direct_backend.list()] == [("i-ahead", True)]
+
+
+@pytest.mark.container
+async def test_a_prepared_container_of_another_version_is_removed_not_started(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    await backend.prepare(spec_of(server_image), "i-v1")
+    running = await backend.start(dataclasses.replace(spec_of(server_image), version="v2"), "i-v2")
+    assert running.id == "i-v2"
+    assert [(i.id, i.version) for i in await backend.list()] == [("i-v2", "v2")]
+
+
+@pytest.mark.container
+async def test_unprepare_and_close_remove_prepared_containers(
+    tmp_path: Path, server_image: str
+) -> None:
+    service = PodmanService(tmp_path / "engine.sock")
+    info = await service.start()
+    daemon = f"test-{uuid.uuid4().hex[:8]}"
+    backend = ContainerBackend(info.endpoint, daemon)
+    try:
+        await backend.prepare(spec_of(server_image), "i-one")
+        assert len(await backend.list()) == 1
+        await backend.unprepare("engine")
+        assert await backend.list() == []
+        await backend.prepare(spec_of(server_image), "i-two")
+    finally:
+        await backend.close()
+        await service.stop()
+    left = subprocess.run(
+        ["podman", "ps", "-aq", "--filter", f"label={LABEL_DAEMON}={daemon}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert left.strip() == ""
 
 
 @pytest.mark.container
