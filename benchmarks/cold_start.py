@@ -6,7 +6,8 @@ run); then one request is timed from sending to its first byte. Repeated N
 times, twice: with the pre-warmed pool (the default; each round also waits
 until the pool has a ready instance again, as it would after any pause longer
 than a refill) and with ``PLAT_POOL_SIZE=0`` (a container started for the
-request). The baseline, measured in the same run, is ``podman run`` of the same
+request: the standby container that scale to zero left created, not started,
+see docs/scaling.md). The baseline, measured in the same run, is ``podman run`` of the same
 image with a published port until the first HTTP 200 (what faasd-style
 platforms do on a cold start).
 """
@@ -165,7 +166,7 @@ def run(ctx: Context) -> Section:
                     claims,
                 ],
                 [
-                    "plat gateway, scale from zero, PLAT_POOL_SIZE=0",
+                    "plat gateway, scale from zero, PLAT_POOL_SIZE=0 (standby container)",
                     str(len(plain)),
                     fmt(median(plain) * 1000, "ms"),
                     fmt(_p95(plain) * 1000, "ms"),

@@ -6,6 +6,7 @@ it holds for this daemon (by label), reports liveness and returns log tails.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -16,6 +17,20 @@ LABEL_DAEMON = "plat.daemon"
 LABEL_INSTANCE = "plat.instance"
 # The port an instance listens on inside its own network namespace (``PORT``).
 INSTANCE_PORT = 8080
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now.
+
+    The port is released before an instance binds (or the engine publishes) it, so
+    another program could take it in between: a container start then fails and is
+    retried on another port; a process instance exits ("cannot listen") and the
+    controller reports it as not ready, with that line in the log tail.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -43,6 +42,7 @@ from plat.daemon.backends import (
     InstanceSpec,
     OutputLine,
     RunningInstance,
+    free_port,
 )
 from plat.errors import EngineError
 
@@ -112,12 +112,6 @@ def _message(status: int, data: Any) -> str:
     if isinstance(data, dict) and data.get("message"):
         return str(data["message"])
     return f"HTTP {status}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def direct_reachable(endpoint: str) -> bool:

@@ -27,7 +27,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -36,11 +35,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from plat.daemon.artifacts import artifact_dir, artifact_runtime
-from plat.daemon.backends import InstanceSpec, OutputLine, RunningInstance
+from plat.daemon.backends import (
+    LOOPBACK,
+    InstanceSpec,
+    OutputLine,
+    RunningInstance,
+    free_port,
+)
 from plat.errors import ConflictError, PlatError
 from plat.runtimes import runtimes_root
 
-LOOPBACK = "127.0.0.1"
 # Lines of output kept per instance: what output() replays to a reader that
 # attaches after start, and what logs() can return.
 BACKLOG_LINES = 1000
@@ -106,18 +110,6 @@ def death_signal_hook(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
             os.kill(os.getpid(), sig)
 
     return hook
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now.
-
-    The port is released before the instance binds it, so another program could
-    take it in between; the instance then exits ("cannot listen") and the
-    controller reports it as not ready, with that line in the log tail.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _prepend(first: str, rest: str | None) -> str:
