@@ -73,6 +73,7 @@ class Controller:
         self._watchdog: asyncio.Task[None] | None = None
         self._draining: set[Instance] = set()
         self._starting: set[Instance] = set()
+        self._stopping: set[asyncio.Future[None]] = set()
         # Called with each instance as it stops (the gateway closes its connections).
         self.on_instance_stopped: list[Callable[[Instance], None]] = []
 
@@ -103,6 +104,7 @@ class Controller:
             fs.fail_waiters(NoCapacity("the daemon is shutting down"))
         draining = list(self._draining)
         await self.tasks.close()
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close()
         if stop_instances:
@@ -272,7 +274,16 @@ class Controller:
         return inst
 
     async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
-        """Stop, let the log reader see the last lines, then remove the instance."""
+        """Stop, let the log reader see the last lines, then remove the instance.
+
+        Once begun, this runs to its end even if the caller is cancelled (a drain cut
+        short by shutdown); ``close`` waits for it, so no container is left behind."""
+        task = asyncio.ensure_future(self._stop_now(inst, timeout))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        await asyncio.shield(task)
+
+    async def _stop_now(self, inst: Instance, timeout: float) -> None:
         inst.state = "stopped"
         for listener in self.on_instance_stopped:
             listener(inst)
