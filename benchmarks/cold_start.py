@@ -144,7 +144,7 @@ def _wait_for_standby(function: str, timeout: float = 10.0) -> int:
                 f"name=^plat-{function}-[0-9a-f]{{8}}$",
             ],
             check=False,
-        ).stdout.split()
+        ).stdout.lower().split()
         if states == ["created"]:
             return 1
         time.sleep(0.05)
