@@ -133,18 +133,22 @@ def _wait_for_standby(function: str, timeout: float = 10.0) -> int:
     0 if that did not happen within ``timeout`` (the start then creates one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = sh(
-            [
-                "podman",
-                "ps",
-                "-a",
-                "--format",
-                "{{.State}}",
-                "--filter",
-                f"name=^plat-{function}-[0-9a-f]{{8}}$",
-            ],
-            check=False,
-        ).stdout.lower().split()
+        states = (
+            sh(
+                [
+                    "podman",
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.State}}",
+                    "--filter",
+                    f"name=^plat-{function}-[0-9a-f]{{8}}$",
+                ],
+                check=False,
+            )
+            .stdout.lower()
+            .split()
+        )
         if states == ["created"]:
             return 1
         time.sleep(0.05)

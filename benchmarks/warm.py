@@ -4,7 +4,8 @@ A trivial python function (``return "ok"``) runs as one instance. ``wrk
 --latency`` loads it at concurrency 1, 16 and 64 along three paths, interleaved
 per concurrency so that drift on a shared machine hits them alike:
 
-* ``direct``: the instance's own address, as the gateway reaches it (the upper bound);
+* ``direct``: the instance's address as the gateway reaches it (by default its
+  published 127.0.0.1 port; the upper bound);
 * ``nginx``: a private nginx with a keep-alive upstream to the same instance
   (the baseline a proxy should come near);
 * ``plat``: the gateway, ``/function/NAME`` with basic auth.

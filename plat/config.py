@@ -82,10 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "instance_address",
-        "auto",
-        _choice("auto", "direct", "published"),
-        "how the gateway reaches container instances: their bridge IP (direct), a port "
-        "published on 127.0.0.1, or auto (direct with a rootful engine on Linux)",
+        "published",
+        _choice("published", "direct", "auto"),
+        "how the gateway reaches container instances: a port published on 127.0.0.1, "
+        "their bridge IP (direct; experimental), or auto (direct with a rootful engine on Linux)",
     ),
     Setting("builder", "auto", _choice("auto", "buildah", "engine"), "image builder"),
     Setting("ready_timeout", 30.0, parse_duration, "how long a new instance may take to be ready"),

@@ -109,7 +109,7 @@ def test_autoscaler_adds_instances_under_load_and_removes_them(
                 break
         assert wait_for(lambda: _running(plat, "elastic") == 3, timeout=20)
         results = [f.result() for f in futures]
-    assert all(r.status == 200 for r in results)
+    assert all(r.status == 200 for r in results), [(r.status, r.body[:200]) for r in results]
     described = json.loads(plat.run("describe", "elastic", "--json").stdout)
     assert described["autoscaler"]["desired"] <= 3  # max holds
     # Load gone: back down to min (1), never below.

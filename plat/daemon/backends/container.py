@@ -5,10 +5,11 @@ event loop (aiohttp); the rest goes through the docker SDK, which blocks, in a
 thread. Instances run hardened: no capabilities, no-new-privileges, read-only
 root with a tmpfs /tmp, memory, CPU and pids limits, and an init process.
 
-The gateway reaches an instance at its address on the engine's bridge network
-when the engine is rootful on this Linux host (``direct``): publishing a port
-costs every start ~40 ms of firewall rules (netavark), and every request a NAT
-lookup. Other engines (rootless, in a VM) publish the port on 127.0.0.1 only.
+By default an instance's port is published on 127.0.0.1 only. With
+``instance_address: direct`` (experimental, see docs/backends.md) the gateway
+reaches it at its address on the engine's bridge network instead, which spares
+every start netavark's firewall rules for the port; ``auto`` picks that when the
+engine is rootful on this Linux host.
 
 A function that scaled to zero gets a *standby*: its next container, created but
 not started (no process, no network, no memory; ~25-50 ms of the cold start
@@ -198,7 +199,7 @@ class _Standby:
 class ContainerBackend:
     name = "container"
 
-    def __init__(self, endpoint: str, daemon_id: str, address: str = "auto") -> None:
+    def __init__(self, endpoint: str, daemon_id: str, address: str = "published") -> None:
         """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc)."""
         self._endpoint = endpoint
         self.daemon_id = daemon_id

@@ -212,7 +212,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
 
 @pytest.fixture
 async def direct_backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
-    """Instances reached at their bridge address (what a rootful engine gets by default)."""
+    """Instances reached at their bridge address (``auto`` picks it for rootful Podman)."""
     async with engine_backend(tmp_path, "auto") as backend:
         assert backend.direct, "the test engine (rootful Podman) should be reachable directly"
         yield backend
