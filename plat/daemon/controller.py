@@ -24,7 +24,7 @@ from plat.daemon.function_state import FunctionState, Instance, NoCapacity, Rele
 from plat.daemon.pool import WarmPool
 from plat.daemon.probe import NotReady, probe_once, wait_ready
 from plat.daemon.store import InstanceRecord, Store
-from plat.daemon.tasks import TaskGroup
+from plat.daemon.tasks import Finishing, TaskGroup
 from plat.errors import NotFoundError, PlatError
 from plat.manifest import Manifest, validate_manifest
 from plat.runtimes import get_runtime
@@ -73,7 +73,7 @@ class Controller:
         self._watchdog: asyncio.Task[None] | None = None
         self._draining: set[Instance] = set()
         self._starting: set[Instance] = set()
-        self._stopping: set[asyncio.Future[None]] = set()
+        self._stopping = Finishing()
         # Called with each instance as it stops (the gateway closes its connections).
         self.on_instance_stopped: list[Callable[[Instance], None]] = []
 
@@ -104,7 +104,7 @@ class Controller:
             fs.fail_waiters(NoCapacity("the daemon is shutting down"))
         draining = list(self._draining)
         await self.tasks.close()
-        await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self._stopping.wait()
         if self.pool is not None:
             await self.pool.close()
         if stop_instances:
@@ -278,10 +278,7 @@ class Controller:
 
         Once begun, this runs to its end even if the caller is cancelled (a drain cut
         short by shutdown); ``close`` waits for it, so no container is left behind."""
-        task = asyncio.ensure_future(self._stop_now(inst, timeout))
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
-        await asyncio.shield(task)
+        await self._stopping.run(self._stop_now(inst, timeout))
 
     async def _stop_now(self, inst: Instance, timeout: float) -> None:
         inst.state = "stopped"

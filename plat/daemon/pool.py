@@ -211,7 +211,7 @@ class WarmPool:
 
     def prepare(self, release: Release) -> None:
         """Unpack ``release`` in the background so that a later cold start can use the pool."""
-        if self.enabled and pool_key(release) is not None:
+        if self.serves(release):
             self.tasks.spawn(self._prepare(release), name=f"unpack-{release.manifest.name}")
 
     async def _prepare(self, release: Release) -> None:

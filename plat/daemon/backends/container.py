@@ -40,11 +40,13 @@ from plat.daemon.backends import (
     LABEL_FUNCTION,
     LABEL_INSTANCE,
     LABEL_VERSION,
+    LOOPBACK,
     InstanceSpec,
     OutputLine,
     RunningInstance,
     free_port,
 )
+from plat.daemon.tasks import Finishing
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,7 @@ def create_body(
         "LogConfig": {"Type": "k8s-file", "Config": {"max-size": "10mb"}},
     }
     if host_port is not None:
-        host_config["PortBindings"] = {
-            exposed: [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]
-        }
+        host_config["PortBindings"] = {exposed: [{"HostIp": LOOPBACK, "HostPort": str(host_port)}]}
     if spec.mounts:
         host_config["Binds"] = [f"{host}:{target}:ro" for host, target in spec.mounts.items()]
     body: dict[str, Any] = {
@@ -205,7 +205,7 @@ class ContainerBackend:
         self.daemon_id = daemon_id
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
         self._standby: dict[str, _Standby] = {}
-        self._preparing: set[asyncio.Future[None]] = set()
+        self._preparing = Finishing()
         self._client = docker.DockerClient(base_url=endpoint, timeout=60)
         self._engine: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
@@ -332,7 +332,7 @@ class ContainerBackend:
         try:
             status, data = await self._request("POST", f"/containers/{ref}/start")
             if status in (204, 304):
-                host = "127.0.0.1" if port is not None else await self._address(ref)
+                host = LOOPBACK if port is not None else await self._address(ref)
                 return RunningInstance(
                     id=instance_id,
                     function=spec.function,
@@ -355,10 +355,7 @@ class ContainerBackend:
 
         Runs to its end even when the caller is cancelled, so that what it creates is
         known (and removed by ``close``)."""
-        task = asyncio.ensure_future(self._prepare(spec, instance_id))
-        self._preparing.add(task)
-        task.add_done_callback(self._preparing.discard)
-        await asyncio.shield(task)
+        await self._preparing.run(self._prepare(spec, instance_id))
 
     async def _prepare(self, spec: InstanceSpec, instance_id: str) -> None:
         await self.unprepare(spec.function)
@@ -448,7 +445,7 @@ class ContainerBackend:
         ):
             labels = entry.get("Labels") or {}
             host, port = (
-                "127.0.0.1",
+                LOOPBACK,
                 next(
                     (int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")),
                     0,
@@ -505,7 +502,7 @@ class ContainerBackend:
         )
 
     async def close(self) -> None:
-        await asyncio.gather(*self._preparing, return_exceptions=True)
+        await self._preparing.wait()
         for function in list(self._standby):
             await self.unprepare(function)
         if self._engine is not None:
