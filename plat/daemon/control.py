@@ -161,6 +161,7 @@ def make_describe(daemon: Daemon) -> Handler:
                 "in_flight": fs.inflight(),
                 "queued": len(fs.waiters),
             }
+            body["admission"] = fs.admission().as_dict()
         body["versions"] = [
             {
                 "version": v.version,

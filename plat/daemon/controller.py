@@ -390,9 +390,9 @@ class Controller:
 
     def release(self, inst: Instance) -> None:
         fs = self.functions.get(inst.running.function)
-        if fs is not None:
+        if fs is not None and fs.holds(inst):
             fs.release_slot(inst)
-        else:
+        elif inst.inflight > 0:  # its function was removed (or replaced) meanwhile
             inst.inflight -= 1
             if inst.inflight <= 0:
                 inst.idle.set()

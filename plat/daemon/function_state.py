@@ -4,11 +4,18 @@ Admission enforces ``scale.concurrency``: an instance never gets more requests
 at once than that. Requests beyond the capacity of the ready instances wait in
 a bounded FIFO; a slot that frees up (or an instance that becomes ready) goes
 straight to the oldest waiter.
+
+Slots are leak-proof by construction: ``_grant`` is the only way a slot is
+taken and ``_return`` the only way one comes back; a waiter handed a slot in
+the same loop pass in which its caller gave up (cancelled, timed out) returns
+it before the error propagates. ``admission()`` checks the books: the slots
+held on instances equal the calls that hold one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -16,6 +23,8 @@ from plat.daemon.autoscaler import Autoscaler, Decision
 from plat.daemon.backends import RunningInstance
 from plat.errors import PlatError
 from plat.manifest import Manifest
+
+log = logging.getLogger(__name__)
 
 
 class TooManyRequests(PlatError):
@@ -54,6 +63,28 @@ class Release:
     mounts: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The admission books of one function (see ``FunctionState.admission``)."""
+
+    inflight: int  # calls that were handed a slot and have not returned it
+    held: int  # slots taken on instances (draining ones included) and not returned
+    waiting: int  # callers queued for a slot
+    ok: bool  # held == inflight, and each instance's count matches its slots
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return {
+            "inflight": self.inflight,
+            "held": self.held,
+            "waiting": self.waiting,
+            "ok": self.ok,
+        }
+
+
+def _granted(waiter: asyncio.Future[Instance]) -> bool:
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+
 @dataclass(eq=False)
 class FunctionState:
     name: str
@@ -68,6 +99,10 @@ class FunctionState:
     # When the last request arrived (monotonic): one shorter than an autoscaler tick
     # shows up in no concurrency sample, yet it is traffic that defers scale to zero.
     last_request: float | None = None
+    # Slots taken per instance (instances that left ``instances`` while busy too),
+    # and how many of them their callers hold: see ``admission``.
+    holders: dict[Instance, int] = field(default_factory=dict)
+    active: int = 0
 
     @property
     def manifest(self) -> Manifest:
@@ -104,18 +139,43 @@ class FunctionState:
                 best = inst
         return best
 
+    def _grant(self, inst: Instance) -> None:
+        inst.inflight += 1
+        self.holders[inst] = self.holders.get(inst, 0) + 1
+
+    def _return(self, inst: Instance) -> bool:
+        held = self.holders.get(inst, 0)
+        if held <= 0:
+            log.error("a slot of instance %s was returned twice; ignored", inst.id)
+            return False
+        if held == 1:
+            del self.holders[inst]
+        else:
+            self.holders[inst] = held - 1
+        inst.inflight -= 1
+        if inst.inflight <= 0:
+            inst.idle.set()
+        return True
+
+    def holds(self, inst: Instance) -> bool:
+        return inst in self.holders
+
     def take(self) -> Instance | None:
+        """A slot on the least busy ready instance, or None; pair with release_slot()."""
         inst = self.pick()
         if inst is not None:
-            inst.inflight += 1
+            self._grant(inst)
+            self.active += 1
         return inst
 
     async def wait_for_slot(self, *, queue_limit: int, timeout: float) -> Instance:
         """Queue for a slot; raises TooManyRequests when the queue is full, NoCapacity
-        when no slot frees up within ``timeout``.
+        when no slot frees up within ``timeout``. Pair with release_slot().
 
         Slots of instances already starting do not count against ``queue_limit``:
-        requests that share a cold start are not overflow.
+        requests that share a cold start are not overflow. A slot handed over as
+        the caller gives up (cancelled or timed out) is never lost: a timed-out
+        caller keeps it, a cancelled one returns it.
         """
         if len(self.waiters) >= queue_limit + self.starting * self.concurrency:
             raise TooManyRequests(
@@ -126,17 +186,28 @@ class FunctionState:
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            # Not wait_for: on 3.11 it swallows a cancellation that races the result.
+            async with asyncio.timeout(timeout):
+                inst = await asyncio.shield(waiter)
         except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                return waiter.result()  # handed a slot at the last moment: keep it
-            waiter.cancel()
-            raise NoCapacity(
-                f"no instance of {self.name} could take the request within {timeout:g} s"
-            ) from None
+            if not _granted(waiter):
+                waiter.cancel()
+                raise NoCapacity(
+                    f"no instance of {self.name} could take the request within {timeout:g} s"
+                ) from None
+            inst = waiter.result()  # handed a slot at the last moment: keep it
+        except BaseException:
+            if _granted(waiter):
+                self._return(waiter.result())
+                self.dispatch()
+            else:
+                waiter.cancel()
+            raise
         finally:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
+        self.active += 1
+        return inst
 
     def dispatch(self) -> None:
         """Hand free slots to waiters, oldest first."""
@@ -147,15 +218,28 @@ class FunctionState:
             waiter = self.waiters.popleft()
             if waiter.done():
                 continue
-            inst.inflight += 1
+            self._grant(inst)
             waiter.set_result(inst)
 
     def release_slot(self, inst: Instance) -> None:
-        inst.inflight -= 1
-        if inst.inflight <= 0:
-            inst.idle.set()
+        """Return a slot that take() or wait_for_slot() gave the caller."""
+        if not self._return(inst):
+            return
+        self.active -= 1
         if inst.state == "ready" and self.waiters:
             self.dispatch()
+
+    def admission(self) -> Admission:
+        """The books: every slot taken is held by exactly one caller."""
+        held = sum(self.holders.values())
+        counted = {*self.instances, *self.holders}
+        matches = all(inst.inflight == self.holders.get(inst, 0) for inst in counted)
+        return Admission(
+            inflight=self.active,
+            held=held,
+            waiting=len(self.waiters),
+            ok=matches and held == self.active and self.active >= 0,
+        )
 
     def fail_waiters(self, error: PlatError) -> None:
         while self.waiters:
