@@ -48,6 +48,18 @@ def handle(event, context):
     return "late"
 """
 
+# /hang never returns (a thread stuck for good); anything else answers at once.
+HANG = """
+import threading
+
+STUCK = threading.Event()
+
+def handle(event, context):
+    if event.path == "/hang":
+        STUCK.wait()
+    return "alive"
+"""
+
 CRASH = """
 import os
 

@@ -11,6 +11,10 @@ flight plus queued) and asks for the desired number of instances:
   been over for a whole stable window;
 - scale-down is rate limited (at most down to ``current / scale_down_rate`` per
   tick), and to zero only after ``scale_to_zero_after`` without traffic;
+- the demand of the last sample is a floor: never fewer instances than the
+  requests in flight or queued right now fill (averages lag a sudden load);
+- ``burst`` (the controller started instances for queued requests) counts as a
+  panic: what the requests started stays for a stable window;
 - the result always lies within min..max.
 """
 
@@ -60,6 +64,10 @@ class Autoscaler:
         if self.last_active is None or when > self.last_active:
             self.last_active = when
 
+    def burst(self, now: float) -> None:
+        """Requests started instances themselves: hold them like a panic would."""
+        self.panic_until = now + self.settings.stable_window
+
     def _average(self, now: float, window: float) -> float:
         values = [c for t, c in self.samples if t >= now - window]
         return sum(values) / len(values) if values else 0.0
@@ -87,6 +95,8 @@ class Autoscaler:
             floor = math.floor(current / s.scale_down_rate)
             if desired < floor:
                 desired = floor
+        if self.samples:  # what is in flight or queued now needs this many, full
+            desired = max(desired, math.ceil(self.samples[-1][1] / concurrency - 1e-9))
         if desired == 0 and current > 0:
             idle_for = now - self.last_active if self.last_active is not None else math.inf
             if idle_for < s.scale_to_zero_after:

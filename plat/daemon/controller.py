@@ -22,7 +22,7 @@ from plat.daemon.backends import Backend, InstanceSpec, RunningInstance
 from plat.daemon.collector import LogCollector
 from plat.daemon.function_state import FunctionState, Instance, NoCapacity, Release
 from plat.daemon.pool import WarmPool
-from plat.daemon.probe import NotReady, probe_once, wait_ready
+from plat.daemon.probe import Health, NotReady, probe_health, probe_once, wait_ready
 from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import Finishing, TaskGroup
 from plat.errors import NotFoundError, PlatError
@@ -32,6 +32,12 @@ from plat.runtimes import get_runtime
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str], None]
+
+# Why an unhealthy instance is replaced, by what its health check found.
+_UNHEALTHY: dict[Health, str] = {
+    "down": "exited or stopped answering",
+    "busy": "has every worker stuck in calls that outran their timeout",
+}
 
 
 class InstanceFailed(PlatError):
@@ -110,7 +116,9 @@ class Controller:
         if stop_instances:
             everything = [i for fs in self.functions.values() for i in fs.instances]
             everything += [i for i in draining if i.state != "stopped"]
-            await asyncio.gather(*(self._stop(i, timeout=5.0) for i in everything))
+            await asyncio.gather(
+                *(self._stop(i, "the daemon is stopping", timeout=5.0) for i in everything)
+            )
             for fs in self.functions.values():
                 fs.instances.clear()
         if self._session is not None:
@@ -208,7 +216,12 @@ class Controller:
             tail = ""
             if isinstance(exc, NotReady):
                 tail = await self.backend.logs(running, tail=30)
-            await self._stop(inst, timeout=1.0)
+            reason = (
+                "its start was cancelled"
+                if isinstance(exc, asyncio.CancelledError)
+                else "it did not become ready"
+            )
+            await self._stop(inst, reason, timeout=1.0)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise InstanceFailed(
@@ -273,11 +286,15 @@ class Controller:
         )
         return inst
 
-    async def _stop(self, inst: Instance, timeout: float = 5.0) -> None:
+    async def _stop(self, inst: Instance, reason: str, timeout: float = 5.0) -> None:
         """Stop, let the log reader see the last lines, then remove the instance.
 
-        Once begun, this runs to its end even if the caller is cancelled (a drain cut
-        short by shutdown); ``close`` waits for it, so no container is left behind."""
+        Every stop is logged with its ``reason``. Once begun, this runs to its end even
+        if the caller is cancelled (a drain cut short by shutdown); ``close`` waits for
+        it, so no container is left behind."""
+        log.info("stopping instance %s of %s: %s", inst.id, inst.running.function, reason)
+        if self.collector is not None:
+            self.collector.note(inst.running, f"[plat] instance {inst.id} stopping: {reason}")
         await self._stopping.run(self._stop_now(inst, timeout))
 
     async def _stop_now(self, inst: Instance, timeout: float) -> None:
@@ -295,7 +312,7 @@ class Controller:
             self.pool.forget(inst.id)
         await self.store.remove_instance(inst.id)
 
-    async def _drain(self, inst: Instance) -> None:
+    async def _drain(self, inst: Instance, reason: str) -> None:
         inst.state = "draining"
         self._draining.add(inst)
         try:
@@ -307,7 +324,7 @@ class Controller:
                     log.warning(
                         "instance %s still had %d requests after draining", inst.id, inst.inflight
                     )
-            await self._stop(inst)
+            await self._stop(inst, reason)
         finally:
             self._draining.discard(inst)
 
@@ -348,7 +365,10 @@ class Controller:
                 name, release.manifest.to_dict(), source_dir, release.version
             )
             for inst in old:
-                self.tasks.spawn(self._drain(inst), name=f"drain-{inst.id}")
+                self.tasks.spawn(
+                    self._drain(inst, f"version {release.version} replaced it"),
+                    name=f"drain-{inst.id}",
+                )
         self._sync_pool(release)
         return fs
 
@@ -360,7 +380,9 @@ class Controller:
         if fs is not None:
             fs.fail_waiters(NotFoundError(f"function {name!r} was removed"))
             async with fs.lock:
-                await asyncio.gather(*(self._stop(i, timeout=2.0) for i in fs.instances))
+                await asyncio.gather(
+                    *(self._stop(i, "the function was removed", timeout=2.0) for i in fs.instances)
+                )
                 fs.instances.clear()
         await self.store.delete_function(name)
         await self.backend.unprepare(name)
@@ -410,6 +432,7 @@ class Controller:
         more = min(scale.max, need) - have
         if more > 0:
             fs.target = max(fs.target, have + more)
+            fs.scaler.burst(time.monotonic())
             self._scale_up(fs, more)
 
     def _scale_up(self, fs: FunctionState, count: int) -> None:
@@ -434,7 +457,7 @@ class Controller:
                 or (current.version, current.image) != (release.version, release.image)
                 or current.mounts != release.mounts
             ):
-                await self._stop(inst)
+                await self._stop(inst, "started for a version or function that is gone")
                 return
             fs.instances.append(inst)
             fs.dispatch()
@@ -467,7 +490,7 @@ class Controller:
     async def _scale_in(self, fs: FunctionState, inst: Instance) -> None:
         """Drain ``inst``; when that was the function's last instance, prepare its
         next start ahead (a standby, see the backend) unless the pool serves it."""
-        await self._drain(inst)
+        await self._drain(inst, "the autoscaler scaled the function down")
         if (
             self.functions.get(fs.name) is fs
             and not fs.instances
@@ -531,27 +554,46 @@ class Controller:
         self.tasks.spawn(self._check(inst), name=f"check-{inst.id}")
 
     async def _check(self, inst: Instance) -> None:
-        alive = await self.backend.is_alive(inst.running) and await probe_once(
-            self.session, inst.running.host, inst.running.port, timeout=2.0
-        )
-        if alive and inst.state == "suspect":
+        health = await self._health(inst)
+        if health == "ready" and inst.state == "suspect":
             inst.state = "ready"
             fs = self.functions.get(inst.running.function)
             if fs is not None:
                 fs.dispatch()
-        elif not alive:
-            await self._replace(inst)
+        elif health != "ready":
+            await self._replace(inst, _UNHEALTHY[health])
 
-    async def _replace(self, inst: Instance) -> None:
+    def timed_out(self, inst: Instance) -> None:
+        """A call on ``inst`` outran its timeout: replace it if it is wedged (every
+        worker stuck in a handler that never returns, or no answer at all)."""
+        if inst.state != "ready" or inst.checking:
+            return
+        inst.checking = True
+        self.tasks.spawn(self._check_wedged(inst), name=f"wedged-{inst.id}")
+
+    async def _check_wedged(self, inst: Instance) -> None:
+        try:
+            health = await self._health(inst)
+        finally:
+            inst.checking = False
+        if health != "ready" and inst.state == "ready":
+            await self._replace(inst, _UNHEALTHY[health])
+
+    async def _health(self, inst: Instance) -> Health:
+        running = inst.running
+        if not await self.backend.is_alive(running):
+            return "down"
+        return await probe_health(self.session, running.host, running.port, timeout=2.0)
+
+    async def _replace(self, inst: Instance, why: str) -> None:
+        """Take ``inst`` out of service, start its successor, then stop it."""
         fs = self.functions.get(inst.running.function)
         if fs is None or inst not in fs.instances:
             return
-        log.warning("instance %s of %s died; replacing it", inst.id, fs.name)
-        if self.collector is not None:
-            self.collector.note(inst.running, f"[plat] instance {inst.id} exited; replacing it")
+        log.warning("instance %s of %s %s; replacing it", inst.id, fs.name, why)
         fs.instances.remove(inst)
-        await self._stop(inst, timeout=1.0)
         await self._ensure(fs)
+        await self._stop(inst, why, timeout=1.0)
 
     async def _ensure(self, fs: FunctionState) -> None:
         """Start what is missing to reach the function's target (after a death, at start)."""
@@ -580,7 +622,9 @@ class Controller:
                         and inst.running.backend_ref not in alive
                         and inst.started_at < listed_at
                     ):
-                        self.tasks.spawn(self._replace(inst), name=f"replace-{inst.id}")
+                        self.tasks.spawn(
+                            self._replace(inst, _UNHEALTHY["down"]), name=f"replace-{inst.id}"
+                        )
 
     # start-up
 

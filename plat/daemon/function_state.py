@@ -46,6 +46,7 @@ class Instance:
     start_seconds: float | None = None
     ready_seconds: float | None = None
     pooled: bool = False  # specialised from the pre-warmed pool
+    checking: bool = False  # a health check after a timeout is under way
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

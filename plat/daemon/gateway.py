@@ -257,6 +257,7 @@ class Gateway:
             try:
                 await exchange(pool, request, response, head, body, call, self.deadlines, deadline)
             except TimeoutError:
+                self.controller.timed_out(inst)
                 if response.started:
                     call.status = 499
                 else:

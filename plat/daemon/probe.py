@@ -1,7 +1,9 @@
 """Readiness probing of instances over HTTP.
 
 Template shims answer a request carrying ``X-Plat-Probe: 1`` themselves; for a
-user's Dockerfile server any HTTP answer means it is listening and ready.
+user's Dockerfile server any HTTP answer means it is listening and ready. A shim
+whose every worker is stuck in a handler answers with ``X-Plat-Status: busy``:
+it is listening, but no call it is given can run.
 """
 
 from __future__ import annotations
@@ -9,17 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import aiohttp
 
 PROBE_HEADER = "X-Plat-Probe"
+STATUS_HEADER = "X-Plat-Status"
+
+Health = Literal["ready", "busy", "down"]
 
 
 class NotReady(Exception):
     pass
 
 
-async def probe_once(session: aiohttp.ClientSession, host: str, port: int, timeout: float) -> bool:
+async def probe_health(
+    session: aiohttp.ClientSession, host: str, port: int, timeout: float
+) -> Health:
+    """ "ready" (any HTTP answer), "busy" (a shim with no free worker) or "down"."""
     try:
         async with session.get(
             f"http://{host}:{port}/",
@@ -28,9 +37,16 @@ async def probe_once(session: aiohttp.ClientSession, host: str, port: int, timeo
             allow_redirects=False,
         ) as resp:
             await resp.read()
-            return True  # any HTTP answer: the server is up and listening
+            if resp.headers.get(STATUS_HEADER) == "busy":
+                return "busy"
+            return "ready"
     except (TimeoutError, aiohttp.ClientError, OSError):
-        return False
+        return "down"
+
+
+async def probe_once(session: aiohttp.ClientSession, host: str, port: int, timeout: float) -> bool:
+    """Whether the instance answers HTTP at all (busy or not): it is up and listening."""
+    return await probe_health(session, host, port, timeout) != "down"
 
 
 async def wait_ready(

@@ -87,3 +87,38 @@ def test_a_request_no_sample_saw_still_defers_scale_to_zero() -> None:
     scaler.active_at(now - 30)  # an older time never moves it back
     now = feed(scaler, now, now + 6, 0.0)
     assert scaler.decide(now, 1, minimum=0, maximum=4, concurrency=1).desired == 0
+
+
+DEFAULTS = ScalerSettings()
+
+
+def test_no_scale_down_under_steady_load_that_on_demand_starts_met() -> None:
+    """An idle minute, then c=64 on concurrency 8, max 4: the requests themselves
+    started 3 more instances. The stable average still lags; the autoscaler must
+    not take instances away while the demand exceeds what they serve."""
+    scaler = Autoscaler(DEFAULTS)
+    now = feed(scaler, 0, 60, 0.0)
+    scaler.burst(now)  # the controller started instances for queued demand
+    for _ in range(16):  # 8 s of ticks at c=64
+        now = feed(scaler, now, now + 0.5, 64.0)
+        d = scaler.decide(now, 4, minimum=0, maximum=4, concurrency=8)
+        assert d.desired == 4, d
+
+
+def test_demand_now_is_a_floor_even_without_a_burst() -> None:
+    scaler = Autoscaler(DEFAULTS)
+    now = feed(scaler, 0, 60, 0.0)
+    now = feed(scaler, now, now + 1, 40.0)
+    d = scaler.decide(now, 4, minimum=0, maximum=4, concurrency=8)
+    assert d.desired == 4, d  # 40 in flight or queued need 5 instances of 8; 4 is max
+
+
+def test_after_a_burst_the_scale_down_waits_a_stable_window() -> None:
+    scaler = Autoscaler(FAST)
+    now = feed(scaler, 0, 10, 0.0)
+    scaler.burst(now)
+    now = feed(scaler, now, now + 2, 4.0)
+    now = feed(scaler, now, now + 5, 0.0)
+    assert scaler.decide(now, 4, minimum=0, maximum=4, concurrency=1).desired == 4
+    now = feed(scaler, now, now + 10, 0.0)
+    assert scaler.decide(now, 4, minimum=0, maximum=4, concurrency=1).desired < 4

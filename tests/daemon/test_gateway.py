@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import PlatRunner, daemon_session, make_runner, wait_for
-from tests.functions import CRASH, ECHO, SLOW, write_python_function
+from tests.functions import CRASH, ECHO, HANG, SLOW, write_python_function
 
 pytestmark = pytest.mark.container
 
@@ -26,6 +26,17 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunner, P
         runner.run("deploy", str(echo))
         runner.run("deploy", str(slow))
         runner.run("deploy", str(write_python_function(fns, "crash", CRASH)))
+        hang = write_python_function(
+            fns,
+            "hang",
+            HANG,
+            extra_manifest="""\
+            timeout: 1s
+            env: {PLAT_WORKERS: "2"}
+            scale: {min: 1, max: 1, concurrency: 2}
+            """,
+        )
+        runner.run("deploy", str(hang))
         yield runner, fns
 
 
@@ -103,3 +114,24 @@ def test_dead_instance_is_502_then_replaced(gw: tuple[PlatRunner, Path]) -> None
 
     assert wait_for(replaced, timeout=30)
     assert wait_for(lambda: plat.http("GET", "/function/crash").body == b"alive", timeout=30)
+
+
+def test_an_instance_wedged_by_hung_handlers_is_replaced(gw: tuple[PlatRunner, Path]) -> None:
+    """Calls that hang use up the shim's threads; the instance still answers its
+    probe. After the timeouts it is found busy and replaced, and calls work again."""
+    plat, _ = gw
+    assert plat.http("GET", "/function/hang").body == b"alive"
+    before = plat.instances_of("hang", "status=running")
+    for _ in range(3):  # two use up the threads, the third finds none free
+        res = plat.http("GET", "/function/hang/hang")
+        # 502 when the wedged instance is stopped under the call
+        assert res.status in (502, 504), res
+        assert res.json()["error"] in ("function_timeout", "instance_failed")  # type: ignore[index]
+
+    def serving_again() -> bool:
+        return plat.http("GET", "/function/hang").body == b"alive"
+
+    assert wait_for(serving_again, timeout=20)
+    assert plat.instances_of("hang", "status=running") != before
+    log = (plat.home / "daemon.log").read_text()
+    assert "has every worker stuck in calls that outran their timeout" in log

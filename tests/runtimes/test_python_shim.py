@@ -238,6 +238,48 @@ def test_probe_is_answered_without_calling_the_handler(shim: ServerProcess) -> N
     assert after == before + 1
 
 
+HANGING_HANDLER = textwrap.dedent(
+    """
+    import threading
+
+    RELEASE = threading.Event()
+
+    def handle(event, context):
+        if event.path == "/hang":
+            RELEASE.wait()
+        return "done"
+    """
+)
+
+
+def test_probe_says_busy_once_every_worker_is_stuck(tmp_path: Path) -> None:
+    """Calls whose clients gave up keep their threads; once none is free, the probe
+    says so (503 busy), so the daemon can replace the instance."""
+    folder = write_handler(tmp_path / "app", HANGING_HANDLER)
+    server = start(folder, PLAT_WORKERS="2")
+    try:
+        server.wait_ready()
+        probe = {"X-Plat-Probe": "1"}
+        assert server.request("GET", "/", headers=probe).status == 200
+        for _ in range(2):  # two callers that hang, then give up
+            conn = server.connection()
+            conn.timeout = 0.3
+            conn.request("GET", "/hang")
+            with pytest.raises(TimeoutError):
+                conn.getresponse()
+            conn.close()
+        deadline = time.monotonic() + 5
+        resp = server.request("GET", "/", headers=probe)
+        while resp.status == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            resp = server.request("GET", "/", headers=probe)
+        assert resp.status == 503
+        assert resp.headers["x-plat-status"] == "busy"
+        assert resp.json()["status"] == "busy"
+    finally:
+        server.stop()
+
+
 def test_date_header_is_an_imf_fixdate_of_now(shim: ServerProcess) -> None:
     before = time.time()
     date = shim.request("GET", "/").headers["date"]

@@ -21,7 +21,8 @@ Contract (the instance contract of plat, see docs/runtimes.md):
   pool, so one slow request never blocks the others.
 * A request carrying ``X-Plat-Probe: 1`` is answered ``200 {"status":"ready"}``
   by the shim without calling the handler (``503 {"status":"stopping"}`` while
-  draining).
+  draining; ``503 {"status":"busy"}`` with ``X-Plat-Status: busy`` while every
+  handler thread is stuck, so the daemon can replace a wedged instance).
 * A handler exception becomes ``500 {"error": "handler_error", ...}``; the
   traceback goes to stderr only.
 * Call ids: a request's ``X-Call-Id`` header (``[A-Za-z0-9._-]{1,128}``, set by
@@ -465,8 +466,14 @@ def build_response(
     return head if no_body or head_only else head + body
 
 
-def _json_response(status: int, payload: dict[str, Any], *, keep_alive: bool) -> bytes:
-    headers = [("Content-Type", "application/json")]
+def _json_response(
+    status: int,
+    payload: dict[str, Any],
+    *,
+    keep_alive: bool,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    headers = [("Content-Type", "application/json"), *extra]
     return build_response(status, headers, _json_bytes(payload), keep_alive=keep_alive)
 
 
@@ -562,9 +569,11 @@ class Shim:
         self.spec = os.environ.get("PLAT_HANDLER") or "handler.handle"
         self.address = ""
         self.hostname = socket.gethostname()
-        self.executor = ThreadPoolExecutor(
-            max_workers=int(os.environ.get("PLAT_WORKERS", "32")), thread_name_prefix="handler"
-        )
+        self.workers = int(os.environ.get("PLAT_WORKERS", "32"))
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="handler")
+        # Handler threads running now, those whose caller gave up included.
+        self.threads_busy = 0
+        self._threads_lock = threading.Lock()
         self.closing = False
         self.busy = 0
         self.idle: set[asyncio.StreamWriter] = set()
@@ -578,7 +587,17 @@ class Shim:
 
     def _call(self, event: Event, context: Context) -> Any:
         assert self.handler is not None
-        return self.handler(event, context)
+        with self._threads_lock:
+            self.threads_busy += 1
+        try:
+            return self.handler(event, context)
+        finally:
+            with self._threads_lock:
+                self.threads_busy -= 1
+
+    def wedged(self) -> bool:
+        """Every worker thread is stuck in a handler: no call given now could run."""
+        return not self.is_async and self.handler is not None and self.threads_busy >= self.workers
 
     def serving_line(self) -> str:
         return (
@@ -766,6 +785,13 @@ class Shim:
         if headers.get("x-plat-probe") == "1":
             if self.closing:
                 writer.write(_json_response(503, {"status": "stopping"}, keep_alive=keep_alive))
+            elif self.wedged():
+                busy = {"status": "busy", "message": f"all {self.workers} handler threads are busy"}
+                writer.write(
+                    _json_response(
+                        503, busy, keep_alive=keep_alive, extra=(("X-Plat-Status", "busy"),)
+                    )
+                )
             else:
                 writer.write(_json_response(200, {"status": "ready"}, keep_alive=keep_alive))
             await writer.drain()
