@@ -44,7 +44,14 @@ from plat.daemon.build import BuildOutcome
 from plat.daemon.function_state import Release
 from plat.daemon.pool import Layout
 from plat.errors import BuildError, PlatError
-from plat.ignore import IgnoreRules, digest_files
+from plat.ignore import (
+    IgnoreRules,
+    content_entries,
+    copy_entries,
+    copy_regular,
+    digest_files,
+    open_regular,
+)
 from plat.manifest import Manifest
 from plat.runtimes import Runtime, get_runtime
 
@@ -163,15 +170,17 @@ class _Plan:
     def __init__(self, runtime: Runtime, source: Path, env: Mapping[str, str]) -> None:
         self.runtime = runtime
         self.source = source
-        self.files = list(IgnoreRules(source).files())
-        self.dependency_files = [n for n in runtime.dependencies if (source / n).is_file()]
+        self.entries = IgnoreRules(source).entries()
+        self.dependencies = content_entries(self.entries, runtime.dependencies)
+        self.dependency_files = list(self.dependencies)
         self.has_packages = self._has_packages()
         if self.has_packages:
             tag = _toolchain_tag(runtime.name, env)
+            names = "\0".join(self.dependency_files)
             deps_digest = digest_files(
                 source,
-                [Path(n) for n in self.dependency_files],
-                f"{runtime.name}\0{tag}\0".encode(),
+                list(self.dependencies.values()),
+                f"{runtime.name}\0{tag}\0{names}\0".encode(),
             )
             self.deps_key = f"{runtime.name}-{deps_digest[:16]}"
         else:
@@ -179,18 +188,19 @@ class _Plan:
             self.deps_key = f"{runtime.name}-{EMPTY_DEPS}"
         # The dependency key brings in the dependency files and the toolchain.
         code_digest = digest_files(
-            source, self.files, f"{runtime.name}\0{self.deps_key}\0".encode()
+            source, self.entries, f"{runtime.name}\0{self.deps_key}\0".encode()
         )
         self.version = code_digest[:12]
 
+    def _read(self, name: str) -> str:
+        with open_regular(self.source, self.dependencies[name].path) as fh:
+            return fh.read().decode(errors="replace")
+
     def _has_packages(self) -> bool:
-        if self.runtime.name == "python" and "requirements.txt" in self.dependency_files:
-            return python_packages((self.source / "requirements.txt").read_text(errors="replace"))
-        if self.runtime.name == "node" and "package.json" in self.dependency_files:
-            return node_packages(
-                (self.source / "package.json").read_text(errors="replace"),
-                str(self.source / "package.json"),
-            )
+        if self.runtime.name == "python" and "requirements.txt" in self.dependencies:
+            return python_packages(self._read("requirements.txt"))
+        if self.runtime.name == "node" and "package.json" in self.dependencies:
+            return node_packages(self._read("package.json"), str(self.source / "package.json"))
         return False
 
 
@@ -240,7 +250,7 @@ async def prepare_artifact(
         return plan.version, image_ref(target), True
 
     await asyncio.to_thread(_lay_out, plan, target, deps_dir, manifest.name)
-    on_line(f"prepared {manifest.name} {plan.version} ({len(plan.files)} files) in {target}")
+    on_line(f"prepared {manifest.name} {plan.version} ({len(plan.entries)} files) in {target}")
     return plan.version, image_ref(target), False
 
 
@@ -255,10 +265,7 @@ def _lay_out(plan: _Plan, target: Path, deps_dir: Path, name: str) -> None:
     try:
         app = tmp / "app"
         app.mkdir(parents=True)
-        for rel in plan.files:
-            dest = app / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(plan.source / rel, dest)
+        copy_entries(plan.source, plan.entries, app)
         # Relative, so the work folder can move (and a listing shows what is shared).
         (tmp / "deps").symlink_to(os.path.relpath(deps_dir, tmp))
         meta = {"function": name, "version": plan.version, "runtime": plan.runtime.name}
@@ -295,8 +302,8 @@ async def _install_deps(
                 on_line(f"no dependencies to install ({files})")
             else:
                 # Installed from copies, as in the image build: the folder records its input.
-                for name in plan.dependency_files:
-                    shutil.copy2(plan.source / name, tmp / name)
+                for name, entry in plan.dependencies.items():
+                    copy_regular(plan.source, entry.path, tmp / name)
                 if plan.runtime.name == "python":
                     await _pip_install(tmp, env, on_line)
                 else:

@@ -17,7 +17,16 @@ from pathlib import Path
 from plat import baseimages
 from plat.daemon.builders import Builder, BuildJob, LineSink
 from plat.errors import BuildError
-from plat.ignore import IgnoreRules, digest_files
+from plat.ignore import (
+    Entry,
+    IgnoreRules,
+    content_entries,
+    content_entry,
+    copy_entries,
+    copy_regular,
+    digest_files,
+    open_regular,
+)
 from plat.manifest import Manifest, validate_manifest
 from plat.runtimes import Runtime, get_runtime
 
@@ -52,7 +61,9 @@ class BuildOutcome:
 @dataclass(frozen=True)
 class _Plan:
     runtime: Runtime
-    files: list[Path]
+    entries: list[Entry]
+    # Dependency files present: {name: the regular file standing for it}.
+    dependencies: dict[str, Entry]
     containerfile: str
     version: str
 
@@ -116,8 +127,12 @@ class ImageBuilder:
     def name(self) -> str:
         return self.builder.name
 
-    async def deps_key(self, manifest: Manifest, source: Path) -> str | None:
-        """A digest of everything below the code layer, or None for `dockerfile`."""
+    async def deps_key(
+        self, manifest: Manifest, source: Path, entries: list[Entry] | None = None
+    ) -> str | None:
+        """A digest of everything below the code layer, or None for `dockerfile`.
+
+        ``entries`` are the folder's, when already scanned."""
         runtime = get_runtime(manifest.runtime)
         containerfile = runtime.containerfile
         if not containerfile:
@@ -128,14 +143,17 @@ class ImageBuilder:
             shim = runtime.shim_dir
             if shim is not None:
                 parts.append(digest_files(shim, sorted(_tree(shim))).encode())
-            deps = [Path(n) for n in runtime.dependencies if (source / n).is_file()]
-            return digest_files(source, deps, b"\0".join(parts))
+            scanned = IgnoreRules(source).entries() if entries is None else entries
+            deps = content_entries(scanned, runtime.dependencies)
+            parts += [name.encode() for name in deps]
+            return digest_files(source, list(deps.values()), b"\0".join(parts))
 
         return await asyncio.to_thread(compute)
 
     async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
         started = time.monotonic()
-        key = await self.deps_key(manifest, source)
+        entries = await asyncio.to_thread(IgnoreRules(source).entries)
+        key = await self.deps_key(manifest, source, entries)
         image = self._images_by_deps.get((manifest.name, key)) if key else None
         if key is None or image is None:
             return None
@@ -143,11 +161,9 @@ class ImageBuilder:
             if not await self.builder.image_exists(image):
                 return None
             self._verified.add(image)
-        rules = IgnoreRules(source)
 
         def snapshot() -> tuple[str, Path, bool]:
-            files = list(rules.files())
-            version = digest_files(source, files, f"dev\0{key}".encode())[:12]
+            version = digest_files(source, entries, f"dev\0{key}".encode())[:12]
             target = self.dev_dir / manifest.name / version
             if target.is_dir():
                 os.utime(target)  # serving again: newest, so pruning keeps it
@@ -155,9 +171,7 @@ class ImageBuilder:
             tmp = target.with_name(f".{version}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            for rel in files:
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source / rel, tmp / rel)
+            copy_entries(source, entries, tmp)
             _make_readable(tmp)
             tmp.rename(target)
             prune_folders(target.parent, keep=DEV_SNAPSHOTS_KEPT)
@@ -177,10 +191,11 @@ class ImageBuilder:
     async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
         runtime = get_runtime(manifest.runtime)
         rules = IgnoreRules(source)
-        files = await asyncio.to_thread(lambda: list(rules.files()))
+        entries = await asyncio.to_thread(rules.entries)
+        dependencies = content_entries(entries, runtime.dependencies)
         if runtime.containerfile:
             base = await baseimages.resolve_base(runtime)
-            present = [name for name in runtime.dependencies if (source / name).is_file()]
+            present = list(dependencies)
             text = runtime.render(
                 runtime.containerfile,
                 base=base,
@@ -195,17 +210,17 @@ class ImageBuilder:
             )
             extra = f"{runtime.name}\0{text}\0{shim_digest}".encode()
         else:
-            dockerfile = source / "Dockerfile"
-            if not dockerfile.is_file():
+            dockerfile = content_entry(entries, "Dockerfile")
+            if dockerfile is None:
                 raise BuildError(
                     f"runtime 'dockerfile' needs a Dockerfile in {source}",
                     hint="add a Dockerfile whose server listens on $PORT, or set another runtime",
                 )
             mapping = await baseimages.local_equivalents()
-            text = baseimages.rewrite_from_lines(dockerfile.read_text(), mapping)
+            text = baseimages.rewrite_from_lines(await _read_text(source, dockerfile), mapping)
             extra = f"dockerfile\0{text}".encode()
-        digest = await asyncio.to_thread(digest_files, source, files, extra)
-        return _Plan(runtime, files, text, digest[:12])
+        digest = await asyncio.to_thread(digest_files, source, entries, extra)
+        return _Plan(runtime, entries, dependencies, text, digest[:12])
 
     def _prepare(self, plan: _Plan, source: Path, target: Path) -> tuple[Path, Path]:
         """Lay out the build context; returns (context, containerfile)."""
@@ -217,19 +232,17 @@ class ImageBuilder:
             app.mkdir(parents=True)
             deps = context / "deps"
             deps.mkdir()
-            for name in plan.runtime.dependencies:
-                if (source / name).is_file():
-                    shutil.copy2(source / name, deps / name)
+            for name, entry in plan.dependencies.items():
+                copy_regular(source, entry.path, deps / name)
             if plan.runtime.shim_dir:
                 shutil.copytree(plan.runtime.shim_dir, context / "shim")
         else:
             context = app = target
             app.mkdir(parents=True)
-        for rel in plan.files:
-            (app / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / rel, app / rel)
+        copy_entries(source, plan.entries, app)
         _make_readable(context)
         containerfile = context / GENERATED_CONTAINERFILE
+        containerfile.unlink(missing_ok=True)  # the function's own file of that name, or link
         containerfile.write_text(plan.containerfile)
         return context, containerfile
 
@@ -246,7 +259,7 @@ class ImageBuilder:
             log.append(line)
             on_line(line)
 
-        key = await self.deps_key(manifest, source)
+        key = await self.deps_key(manifest, source, plan.entries)
         if not force and await self.builder.image_exists(tag):
             sink(f"image {tag} is up to date (no changes since it was built)")
             if key:
@@ -305,10 +318,19 @@ def _make_readable(root: Path) -> None:
         os.chmod(dirpath, 0o755)
         for name in filenames:
             path = os.path.join(dirpath, name)
-            os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+            if not os.path.islink(path):  # a kept link's target is made readable itself
+                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
 
 
 def _tree(root: Path) -> list[Path]:
     return [
         p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     ]
+
+
+async def _read_text(source: Path, entry: Entry) -> str:
+    def read() -> str:
+        with open_regular(source, entry.path) as fh:
+            return fh.read().decode(errors="replace")
+
+    return await asyncio.to_thread(read)

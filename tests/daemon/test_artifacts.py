@@ -24,6 +24,7 @@ from plat.daemon.artifacts import (
     python_packages,
 )
 from plat.errors import BuildError, PlatError
+from plat.ignore import UnsafeFolderError
 from plat.manifest import Manifest
 
 HANDLER = "def handle(event, context):\n    return 'v1'\n"
@@ -313,3 +314,46 @@ def test_prune_keeps_what_is_asked_and_collects_unused_deps(tmp_path: Path) -> N
 
 def test_prune_of_an_empty_work_root(tmp_path: Path) -> None:
     prune_artifacts(tmp_path / "nothing", "fn", set())
+
+
+SECRET = "top-secret-outside-the-folder"
+
+
+async def test_links_out_of_the_folder_are_refused_and_nothing_is_laid_out(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "secret.txt").write_text(SECRET)
+    (tmp_path / "outside").mkdir()
+    source = python_function(tmp_path / "src")
+    (source / "shadow").symlink_to("/etc/shadow")
+    (source / "notes.txt").symlink_to("../secret.txt")
+    (source / "data").symlink_to(tmp_path / "outside", target_is_directory=True)
+    work = tmp_path / "work"
+    with pytest.raises(UnsafeFolderError) as info:
+        await prepare(source, work)
+    message = info.value.message
+    assert "shadow -> /etc/shadow (leaves the folder)" in message
+    assert "notes.txt -> ../secret.txt (leaves the folder" in message
+    assert "data -> " in message
+    assert info.value.hint and "readlink -f" in info.value.hint
+    assert not work.exists() or not list(work.rglob("*"))
+
+
+async def test_requirements_linking_out_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text(SECRET)
+    source = write(tmp_path / "src", {"handler.py": HANDLER})
+    (source / "requirements.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(UnsafeFolderError, match=r"requirements\.txt"):
+        await prepare(source, tmp_path / "work")
+
+
+async def test_links_inside_are_kept_as_links(tmp_path: Path) -> None:
+    source = python_function(tmp_path / "src")
+    write(source, {"lib/util.py": "X = 1\n"})
+    (source / "alias.py").symlink_to(source / "lib" / "util.py")
+    (source / "libs").symlink_to("lib", target_is_directory=True)
+    _version, folder, _cached, _lines = await prepare(source, tmp_path / "work")
+    app = folder / "app"
+    assert os.readlink(app / "alias.py") == "lib/util.py"
+    assert os.readlink(app / "libs") == "lib"
+    assert (app / "alias.py").read_text() == "X = 1\n"
