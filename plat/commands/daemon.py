@@ -45,7 +45,10 @@ def start(
     port: int | None = typer.Option(None, "--port", "-p", help=PORT_HELP),
     backend: str | None = typer.Option(None, "--backend", "-b", help=BACKEND_HELP),
 ) -> None:
-    """Start the daemon in the background (no-op when it is running)."""
+    """Start the daemon in the background (no-op when it is running).
+
+    Without --backend it uses the backend last given with --backend for this home.
+    """
     from plat.client import DaemonClient
     from plat.console import err
     from plat.daemon import lifecycle
@@ -59,13 +62,41 @@ def start(
 
 
 @daemon_app.command()
-def stop() -> None:
-    """Stop the daemon; its instances are stopped, functions stay in the store."""
+def stop(
+    timeout: float = typer.Option(
+        40.0, "--timeout", "-t", min=0, help="Seconds to wait for a clean stop before killing it."
+    ),
+) -> None:
+    """Stop the daemon and remove its instances; functions stay in the store.
+
+    A daemon that does not stop within --timeout is killed, and any container of
+    it still there is removed.
+    """
     from plat.console import out
     from plat.daemon import lifecycle
 
-    pid = lifecycle.stop(Home.from_env())
-    out.print(f"stopped the plat daemon (pid {pid})" if pid else "the plat daemon is not running")
+    home = Home.from_env()
+    result = lifecycle.stop(home, timeout)
+    if result.pid is None:
+        out.print("the plat daemon is not running")
+    elif result.forced:
+        out.print(
+            f"the plat daemon (pid {result.pid}) did not stop within {timeout:g} s: killed it"
+        )
+    else:
+        out.print(f"stopped the plat daemon (pid {result.pid})")
+    if result.removed:
+        out.print(
+            f"removed {len(result.removed)} container(s) it left behind: "
+            + ", ".join(result.removed)
+        )
+    if result.remaining:
+        raise PlatError(
+            "these containers of the daemon are still there: "
+            + ", ".join(result.remaining)
+            + (f" ({result.problem})" if result.problem else ""),
+            hint=f"remove them with {lifecycle.cleanup_hint(home)}",
+        )
 
 
 @daemon_app.command()

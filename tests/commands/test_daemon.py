@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from plat.engine import find_engine
 from tests.fixtures import PlatRunner, free_port, wait_for
 from tests.functions import write_python_function
 
@@ -119,3 +122,143 @@ def test_sigkill_then_restart_adopts_instances_and_leaves_no_orphans(
     assert wait_for(lambda: len(plat.containers()) == 2 + pool, timeout=30), plat.containers()
     assert victim not in after
     assert (before - {victim}) <= after  # the live one was adopted, not restarted
+
+
+def _daemons_of(home: Path) -> list[int]:
+    """Pids of `plat daemon run` processes whose PLAT_HOME is ``home`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        mine = f"PLAT_HOME={home}".encode() in environ
+        if mine and b"daemon" in cmdline and b"run" in cmdline and not _gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_concurrent_commands_share_one_daemon_start(fresh_plat: PlatRunner) -> None:
+    plat = fresh_plat
+    env = {**plat.env, "PLAT_BACKEND": "process", "PLAT_POOL_SIZE": "0"}
+    commands = [("ls",), ("auth", "password"), ("ls", "--json"), ("daemon", "start")] * 2
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "plat", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    failed = [
+        (args, p.returncode, *out)
+        for args, p, out in zip(commands, procs, outputs, strict=True)
+        if p.returncode
+    ]
+    assert not failed, failed
+    assert len(_daemons_of(plat.home)) == 1
+    log = (plat.home / "daemon.log").read_text()
+    assert log.count("plat daemon ready") == 2  # the log line and the printed line, once each
+    assert "already running" not in log
+
+
+def test_stop_kills_a_stuck_daemon_and_removes_its_containers(
+    fresh_plat: PlatRunner, tmp_path: Path
+) -> None:
+    plat = fresh_plat
+    folder = write_python_function(tmp_path, "stuck", "def handle(e, c):\n    return 'ok'\n")
+    plat.run("deploy", str(folder))
+    assert len(plat.instances_of("stuck")) == 1
+    pid = plat.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a shutdown that never finishes
+    try:
+        stopped = plat.run("daemon", "stop", "--timeout", "3", timeout=120)
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert _gone(pid)
+    assert plat.containers() == []
+    assert f"(pid {pid}) did not stop within 3 s: killed it" in stopped.stdout
+    assert "removed" in stopped.stdout and "plat-stuck-" in stopped.stdout
+    assert plat.daemon_pid() is None
+    # The home is usable again at once.
+    assert plat.run("invoke", "stuck").stdout.strip() == "ok"
+
+
+def test_stop_says_what_it_could_not_remove(fresh_plat: PlatRunner, tmp_path: Path) -> None:
+    plat = fresh_plat
+    folder = write_python_function(tmp_path, "left", "def handle(e, c):\n    return 'ok'\n")
+    plat.run("deploy", str(folder))
+    pid = plat.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # its containers outlive it
+    assert wait_for(lambda: _gone(pid), timeout=10)
+    # No engine reachable: a bogus recorded endpoint, none to discover, no podman.
+    if find_engine({}) is not None:
+        pytest.skip("a system-wide container engine answers on a well-known socket")
+    (plat.home / "run" / "engine").write_text("unix:///nonexistent/engine.sock\n")
+    env = {**plat.env, "PATH": "/nonexistent", "CONTAINER_HOST": "unix:///nonexistent/c.sock"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "plat", "daemon", "stop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "still there" in proc.stderr
+    assert f"label=plat.daemon={plat.daemon_id()}" in proc.stderr  # the fix, to copy
+    assert "Traceback" not in proc.stderr
+    assert plat.containers() != []
+    # With the engine back, a stop removes them (no daemon runs any more).
+    plat.run("daemon", "stop")
+    assert plat.containers() == []
+
+
+def _status(plat: PlatRunner) -> dict[str, object]:
+    return json.loads(plat.run("daemon", "status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def _kill_daemon(plat: PlatRunner) -> None:
+    pid = plat.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: _gone(pid), timeout=10)
+
+
+def test_restart_after_a_crash_keeps_the_backend(fresh_plat: PlatRunner) -> None:
+    plat = fresh_plat
+    plat.run("daemon", "start", "--backend", "process")
+    remembered = plat.home / "backend"
+    assert remembered.read_text().strip() == "process"
+    assert stat.S_IMODE(remembered.stat().st_mode) == 0o600
+    _kill_daemon(plat)
+    plat.run("ls")  # auto-starts the daemon
+    assert _status(plat)["backend"] == "process"
+    # An explicit choice overrides and is remembered in turn.
+    plat.run("daemon", "stop")
+    plat.run("daemon", "start", "--backend", "container")
+    assert remembered.read_text().strip() == "container"
+    _kill_daemon(plat)
+    plat.run("auth", "password")
+    assert _status(plat)["backend"] == "container"
+    # `--backend auto` forgets it: the settings decide again.
+    plat.run("daemon", "stop")
+    env = {**plat.env, "PLAT_BACKEND": "process"}
+    subprocess.run(
+        [sys.executable, "-m", "plat", "daemon", "start", "--backend", "auto"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert not remembered.exists()
+    _kill_daemon(plat)
+    subprocess.run([sys.executable, "-m", "plat", "ls"], env=env, check=True, capture_output=True)
+    assert _status(plat)["backend"] == "process"

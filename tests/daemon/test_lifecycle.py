@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,16 @@ def test_pid_alive() -> None:
     assert pid_alive(os.getpid())
     assert pid_alive(1)  # alive, whether or not we may signal it
     assert not pid_alive(dead_pid())
+
+
+def test_a_zombie_is_not_alive() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while pid_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pid_alive(proc.pid)  # exited, not reaped yet
+        assert Path(f"/proc/{proc.pid}").exists()
+    finally:
+        proc.wait()
+    assert pid_alive(os.getpid())

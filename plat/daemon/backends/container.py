@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import docker
 import docker.errors
+import requests
 
 from plat.daemon.backends import (
     INSTANCE_PORT,
@@ -509,3 +510,62 @@ class ContainerBackend:
             await self._engine.close()
             self._engine = None
         await asyncio.to_thread(self._client.close)
+
+
+def remove_all(endpoint: str, daemon_id: str, timeout: float = 30.0) -> tuple[list[str], list[str]]:
+    """Remove every container labelled ``plat.daemon=<daemon_id>``, running or not
+    (``podman rm -f``); returns the names removed and those still there afterwards.
+
+    Blocking (the docker SDK); for a daemon that is gone or could not close in
+    time. Raises EngineError when the engine cannot be reached.
+    """
+    filters = {"label": f"{LABEL_DAEMON}={daemon_id}"}
+
+    def names(entry: Mapping[str, Any]) -> str:
+        return ",".join(n.lstrip("/") for n in entry.get("Names") or []) or str(entry.get("Id"))
+
+    try:
+        with docker.APIClient(base_url=endpoint, timeout=int(timeout)) as api:
+            removed = []
+            for entry in api.containers(all=True, filters=filters):
+                try:
+                    api.remove_container(entry["Id"], force=True, v=True)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:  # named in ``remaining`` below
+                    log.warning("removing %s: %s", names(entry), exc.explanation or exc)
+                    continue
+                removed.append(names(entry))
+            remaining = [names(entry) for entry in api.containers(all=True, filters=filters)]
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise EngineError(
+            f"the container engine at {endpoint} did not answer: {exc}", hint="run `plat doctor`"
+        ) from exc
+    return removed, remaining
+
+
+def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str], list[str]]:
+    """``remove_all`` through the podman CLI, for when no Engine API answers (the
+    daemon's own ``podman system service`` went with it; the containers did not).
+    Raises EngineError when podman is missing or fails."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(podman)
+    if exe is None:
+        raise EngineError("podman is not installed", hint="run `plat doctor`")
+    listing = [exe, "ps", "-a", "--filter", f"label={LABEL_DAEMON}={daemon_id}"]
+    listing += ["--format", "{{.Names}}"]
+
+    def run(cmd: list[str]) -> list[str]:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise EngineError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+        return [line for line in proc.stdout.split() if line]
+
+    found = run(listing)
+    if found:
+        with contextlib.suppress(EngineError):  # what stays is named by the listing below
+            run([exe, "rm", "-f", "-t", "0", *found])
+    remaining = run(listing)
+    return [name for name in found if name not in remaining], remaining
