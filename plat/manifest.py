@@ -7,7 +7,9 @@ and the fix.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,9 @@ from plat.units import parse_duration, parse_size
 MANIFEST_NAME = "plat.yaml"
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_HANDLER_CHARS = 255
 
 DEFAULT_MEMORY = 256 * 1024**2
 DEFAULT_CPU = 1.0
@@ -39,7 +44,7 @@ class Resources(_Strict):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, value: Any) -> int:
-        size = parse_size(value)
+        size = _parsed(parse_size, value)
         if size < 16 * 1024**2:
             raise ValueError("memory must be at least 16Mi")
         return size
@@ -91,6 +96,22 @@ class Manifest(_Strict):
             )
         return value
 
+    @field_validator("handler")
+    @classmethod
+    def _handler(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("handler is empty; name it, e.g. handler.handle, or leave it out")
+        if CONTROL_RE.search(value):
+            raise ValueError(
+                f"{value!r} contains a control character (NUL, newline, ...); "
+                "name the handler, e.g. handler.handle"
+            )
+        if len(value) > MAX_HANDLER_CHARS:
+            raise ValueError(f"handler is longer than {MAX_HANDLER_CHARS} characters")
+        return value
+
     @field_validator("runtime")
     @classmethod
     def _runtime(cls, value: str) -> str:
@@ -102,7 +123,7 @@ class Manifest(_Strict):
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, value: Any) -> float:
-        seconds = parse_duration(value)
+        seconds = _parsed(parse_duration, value)
         if seconds > 3600:
             raise ValueError("timeout must be at most 1h")
         return seconds
@@ -125,11 +146,25 @@ class Manifest(_Strict):
                 raise ValueError(f"env value for {key} must be a string or number")
             if isinstance(item, bool):
                 item = "true" if item else "false"
-            out[str(key)] = "" if item is None else str(item)
+            text = "" if item is None else str(item)
+            if "\0" in text:
+                raise ValueError(
+                    f"env value for {key} contains a NUL byte, which no environment variable "
+                    "can hold; remove it"
+                )
+            out[str(key)] = text
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _parsed(parse: Any, value: Any) -> Any:
+    """``parse(value)``, with the errors of absurd values (1e400Gi) as ValueError."""
+    try:
+        return parse(value)
+    except (OverflowError, TypeError) as exc:
+        raise ValueError(f"{str(value)[:40]!r} is out of range: {exc}") from None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -171,6 +206,8 @@ def validate_manifest(data: Any, *, source: str = MANIFEST_NAME) -> Manifest:
     except ValidationError as exc:
         lines = [_format_error(source, dict(err)) for err in exc.errors()]
         raise ManifestError("\n".join(lines)) from None
+    except RecursionError:
+        raise ManifestError(f"{source}: values are nested too deeply") from None
 
 
 def load_manifest(folder: Path) -> Manifest:
@@ -179,18 +216,12 @@ def load_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
         raise ManifestError(f"{folder} is not a folder", hint="pass the function's folder")
-    if not path.is_file():
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
         raise ManifestError(
             f"no {MANIFEST_NAME} in {folder}",
             hint="run `plat init NAME` to scaffold a function, or cd into its folder",
         )
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ManifestError(f"{path}: YAML syntax error{where}: {problem}") from None
+    data = parse_manifest_text(_read(path, folder), str(path))
     if isinstance(data, dict) and "runtime" not in data:
         detected = detect_runtime(folder)
         if detected is None:
@@ -200,3 +231,73 @@ def load_manifest(folder: Path) -> Manifest:
             )
         data["runtime"] = detected
     return validate_manifest(data, source=str(path))
+
+
+def _read(path: Path, folder: Path) -> bytes:
+    """The bytes of ``plat.yaml``: a regular file inside ``folder``, at most
+    MAX_MANIFEST_BYTES; raises ManifestError otherwise."""
+    real = os.path.realpath(path)
+    if not real.startswith(str(folder).rstrip(os.sep) + os.sep):
+        raise ManifestError(
+            f"{path} is a link to {real}, which leaves the folder",
+            hint=f"copy the file into {folder} instead of linking it",
+        )
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang; it is refused just below.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ManifestError(
+                f"{path} is not a regular file", hint=f"write {MANIFEST_NAME} as a plain file"
+            )
+        os.set_blocking(fd, True)
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{path} is larger than {MAX_MANIFEST_BYTES // 1024} KiB",
+            hint="a manifest is a few lines: name, runtime, handler, env, ...",
+        )
+    return data
+
+
+def _line_column(text: bytes | str, offset: int) -> str:
+    before = text[:offset]
+    newline = b"\n" if isinstance(before, bytes) else "\n"
+    line = before.count(newline) + 1  # type: ignore[arg-type]
+    column = offset - (before.rfind(newline) + 1)  # type: ignore[arg-type]
+    return f"line {line}, column {column + 1}"
+
+
+def parse_manifest_text(raw: bytes, source: str) -> Any:
+    """The YAML document in ``raw`` (UTF-8); raises ManifestError naming ``source`` and
+    the problem (encoding, a character YAML forbids, syntax, nesting)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start]
+        raise ManifestError(
+            f"{source}: not UTF-8: byte 0x{byte:02x} at {_line_column(raw, exc.start)}",
+            hint="save the file as UTF-8",
+        ) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.reader.ReaderError as exc:
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else int(char)
+        raise ManifestError(
+            f"{source}: character {code:#x} at {_line_column(text, exc.position)} "
+            "is not allowed in YAML",
+            hint="remove it; write control characters in a double-quoted string as escapes (\\t)",
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ManifestError(f"{source}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: values are nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML lets a bad tagged value through unwrapped (e.g. a date 2024-13-45).
+        raise ManifestError(f"{source}: a value cannot be read: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,95 @@ def test_files_in_subfolders_do_not_select_a_runtime(tmp_path: Path) -> None:
 def test_empty_manifest_detects_runtime_then_requires_name(tmp_path: Path) -> None:
     folder = make_function(tmp_path / "fn", "", "requirements.txt")
     assert "'name' is required" in load_error(folder)
+
+
+# Hostile files
+
+
+def test_non_utf8_manifest_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_bytes(b"name: caf\xe9\nruntime: python\n")
+    message = load_error(folder)
+    assert str(folder / MANIFEST_NAME) in message
+    assert "not UTF-8" in message
+    assert "line 1" in message and "0xe9" in message
+
+
+def test_utf16_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_bytes(HEAD.encode("utf-16"))
+    assert "not UTF-8" in load_error(folder)
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_bytes(b"\xef\xbb\xbf" + HEAD.encode())
+    assert load_manifest(folder).name == "hello"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (HEAD + "env: {GREETING: \"hi\\0there\"}\n", "'env'"),
+        (HEAD + "env: {\"A\\0B\": x}\n", "'env'"),
+        (HEAD + "env: {\"A=B\": x}\n", "'env'"),
+        (HEAD + "handler: \"handler\\0.handle\"\n", "'handler'"),
+        (HEAD + "handler: \"handler.handle\\nX=1\"\n", "'handler'"),
+        (HEAD + "handler: \"\"\n", "'handler'"),
+    ],
+    ids=["nul-value", "nul-key", "equals-key", "nul-handler", "newline-handler", "empty-handler"],
+)
+def test_nul_and_control_characters_are_refused(tmp_path: Path, text: str, where: str) -> None:
+    message = load_error(make_function(tmp_path / "fn", text))
+    assert where in message
+    assert "Traceback" not in message
+
+
+def test_nul_in_env_value_is_named(tmp_path: Path) -> None:
+    message = load_error(make_function(tmp_path / "fn", HEAD + 'env: {GREETING: "a\\0b"}\n'))
+    assert "GREETING" in message and "NUL" in message
+
+
+def test_control_characters_other_than_nul_are_kept_in_env_values(tmp_path: Path) -> None:
+    manifest = load_manifest(make_function(tmp_path / "fn", HEAD + 'env: {A: "x\\ty\\nz"}\n'))
+    assert manifest.env == {"A": "x\ty\nz"}
+
+
+def test_control_characters_in_yaml_are_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_bytes(b"name: a\x07b\nruntime: python\n")
+    message = load_error(folder)
+    assert str(folder / MANIFEST_NAME) in message and "0x7" in message
+
+
+def test_deeply_nested_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", HEAD + "env: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in load_error(folder)
+
+
+def test_huge_manifest_is_refused_unread(tmp_path: Path) -> None:
+    folder = make_function(tmp_path / "fn", HEAD + "#" * (2 * 1024 * 1024) + "\n")
+    assert "larger than" in load_error(folder)
+
+
+def test_manifest_link_leaving_the_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "other.yaml").write_text(HEAD)
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).symlink_to(tmp_path / "other.yaml")
+    message = load_error(folder)
+    assert "leaves the folder" in message
+
+
+def test_manifest_that_is_a_folder_or_a_fifo_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "fn"
+    (folder / MANIFEST_NAME).mkdir(parents=True)
+    assert "no plat.yaml" in load_error(folder) or "not a regular file" in load_error(folder)
+    other = tmp_path / "fifo"
+    other.mkdir()
+    os.mkfifo(other / MANIFEST_NAME)
+    assert "not a regular file" in load_error(other)
