@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from plat.daemon.journal import Journal, Retention
-from plat.daemon.store import Invocation, Store
+from plat.daemon.store import Invocation, LogLine, Store
 
 
 @pytest.fixture
@@ -99,4 +102,106 @@ async def test_retention_by_count_and_age(store: Store) -> None:
     assert [x.line for x in await store.query_logs("fn")] == ["l3", "l4", "l5"]
     calls = await store.query_invocations(0, "fn")
     assert [c.call_id for c in calls] == ["c3", "c4"]
+    await journal.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs), to fill up."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+class CountingStore(Store):
+    writes = 0
+
+    async def insert_logs(self, rows: Sequence[LogLine]) -> None:
+        self.writes += 1
+        await super().insert_logs(rows)
+
+
+def fill(path: Path) -> None:
+    with path.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+async def test_a_full_disk_is_reported_once_buffered_bounded_and_recovered(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="plat.daemon.journal")
+    store = CountingStore(small_disk / "plat.db")
+    await store.open()
+    journal = Journal(store, flush_interval=0.01, max_pending=100)
+    await journal.start()
+    try:
+        filler = small_disk / "filler"
+        fill(filler)
+        journal.log("fn", "v1", "i1", "stdout", "first " + "x" * 8000)
+        deadline = time.monotonic() + 10
+        while "plat.daemon.journal" not in {r.name for r in caplog.records}:
+            assert time.monotonic() < deadline, "no write failed"
+            await asyncio.sleep(0.01)
+        for i in range(300):  # the buffer keeps the newest 100
+            journal.log("fn", "v1", "i1", "stdout", f"line {i} " + "x" * 500)
+        for _ in range(10):
+            journal.invocation(Invocation(time.time(), "fn", "v1", 200, 0.01, 1, 2, False, "c"))
+        writes = store.writes
+        await asyncio.sleep(2.0)
+        records = [r for r in caplog.records if r.name == "plat.daemon.journal"]
+        assert len(records) == 1, [r.getMessage() for r in records]
+        (warning,) = records
+        assert warning.levelno == logging.WARNING
+        assert warning.exc_info is None
+        assert "disk full" in warning.getMessage()
+        assert store.writes - writes < 10  # backed off (0.01 s apart, it would be ~200)
+        assert await journal.flush() is False  # a caller's flush neither raises nor logs
+
+        filler.unlink()
+        deadline = time.monotonic() + 15
+        while "works again" not in caplog.text and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert "works again" in caplog.text
+        assert "dropped meanwhile: 201 log lines, 0 invocation records" in caplog.text
+        assert not any(r.exc_info for r in caplog.records)
+        lines = await store.query_logs("fn")
+        assert [line.line.split()[1] for line in lines if line.stream == "stdout"] == [
+            str(i) for i in range(200, 300)
+        ]
+        (marker,) = [line for line in lines if line.stream == "plat"]
+        assert "201 lines of this function were dropped" in marker.line
+        assert len(await store.query_invocations(0, "fn")) == 10
+    finally:
+        await journal.close()
+        await store.close()
+
+
+async def test_records_the_store_refuses_are_dropped_not_retried_forever(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(store, flush_interval=3600)
+    await journal.start()
+    bad = Invocation(time.time(), "fn", "v1", 200, 0.01, 1, 2, False, None)  # type: ignore[arg-type]
+    journal.invocation(bad)
+    journal.log("fn", "v1", "i1", "stdout", "with it")
+    assert await journal.flush() is True
+    assert "refused 1 log lines and 1 invocation records" in caplog.text
+    journal.log("fn", "v1", "i1", "stdout", "after it")
+    assert await journal.flush() is True
+    assert [line.line for line in await store.query_logs("fn")] == ["after it"]
     await journal.close()
