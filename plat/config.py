@@ -73,6 +73,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway_port", 8080, _port, "TCP port of the gateway on 127.0.0.1"),
     Setting("gateway_host", "127.0.0.1", str, "address the gateway binds (loopback by default)"),
     Setting("max_body", 6 * 1024**2, parse_size, "largest request body the gateway accepts"),
+    Setting("head_timeout", 10.0, parse_duration, "a request head must arrive within this (408)"),
+    Setting("body_timeout", 30.0, parse_duration, "a request body may stall this long (408)"),
+    Setting(
+        "max_connections",
+        4096,
+        _count,
+        "open gateway connections at most (lowered to fit the open-file limit)",
+    ),
     Setting("engine_host", None, str, "Docker Engine API endpoint (default: discovered)"),
     Setting(
         "backend",

@@ -35,6 +35,7 @@ from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, error_middleware
 from plat.daemon.controller import Controller
 from plat.daemon.deployer import Artifacts, Deployer
+from plat.daemon.fdlimit import connection_cap, raise_open_files
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.http_server import HttpServer
@@ -80,6 +81,7 @@ class Daemon:
         self.engine_description: dict[str, Any] = {}
         self.backend_warning: str | None = None
         self.gateway_url = ""
+        self._open_files = 0
         self._stack = AsyncExitStack()
         # Set by start():
         self.store: Store
@@ -94,6 +96,7 @@ class Daemon:
 
     async def start(self) -> None:
         stack = self._stack
+        self._open_files = raise_open_files()
         self.home.ensure()
         password = ensure_password(self.home)
 
@@ -237,7 +240,21 @@ class Daemon:
         return process, ProcessArtifacts(self.home.root / "artifacts", self.env)
 
     async def _serve(self) -> None:
-        server = HttpServer(self.gateway.handle)
+        config = self.config
+        max_connections = connection_cap(config.max_connections, self._open_files)
+        if max_connections < config.max_connections:
+            log.warning(
+                "the open-file limit (%d) allows %d gateway connections, not %d",
+                self._open_files,
+                max_connections,
+                config.max_connections,
+            )
+        server = HttpServer(
+            self.gateway.handle,
+            head_timeout=config.head_timeout,
+            body_timeout=config.body_timeout,
+            max_connections=max_connections,
+        )
         try:
             await server.start(self.config.gateway_host, self.config.gateway_port)
         except OSError as exc:

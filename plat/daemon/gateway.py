@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 # The gateway sets these itself: a client's values are replaced, not passed on.
 _REPLACED = frozenset({b"x-call-id", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
 # Expect: 100-continue is answered by the gateway's server, not the function.
-TO_FUNCTION = HOP_BY_HOP | _REPLACED | {b"expect"}
+# X-Plat-Probe marks the controller's readiness probes, which the shims answer
+# themselves: a client's would keep its call from the handler.
+TO_FUNCTION = HOP_BY_HOP | _REPLACED | {b"expect", b"x-plat-probe"}
 TO_FUNCTION_NO_AUTH = TO_FUNCTION | {b"authorization"}
 # The in-process aiohttp app sees Authorization (and the client's Host, set apart).
 TO_INTERNAL = HOP_BY_HOP | {b"expect"}
@@ -176,6 +178,10 @@ class Gateway:
             if name:
                 await self.invoke(request, response, name, b"/" + rest)
                 return
+        elif not path.startswith(b"/"):  # OPTIONS *: nothing answers for the whole server
+            target = path.decode("latin-1")
+            self._error(response, Call(""), 404, "not_found", f"nothing answers for {target}")
+            return
         await self._other(request, response)
 
     async def invoke(
@@ -198,8 +204,8 @@ class Gateway:
         self.metrics.request_started(name)
         try:
             await self._proxy(request, response, fs, call, subpath)
-        except ClientGone:
-            call.status = 499
+        except ClientGone as exc:
+            call.status = exc.status
         except BaseException:
             call.status = 499  # the client went away (or the daemon is stopping)
             raise

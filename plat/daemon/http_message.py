@@ -73,7 +73,13 @@ date_line = _DateCache().get
 
 
 class ClientGone(Exception):
-    """The client closed its connection while its request was being handled."""
+    """The request ended before its handler did: the client closed its connection
+    (``status`` 499), or the server gave up on the rest of the request and answered
+    it itself (``status`` 400 or 408, say)."""
+
+    def __init__(self, status: int = 499) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class BodyTooLarge(Exception):
@@ -147,7 +153,7 @@ class Request:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self.discarding = False
-        self._failed = False
+        self._failed = 0  # the status it failed with
         self.body_done = False
 
     @property
@@ -172,7 +178,7 @@ class Request:
             if self.body_done:
                 return b""
             if self._failed:
-                raise ClientGone()
+                raise ClientGone(self._failed)
             if self.expects_continue:
                 self.expects_continue = False
                 self._conn.write_raw(_CONTINUE)
@@ -218,10 +224,16 @@ class Request:
         self.body_done = True
         self._wake()
 
-    def fail(self) -> None:
-        """The client is gone: a reader waiting for the body gets ClientGone."""
-        self._failed = True
+    def fail(self, status: int = 499) -> None:
+        """The body will not come: a reader waiting for it gets ClientGone(status)."""
+        if not self._failed:
+            self._failed = status
         self._wake()
+
+    @property
+    def reading(self) -> bool:
+        """A reader is waiting for the body."""
+        return self._waiter is not None
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -3,18 +3,31 @@
 It serves one ``handler(request, response)`` coroutine per request and knows
 nothing about plat. Requests on one connection are answered strictly in order:
 a pipelined request waits (and reading pauses) until the one before it is
-answered, so pipelining is safe. Request bodies are buffered only up to
+answered, so pipelining is safe; a large read is parsed a slice at a time and
+no further while ``QUEUE_AHEAD`` requests wait, so pipelining cannot pile up
+parsed requests either. Request bodies are buffered only up to
 ``BODY_HIGH_WATER`` before reading pauses, so a handler can stream them; a
 response is written as the handler produces it, framed by Content-Length when
 the handler knows the length and chunked otherwise (close-delimited for
 HTTP/1.0 clients).
 
 A client that disconnects while its request is being handled cancels the
-handler task, unless the handler set ``response.on_gone``: then that callback
-runs instead (the gateway uses it to finish an exchange with an instance
-before giving the slot back). Writes to a gone client are dropped silently.
-A body the handler left unread is read and discarded (for at most
-``linger_timeout``) so that the connection can serve the next request.
+handler task (a handler waiting for the body gets ClientGone instead), unless
+the handler set ``response.on_gone``: then that callback runs instead (the
+gateway uses it to finish an exchange with an instance before giving the slot
+back). Writes to a gone client are dropped silently. A body the handler left
+unread is read and discarded (for at most ``linger_timeout``) so that the
+connection can serve the next request.
+
+What the server refuses (plat.daemon.http_rules) is answered in its turn with
+a JSON body, then the connection closes: unparsable requests, heads over
+``MAX_HEAD``, versions other than 1.0 and 1.1, a missing Host, a head not
+complete within ``head_timeout`` or a body that makes no progress for
+``body_timeout`` (408). Upgrade requests are served as plain HTTP/1.1, body
+included: the server ignores ``Upgrade`` (RFC 9110, section 7.8). At
+``max_connections`` a new connection closes the oldest idle one, else the one
+that has been sending its head the longest, else it is closed itself. One
+sweeper task keeps every deadline: no timer per request.
 """
 
 from __future__ import annotations
@@ -30,7 +43,16 @@ from typing import cast
 
 import httptools
 
-from plat.daemon.http_message import Request, Response, reason
+from plat.daemon.http_message import ClientGone, Request, Response
+from plat.daemon.http_rules import (
+    AT_CAPACITY,
+    HEAD_TOO_LARGE,
+    MAX_HEAD,
+    Refusal,
+    check_head,
+    parser_refusal,
+    timed_out,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +62,29 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 KEEPALIVE_TIMEOUT = 75.0
 # A request body the handler left unread is discarded for at most this long.
 LINGER_TIMEOUT = 10.0
-MAX_HEAD = 64 * 1024
+# A request head must be complete this long after its first byte (a new
+# connection's first head: after the connection opened).
+HEAD_TIMEOUT = 10.0
+# A request body being read may go this long without a byte.
+BODY_TIMEOUT = 30.0
+MAX_CONNECTIONS = 4096
+# Reads larger than this are parsed a slice at a time; parsing stops while this
+# many requests (or more) are queued, the rest of the read is kept as bytes.
+FEED_SLICE = 16 * 1024
+QUEUE_AHEAD = 64
 # Headers the server notes on the Request (framing, and what most handlers ask for).
-_NOTED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"host", b"authorization"})
+_NOTED = frozenset(
+    {b"content-length", b"transfer-encoding", b"expect", b"host", b"authorization", b"upgrade"}
+)
 _TEXT_PLAIN = b"Content-Type: text/plain; charset=utf-8\r\n"
+# A request line's bytes besides the target (method, spaces, version, CRLF), and
+# a header line's besides its name and value (": ", CRLF), for MAX_HEAD.
+_LINE_OVERHEAD = 16
+_HEADER_OVERHEAD = 4
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the refusal is on the connection."""
 
 
 class ServerConnection(asyncio.Protocol):
@@ -59,43 +100,52 @@ class ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
+        self._head_partial = 0  # bytes of reads inside a header line llhttp still holds
         self._in_head = False
+        self._messages = 0  # request heads begun
+        self._reads = 0
         self._parsing: Request | None = None
         self._active: tuple[Request, Response] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Request | Refusal] = deque()
+        self._backlog = b""
+        self._feeding = False
+        self._refusal: Refusal | None = None
+        self._upgrading: Request | None = None
+        self._synthetic = False
         self._paused_body = False
         self._paused_queue = False
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._stop_reading = False
+        self._draining = False  # answered and shut for writing: see _answer
+        # what the sweeper saw on its last visit (see expire)
+        self._head_mark = -1
+        self._head_since = 0.0
+        self._body_mark = -1
+        self._body_since = 0.0
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        server = self.server
+        if len(server.connections) >= server.max_connections and not server.shed():
+            self._close()
+            return
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
-        self.server.connections.add(self)
+        server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._stop_reading or self._closed:
             return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket) are not proxied: answer this request, then close.
-            self._stop_reading = True
-            return
-        except httptools.HttpParserError:
-            self._bad_request(400)
-            return
-        if self._in_head:
-            # Counts whole reads: a head spread over many reads grows past the limit.
-            self._head_size += len(data)
-            if self._head_size > MAX_HEAD:
-                self._bad_request(431)
+        self._reads += 1
+        if len(data) > FEED_SLICE or self._backlog:
+            self._feed_sliced(data)
+        else:
+            self._feed(data)
 
     def eof_received(self) -> bool | None:
         return None  # half-closed clients are treated as gone (as aiohttp does)
@@ -104,21 +154,13 @@ class ServerConnection(asyncio.Protocol):
         self._closed = True
         self.server.connections.discard(self)
         self._queue.clear()
+        self._backlog = b""
         if self._parsing is not None:
             self._parsing.fail()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        active = self._active
-        if active is None:
-            return
-        request, response = active
-        response.gone = True
-        request.fail()
-        if response.on_gone is not None:
-            response.on_gone()
-        elif self._task is not None:
-            self._task.cancel()
+        self._abandon(499)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -135,49 +177,138 @@ class ServerConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    # parsing
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        while True:
+            in_head = self._in_head
+            size = self._head_size
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                data = data[int(exc.args[0]) :]
+                self._upgraded()
+                if data and not self._stop_reading:
+                    continue
+                return
+            except httptools.HttpParserError as exc:
+                refusal, self._refusal = self._refusal, None
+                self._refuse(refusal or parser_refusal(exc))
+                return
+            break
+        if in_head and self._in_head:
+            if self._head_size != size:
+                self._head_partial = 0
+            else:  # the whole read is inside one header line that llhttp still holds
+                self._head_partial += len(data)
+                if self._head_size + self._head_partial > MAX_HEAD:
+                    self._refuse(HEAD_TOO_LARGE)
+
+    def _feed_sliced(self, data: bytes) -> None:
+        """Parse a slice at a time; stop while QUEUE_AHEAD requests wait (reading is
+        paused then) and keep the rest as bytes, fed again by ``_next``."""
+        if self._backlog:
+            data, self._backlog = self._backlog + data, b""
+        view = memoryview(data)
+        self._feeding = True
+        try:
+            for start in range(0, len(view), FEED_SLICE):
+                if len(self._queue) >= QUEUE_AHEAD:
+                    self._backlog = bytes(view[start:])
+                    return
+                self._feed(view[start : start + FEED_SLICE])
+                if self._stop_reading or self._closed:
+                    return
+        finally:
+            self._feeding = False
+
+    def _upgraded(self) -> None:
+        """llhttp stopped after an upgrade request's head. The upgrade is ignored: the
+        request is served as HTTP/1.1, its body (which llhttp skips) included, by a
+        new parser that first takes a made-up head with the body's framing."""
+        request, self._upgrading = self._upgrading, None
+        self.parser = httptools.HttpRequestParser(self)
+        if request is not None and not request.body_done:
+            if request.chunked:
+                framing = b"Transfer-Encoding: chunked"
+            else:
+                framing = b"Content-Length: %d" % (request.content_length or 0)
+            self._synthetic = True
+            self.parser.feed_data(b"PUT / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+
+    def _too_large(self) -> None:
+        self._refusal = HEAD_TOO_LARGE
+        raise _Refused()
+
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._head_size = 0
+        self._messages += 1
+        self._head_size = _LINE_OVERHEAD
+        self._head_partial = 0
         self._url = b""
         self._headers = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + _HEADER_OVERHEAD
+        if self._head_size > MAX_HEAD:
+            self._too_large()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_size = 0
+        if self._synthetic:  # the made-up head of _upgraded: the body goes on as before
+            self._synthetic = False
+            return
         parser = self.parser
-        request = Request(
-            self,
-            parser.get_method(),
-            self._url,
-            parser.get_http_version(),
-            self._headers,
-            parser.should_keep_alive(),
-        )
-        for name, value in self._headers:
+        method = parser.get_method()
+        version = parser.get_http_version()
+        headers = self._headers
+        hosts = 0
+        upgrade = False
+        content_length: int | None = None
+        chunked = expects_continue = False
+        host = authorization = None
+        for name, value in headers:
             lower = name.lower()
             if lower in _NOTED:
                 if lower == b"content-length":
-                    request.content_length = int(value)
+                    content_length = int(value)
                 elif lower == b"transfer-encoding":
-                    request.chunked = True
+                    chunked = True
                 elif lower == b"host":
-                    if request.host is None:
-                        request.host = value
+                    hosts += 1
+                    if host is None:
+                        host = value
                 elif lower == b"authorization":
-                    if request.authorization is None:
-                        request.authorization = value
-                elif value.lower() == b"100-continue" and request.version == "1.1":
-                    request.expects_continue = True
+                    if authorization is None:
+                        authorization = value
+                elif lower == b"upgrade":
+                    upgrade = True
+                elif value.lower() == b"100-continue" and version == "1.1":
+                    expects_continue = True
+        url = self._url
+        if hosts != 1 or version != "1.1" or method == b"CONNECT" or url == b"*":
+            self._refusal = check_head(method, url, version, hosts)
+            if self._refusal is not None:
+                raise _Refused()
+        request = Request(self, method, url, version, headers, parser.should_keep_alive())
+        request.host = host
+        request.authorization = authorization
+        request.content_length = content_length
+        request.chunked = chunked
+        request.expects_continue = expects_continue
         if not request.has_body:
             request.body_done = True
+        if upgrade and parser.should_upgrade():
+            self._upgrading = request
         self._parsing = request
         if self._active is None and not self._queue:
             self._begin(request)
@@ -191,8 +322,8 @@ class ServerConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = self._parsing
-        if request is None:
-            return
+        if request is None or (request is self._upgrading and not request.body_done):
+            return  # llhttp skips an upgrade request's body: _upgraded reads it
         self._parsing = None
         request.end_body()
         if request.discarding and self._active is None:
@@ -212,6 +343,8 @@ class ServerConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             if not response.gone:
                 raise
+        except ClientGone:
+            pass  # the client left, or the server refused the rest of the request
         except Exception:
             log.exception("the HTTP handler failed on %s %s", request.method, request.target)
         finally:
@@ -228,43 +361,96 @@ class ServerConnection(asyncio.Protocol):
                 return
             response.keep_alive = False
             response.send(500, [_TEXT_PLAIN], b"500: Internal Server Error")
-        if not response.keep_alive or self._stop_reading:
-            assert self.transport is not None
-            self.transport.close()
-            self._closed = True
+        if not response.keep_alive or (self._stop_reading and not request.body_done):
+            self._close()
             return
         if not request.body_done:
             request.drop_body()
             self._set_paused(body=False)
-            self.idle_since = time.monotonic()  # lingering: see HttpServer.sweep
+            self.idle_since = time.monotonic()  # lingering: see expire
             return
         self._next()
 
     def _next(self) -> None:
-        if self._queue:
-            request = self._queue.popleft()
-            if not self._queue:
-                self._set_paused(queue=False)
-            self._begin(request)
+        queue = self._queue
+        if queue:
+            item = queue.popleft()
+            if isinstance(item, Refusal):
+                self._answer(item)
+                return
+            self._begin(item)
         else:
             self.idle_since = time.monotonic()
-            self._set_paused(queue=False, body=False)
+            self._set_paused(body=False)
+        if not queue:
+            if self._backlog and not self._feeding:
+                self._feed_sliced(b"")
+            if not queue and not self._backlog:
+                self._set_paused(queue=False)
 
-    def _bad_request(self, status: int) -> None:
-        """An unparsable request: answer it when nothing else is on the wire, then close."""
-        self._queue.clear()
-        if self._active is not None:
-            self._stop_reading = True  # close after the response in progress
-            self._active[1].keep_alive = False
+    def _refuse(self, refusal: Refusal) -> None:
+        """A request the server will not serve: stop reading, answer ``refusal`` in
+        its turn (after the requests before it), then close."""
+        if self._closed:
             return
+        self._stop_reading = True
+        self._backlog = b""
+        if self.transport is not None and not (self._paused_body or self._paused_queue):
+            self.transport.pause_reading()
+        broken, self._parsing = self._parsing, None  # the request whose body went wrong
+        if broken is not None:
+            if self._active is not None and self._active[0] is broken:
+                if self._active[1].started:
+                    self.abort()  # too late to answer: connection_lost fails the handler
+                else:
+                    self._answer(refusal)
+                    self._abandon(refusal.status)
+                return
+            if broken.discarding:  # answered already; the rest of its body was dropped
+                self._close()
+                return
+            if self._queue and self._queue[-1] is broken:
+                self._queue.pop()  # the refusal answers it
+        if self._active is None and not self._queue:
+            self._answer(refusal)
+        else:
+            self._queue.append(refusal)
+
+    def _answer(self, refusal: Refusal) -> None:
+        """Send ``refusal`` and close. Closing with unread bytes would reset the
+        connection and could lose the answer on the way, so the server shuts its
+        side, then reads and drops what the client still sends until it closes (for
+        at most ``linger_timeout``), as nginx's lingering close does."""
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        self._closed = self._stop_reading = True
+        transport.write(refusal.response())
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        self._draining = True
+        self.idle_since = time.monotonic()
+
+    def _abandon(self, status: int) -> None:
+        """The active request ends here: a handler reading its body gets ClientGone
+        (with ``status``), one set on ``on_gone`` is told, any other is cancelled."""
+        active = self._active
+        if active is None:
+            return
+        request, response = active
+        response.gone = True
+        request.fail(status)
+        if response.on_gone is not None:
+            response.on_gone()
+        elif self._task is not None and not request.reading:
+            self._task.cancel()
+
+    def _close(self) -> None:
         self._closed = True
         if self.transport is not None:
-            body = b"%d: %s" % (status, reason(status))
-            self.transport.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (status, reason(status), len(body), body)
-            )
             self.transport.close()
 
     # used by Request and Response
@@ -302,27 +488,79 @@ class ServerConnection(asyncio.Protocol):
         if now != was and self.transport is not None and not self._closed:
             if now:
                 self.transport.pause_reading()
-            else:
+            elif not self._stop_reading:
                 self.transport.resume_reading()
 
-    def close_if_idle(self, now: float, keepalive: float, linger: float) -> None:
-        since = self.idle_since
-        if since is None or self.transport is None:
+    # used by HttpServer
+
+    def expire(self, now: float) -> None:
+        """The sweeper's visit: refuse or close what overstayed its deadline. A deadline
+        starts at the first visit that sees its phase, so it is kept up to one sweep
+        interval late, never early; while the server paused reading, none runs."""
+        if self._draining:
+            if now - (self.idle_since or now) > self.server.linger_timeout:
+                self.abort()
             return
-        lingering = self._active is None and self._parsing is not None and self._parsing.discarding
-        if now - since > (linger if lingering else keepalive):
-            self._closed = True
-            self.transport.close()
+        if self._closed or self._stop_reading or self.transport is None:
+            return
+        if self._paused_body or self._paused_queue:
+            self._head_mark = self._body_mark = -1
+            return
+        server = self.server
+        if self._in_head:
+            if self._head_mark != self._messages:
+                self._head_mark, self._head_since = self._messages, now
+            elif now - self._head_since > server.head_timeout:
+                self._refuse(timed_out("head", server.head_timeout))
+            return
+        request = self._parsing
+        if request is not None and not request.body_done:
+            if request.discarding:
+                if now - (self.idle_since or now) > server.linger_timeout:
+                    self._close()
+            elif request.expects_continue:
+                self._body_mark = -1  # the client waits for 100 Continue
+            elif self._body_mark != self._reads:
+                self._body_mark, self._body_since = self._reads, now
+            elif now - self._body_since > server.body_timeout:
+                self._refuse(timed_out("body", server.body_timeout))
+            return
+        since = self.idle_since
+        if since is not None:
+            # a new connection has head_timeout for its first request
+            limit = server.keepalive_timeout if self._messages else server.head_timeout
+            if now - since > limit:
+                self._close()
+
+    def shed_rank(self) -> tuple[int, float] | None:
+        """Whether this connection may be closed for a new one, and how early: idle
+        ones first, oldest first, then those sending a head; None when busy."""
+        if self._draining:
+            return (-1, self.idle_since or 0.0)
+        if self._closed or self._active is not None or self._queue:
+            return None
+        if self._in_head:
+            return (1, self._head_since if self._head_mark == self._messages else time.monotonic())
+        if self._parsing is not None or self.idle_since is None:
+            return None
+        return (0, self.idle_since)
+
+    def shed(self) -> None:
+        if self._draining:
+            self.abort()
+        elif self._in_head:
+            self._refuse(AT_CAPACITY)
+        else:
+            self._close()
 
     def shut(self) -> None:
         """Close now if idle; otherwise close once the current response is done."""
         if self._active is None:
-            self._closed = True
-            if self.transport is not None:
-                self.transport.close()
+            self._close()
         else:
             self._active[1].keep_alive = False
             self._queue.clear()
+            self._backlog = b""
 
 
 class HttpServer:
@@ -339,10 +577,16 @@ class HttpServer:
         *,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         linger_timeout: float = LINGER_TIMEOUT,
+        head_timeout: float = HEAD_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.handler = handler
         self.keepalive_timeout = keepalive_timeout
         self.linger_timeout = linger_timeout
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
         self.connections: set[ServerConnection] = set()
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
@@ -367,13 +611,30 @@ class HttpServer:
     def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(self._server.sockets) if self._server is not None else ()
 
+    def shed(self) -> bool:
+        """Close the connection that matters least to make room for a new one; False
+        when every connection is busy with a request."""
+        best: ServerConnection | None = None
+        best_rank: tuple[int, float] | None = None
+        for conn in self.connections:
+            rank = conn.shed_rank()
+            if rank is not None and (best_rank is None or rank < best_rank):
+                best, best_rank = conn, rank
+        if best is None:
+            return False
+        best.shed()
+        return True
+
     async def _sweep(self) -> None:
-        interval = min(self.keepalive_timeout, self.linger_timeout) / 4
+        interval = (
+            min(self.keepalive_timeout, self.linger_timeout, self.head_timeout, self.body_timeout)
+            / 4
+        )
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for conn in list(self.connections):
-                conn.close_if_idle(now, self.keepalive_timeout, self.linger_timeout)
+                conn.expire(now)
 
     async def close(self, grace: float = 5.0) -> None:
         if self._server is None:

@@ -98,7 +98,7 @@ def handle(event, context):
 
 
 def config_for(home: Home, env: dict[str, str], **overrides: Any) -> Any:
-    settings = {"backend": "process", "gateway_port": 0, "max_body": MAX_BODY}
+    settings = {"backend": "process", "gateway_port": 0, "max_body": MAX_BODY, "body_timeout": 1.0}
     settings.update(overrides)
     return load_config(home, env, settings)
 
@@ -270,6 +270,16 @@ async def test_headers_towards_the_function(daemon: Daemon, client: aiohttp.Clie
     assert header_values(body, "host") == [instance.running.address]
 
 
+async def test_a_probe_header_from_a_client_never_reaches_the_function(
+    daemon: Daemon, client: aiohttp.ClientSession
+) -> None:
+    headers = {"X-Plat-Probe": "1", "Connection": "close"}
+    async with client.get(daemon.gateway_url + "/function/echo/p", headers=headers) as res:
+        body = await res.json()  # the handler answered, not the shim's readiness probe
+    assert body["path"] == "/p"
+    assert header_values(body, "x-plat-probe") == []
+
+
 async def test_authorization_never_reaches_a_private_function(
     daemon: Daemon, client: aiohttp.ClientSession
 ) -> None:
@@ -416,6 +426,47 @@ async def test_expect_100_continue(daemon: Daemon) -> None:
     echoed = json.loads(body)
     assert echoed["length"] == 5
     assert header_values(echoed, "expect") == []
+    await conn.close()
+
+
+# requests the gateway's server refuses or reshapes
+
+
+async def test_an_upgrade_request_reaches_the_function_with_its_body(daemon: Daemon) -> None:
+    conn = await Raw.open(daemon.gateway_url)
+    await conn.send(
+        b"POST /function/echo/up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /function/echo/after HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    status, _, body = await asyncio.wait_for(conn.answer(), 10)
+    echoed = json.loads(body)
+    assert (status, echoed["length"], echoed["path"]) == (200, 5, "/up")
+    assert header_values(echoed, "upgrade") == []
+    assert json.loads((await asyncio.wait_for(conn.answer(), 10))[2])["path"] == "/after"
+    await conn.close()
+
+
+async def test_asterisk_target_is_a_json_400_without_a_traceback(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    for line in (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"):
+        conn = await Raw.open(daemon.gateway_url)
+        await conn.send(line)
+        status, headers, body = await asyncio.wait_for(conn.answer(), 10)
+        assert status in (400, 404), line
+        assert get(headers, "Content-Type") == ["application/json; charset=utf-8"]
+        assert json.loads(body)["error"] in ("bad_request", "not_found")
+        await conn.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_body_that_never_comes_is_408_before_auth(daemon: Daemon) -> None:
+    conn = await Raw.open(daemon.gateway_url)
+    await conn.send(b"POST /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
+    status, _, body = await asyncio.wait_for(conn.answer(), 10)
+    assert status == 408
+    assert json.loads(body)["error"] == "request_timeout"
     await conn.close()
 
 

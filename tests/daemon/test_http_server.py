@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -413,16 +414,6 @@ async def test_large_response_streams_to_a_slow_reader(
 # errors and disconnects
 
 
-async def test_bad_request_is_400_then_closed(served: tuple[HttpServer, Handlers]) -> None:
-    server, _ = served
-    client = await Raw.open(server)
-    await client.send(b"NOT HTTP AT ALL\r\n\r\n")
-    status, headers, _ = await client.answer()
-    assert (status, headers["connection"]) == (400, "close")
-    assert await client.closed()
-    await client.close()
-
-
 async def test_methods_llhttp_does_not_know_are_400(
     served: tuple[HttpServer, Handlers],
 ) -> None:
@@ -448,28 +439,30 @@ async def test_oversized_head_is_431(served: tuple[HttpServer, Handlers]) -> Non
     await client.close()
 
 
-async def test_upgrade_requests_are_answered_then_closed(
+async def test_upgrades_are_ignored_and_the_connection_carries_on(
     served: tuple[HttpServer, Handlers],
 ) -> None:
     server, _ = served
     client = await Raw.open(server)
     await client.send(
         b"GET /fast/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /fast/next HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     status, _, body = await client.answer()
     assert (status, body) == (200, b"/fast/ws")
-    assert await client.closed()
+    assert (await client.answer())[2] == b"/fast/next"
     await client.close()
 
 
-async def test_garbage_after_a_request_in_progress_closes_after_its_answer(
+async def test_garbage_after_a_request_in_progress_is_400_after_its_answer(
     served: tuple[HttpServer, Handlers],
 ) -> None:
     server, _ = served
     client = await Raw.open(server)
     await client.send(b"GET /slow/a?0.1 HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
-    status, headers, body = await client.answer()
-    assert (status, body, headers["connection"]) == (200, b"/slow/a?0.1", "close")
+    status, _, body = await client.answer()
+    assert (status, body) == (200, b"/slow/a?0.1")
+    refusal(await client.answer(), 400)
     assert await client.closed()
     await client.close()
 
@@ -602,3 +595,283 @@ def test_on_uvloop() -> None:
         await server.close()
 
     uvloop.run(scenario())
+
+
+# what the server refuses, and the deadlines it keeps
+
+
+@pytest.fixture
+async def strict() -> AsyncIterator[tuple[HttpServer, Handlers]]:
+    """A server with short read deadlines and room for four connections."""
+    handlers = Handlers()
+    server = HttpServer(
+        handlers,
+        keepalive_timeout=5.0,
+        linger_timeout=0.5,
+        head_timeout=0.3,
+        body_timeout=0.3,
+        max_connections=4,
+    )
+    await server.start("127.0.0.1", 0)
+    yield server, handlers
+    await server.close(grace=1.0)
+
+
+def refusal(answer: tuple[int, dict[str, str], bytes], status: int) -> dict[str, str]:
+    """The JSON body of a refusal with ``status``, sent with Connection: close."""
+    got, headers, body = answer
+    assert got == status, (got, body)
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert headers["connection"] == "close"
+    payload = json.loads(body)
+    assert set(payload) == {"error", "message"}
+    return dict(payload)
+
+
+async def test_a_body_that_never_comes_is_408(strict: tuple[HttpServer, Handlers]) -> None:
+    server, handlers = strict
+    client = await Raw.open(server)
+    await client.send(b"POST /readgone HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    answer = await asyncio.wait_for(client.answer(), 3)
+    assert refusal(answer, 408)["error"] == "request_timeout"
+    assert await client.closed()
+    await asyncio.wait_for(handlers.gone.wait(), 3)  # the handler reading the body was failed
+    assert handlers.events == ["ClientGone"]
+    await client.close()
+
+
+async def test_a_body_that_keeps_coming_is_not_cut(strict: tuple[HttpServer, Handlers]) -> None:
+    server, _ = strict
+    client = await Raw.open(server)
+    await client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+    for piece in (b"ab", b"cd", b"ef", b"gh"):  # 0.6 s in all, never 0.3 s without progress
+        await asyncio.sleep(0.15)
+        await client.send(piece)
+    status, _, body = await asyncio.wait_for(client.answer(), 3)
+    assert (status, json.loads(body)["body"]) == (200, "abcdefgh")
+    await client.close()
+
+
+async def test_a_head_that_never_ends_is_408(strict: tuple[HttpServer, Handlers]) -> None:
+    server, _ = strict
+    client = await Raw.open(server)
+    started = time.monotonic()
+    await client.send(b"GET /fast HTTP/1.1\r\nHost: x\r\n")
+    for _ in range(10):  # progress does not extend the head's deadline
+        await asyncio.sleep(0.05)
+        await client.send(b"X-Slow: 1\r\n")
+    answer = await asyncio.wait_for(client.answer(), 3)
+    assert refusal(answer, 408)["error"] == "request_timeout"
+    assert time.monotonic() - started < 2
+    assert await client.closed()
+    await client.close()
+
+
+async def test_a_connection_that_sends_nothing_is_closed(
+    strict: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = strict
+    client = await Raw.open(server)
+    assert await asyncio.wait_for(client.reader.read(), 3) == b""  # no answer to no request
+    await client.close()
+
+
+async def test_a_head_deadline_while_a_request_is_served_refuses_in_turn(
+    strict: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = strict
+    client = await Raw.open(server)
+    await client.send(b"GET /slow/a?0.6 HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\n")
+    status, _, body = await asyncio.wait_for(client.answer(), 3)
+    assert (status, body) == (200, b"/slow/a?0.6")
+    refusal(await asyncio.wait_for(client.answer(), 3), 408)
+    await client.close()
+
+
+async def test_at_the_cap_the_oldest_idle_connection_is_shed(
+    strict: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = strict
+    clients = []
+    for i in range(4):
+        client = await Raw.open(server)
+        await client.send(b"GET /fast/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        assert (await client.answer())[0] == 200
+        clients.append(client)
+    busy = clients[1]
+    await busy.send(b"GET /slow/b?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.05)
+    newcomer = await Raw.open(server)
+    await newcomer.send(b"GET /fast/new HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await newcomer.answer())[2] == b"/fast/new"
+    assert await clients[0].closed()  # the oldest idle one
+    assert (await busy.answer())[2] == b"/slow/b?0.5"  # the busy one was not shed
+    await clients[2].send(b"GET /fast/still HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await clients[2].answer())[2] == b"/fast/still"
+    assert len(server.connections) <= 4
+    for client in [*clients, newcomer]:
+        await client.close()
+
+
+async def test_at_the_cap_with_nothing_to_shed_new_connections_are_closed(
+    strict: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = strict
+    busy = []
+    for _ in range(4):
+        client = await Raw.open(server)
+        await client.send(b"GET /slow/x?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        busy.append(client)
+    await asyncio.sleep(0.05)
+    refused = await Raw.open(server)
+    await refused.send(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await refused.closed()
+    for client in busy:
+        assert (await client.answer())[0] == 200
+        await client.close()
+    await refused.close()
+
+
+async def test_a_parse_error_in_a_body_is_400_and_fails_the_reader(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, handlers = served
+    client = await Raw.open(server)
+    await client.send(
+        b"POST /readgone HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    await asyncio.sleep(0.05)
+    await client.send(b"zz\r\n")
+    answer = await asyncio.wait_for(client.answer(), 3)
+    assert refusal(answer, 400)["error"] == "bad_request"
+    assert await client.closed()
+    await asyncio.wait_for(handlers.gone.wait(), 3)
+    assert handlers.events == ["ClientGone"]
+    await client.close()
+
+
+async def test_a_parse_error_in_a_queued_body_is_400_after_the_answers_before_it(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    await client.send(
+        b"GET /slow/a?0.1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    assert (await client.answer())[2] == b"/slow/a?0.1"
+    refusal(await asyncio.wait_for(client.answer(), 3), 400)
+    assert await client.closed()
+    await client.close()
+
+
+async def test_many_small_pipelined_requests_in_one_write_are_all_answered(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    count = 2101
+    one = b"GET /fast/%d HTTP/1.1\r\nHost: x\r\nUser-Agent: pipeliner/1.0\r\nAccept: */*\r\n\r\n"
+    await client.send(b"".join(one % i for i in range(count)))  # ~160 KiB in one write
+    for i in range(count):
+        status, _, body = await asyncio.wait_for(client.answer(), 5)
+        assert (status, body) == (200, b"/fast/%d" % i)
+    await client.send(b"GET /fast/after HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await client.answer())[2] == b"/fast/after"
+    await client.close()
+
+
+async def test_a_large_head_after_large_requests_in_the_same_read_is_served(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    filler = b"X-Filler: " + b"f" * 40000 + b"\r\n"
+    one = b"GET /fast/%d HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n"
+    heads = b"".join(one % i for i in range(4))  # each head ~40 KiB
+    await client.send(heads[:-1000])  # one write ending inside the fourth head
+    await asyncio.sleep(0.05)
+    await client.send(heads[-1000:])
+    for i in range(4):
+        assert (await asyncio.wait_for(client.answer(), 5))[2] == b"/fast/%d" % i
+    await client.close()
+
+
+@pytest.mark.parametrize("piece", [100, 4096])
+async def test_a_head_over_the_limit_sent_in_pieces_is_431(
+    served: tuple[HttpServer, Handlers], piece: int
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    head = b"GET /fast HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100 * 1024 + b"\r\n\r\n"
+    try:
+        for start in range(0, len(head), piece):
+            await client.send(head[start : start + piece])
+    except ConnectionError:
+        pass  # refused before the end
+    answer = await asyncio.wait_for(client.answer(), 3)
+    assert refusal(answer, 431)["error"] == "head_too_large"
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"GET /fast\r\nHost: x\r\n\r\n", 400),  # HTTP/0.9: no version
+        (b"GET /fast HTTP/0.9\r\nHost: x\r\n\r\n", 400),
+        (b"GET /fast HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /fast HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+        (b"GET /fast HTTP/3.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /fast HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET /fast HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # asterisk-form is for OPTIONS only
+        (b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", 405),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    ],
+)
+async def test_requests_refused_before_the_handler(
+    served: tuple[HttpServer, Handlers], line: bytes, status: int
+) -> None:
+    server, handlers = served
+    client = await Raw.open(server)
+    await client.send(line)
+    refusal(await asyncio.wait_for(client.answer(), 3), status)
+    assert await client.closed()
+    assert handlers.events == []
+    await client.close()
+
+
+async def test_http10_without_host_and_options_asterisk_are_served(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    await client.send(b"GET /fast/ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert (await client.answer())[2] == b"/fast/ten"
+    await client.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert json.loads((await client.answer())[2])["target"] == "*"
+    await client.close()
+
+
+async def test_an_upgrade_request_is_served_as_http11_body_included(
+    served: tuple[HttpServer, Handlers],
+) -> None:
+    server, _ = served
+    client = await Raw.open(server)
+    await client.send(
+        b"POST /echo/up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 5\r\n\r\nhel"
+    )
+    await asyncio.sleep(0.05)
+    await client.send(
+        b"lo"
+        b"POST /echo/chunked HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        b"GET /fast/next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    status, headers, body = await asyncio.wait_for(client.answer(), 3)
+    assert (status, json.loads(body)["body"]) == (200, "hello")
+    assert "upgrade" not in headers
+    assert json.loads((await asyncio.wait_for(client.answer(), 3))[2])["body"] == "abc"
+    assert (await asyncio.wait_for(client.answer(), 3))[2] == b"/fast/next"
+    await client.close()
