@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import builds, cold_start, hot_reload, logs, scale, warm
+from benchmarks import builds, chaos, cold_start, fuzz, hot_reload, logs, scale, soak, warm
 from benchmarks.harness import BenchError, Context, check_tools, machine, versions
 from benchmarks.report import Report, Section
 
@@ -32,6 +32,9 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
     hot_reload.NAME: (hot_reload.TITLE, hot_reload.run),
     cold_start.NAME: (cold_start.TITLE, cold_start.run),
     logs.NAME: (logs.TITLE, logs.run),
+    soak.NAME: (soak.TITLE, soak.run),
+    fuzz.NAME: (fuzz.TITLE, fuzz.run),
+    chaos.NAME: (chaos.TITLE, chaos.run),
 }
 TOOLS = ("wrk", "nginx", "podman", "buildah")
 
