@@ -1,14 +1,18 @@
 """The `plat dev` loop: watch a function folder, redeploy on every save, show what happened.
 
-Changes are filtered (`.platignore`, `.gitignore`, editor droppings) and coalesced
-(a short debounce). Each batch starts a dev deploy; a newer batch supersedes a
-deploy still in progress (the daemon cancels it). The daemon keeps the previous
-version serving whenever a reload fails.
+Changes are filtered (`.platignore`, `.gitignore`, editor droppings, logs, the
+files this process writes its own output to, `$PLAT_HOME` when it lies inside the
+folder) and coalesced (a short debounce). A batch that leaves the content digest
+of the function as it was (a touched file, a rewrite with the same bytes) does
+nothing; any other starts a dev deploy, and a newer batch supersedes a deploy
+still in progress (the daemon cancels it). The daemon keeps the previous version
+serving whenever a reload fails.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -22,7 +26,9 @@ from rich.markup import escape
 
 from plat.client import DaemonClient
 from plat.errors import PlatError
-from plat.ignore import IgnoreRules
+from plat.ignore import IgnoreRules, digest_files
+from plat.manifest import MANIFEST_NAME
+from plat.paths import Home
 from plat.units import format_duration
 
 DEBOUNCE_MS = 300  # the longest a burst of events is gathered
@@ -32,26 +38,66 @@ STEP_MS = 30  # quiet time that ends a burst
 class DevFilter(watchfiles.DefaultFilter):
     """watchfiles' defaults plus the function's ignore files (re-read when they change)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, home: Path | None = None) -> None:
         super().__init__()
         self.root = root.resolve()
+        self.home = home
         self.rules = IgnoreRules(self.root, extra_files=(".gitignore",))
+        self.own = own_outputs()
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if not super().__call__(change, path):
             return False
         try:
-            rel = Path(path).resolve().relative_to(self.root)
+            resolved = Path(path).resolve()
+            rel = resolved.relative_to(self.root)
         except ValueError:
             return False
+        if self.home is not None and resolved.is_relative_to(self.home):
+            return False  # the daemon's own files
+        if self.own and _identity(path) in self.own:
+            return False  # `plat dev > out.txt` inside the folder
         if rel.name in (".platignore", ".gitignore"):
             self.rules = IgnoreRules(self.root, extra_files=(".gitignore",))
             return True
-        parts = rel.parts
-        for i in range(1, len(parts)):
-            if self.rules.ignored("/".join(parts[:i]), is_dir=True):
-                return False
-        return not self.rules.ignored(rel.as_posix(), is_dir=os.path.isdir(path))
+        return not self.rules.excluded(rel.as_posix(), is_dir=os.path.isdir(path))
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def own_outputs() -> set[tuple[int, int]]:
+    """The regular files this process's stdout and stderr write to."""
+    found = set()
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def content_digest(folder: Path, skip: set[tuple[int, int]] | None = None) -> str | None:
+    """The digest of what a deploy of ``folder`` would send (its entries and its
+    manifest) but the files ``skip`` names (our own output), or None when it cannot
+    be read (the deploy will say why)."""
+    try:
+        entries = [
+            entry
+            for entry in IgnoreRules(folder).entries()
+            if not skip or _identity(str(folder / entry.path)) not in skip
+        ]
+        manifest = (folder / MANIFEST_NAME).read_bytes()
+        return digest_files(folder, entries, manifest)
+    except (PlatError, OSError):
+        return None
 
 
 def newest_mtime(paths: Iterable[str]) -> float | None:
@@ -91,6 +137,9 @@ class DevSession:
         self.reloads = 0
         self.serving: str | None = None
         self.url: str | None = None
+        # The content digest of the last deploy started: a batch that keeps it does nothing.
+        self.sent: str | None = None
+        self.own = own_outputs()
         self._stop = threading.Event()
 
     def say(self, text: str) -> None:
@@ -100,6 +149,8 @@ class DevSession:
     def deploy(self, *, dev: bool, detect: float | None = None) -> bool:
         """One (dev) deploy; prints its outcome. True when the new version serves."""
         number = self.reloads = self.reloads + 1 if dev else self.reloads
+        if not dev:
+            self.sent = content_digest(self.folder, self.own)
         try:
             done: dict[str, Any] | None = None
             for event in self.client.stream(
@@ -167,21 +218,25 @@ class DevSession:
         thread.start()
         return thread
 
-    def files_changed_since(self, moment: float) -> bool:
-        rules = IgnoreRules(self.folder, extra_files=(".gitignore",))
-        newest = newest_mtime(str(self.folder / rel) for rel in rules.files())
-        return newest is not None and newest > moment
+    def changed(self) -> bool:
+        """Whether the content differs from the last deploy's; remembers it if so."""
+        digest = content_digest(self.folder, self.own)
+        if digest is not None and digest == self.sent:
+            return False
+        self.sent = digest
+        return True
 
-    def watch(self, since: float) -> None:
-        """Reload on every batch of changes until Ctrl-C.
+    def watch(self) -> None:
+        """Reload on every batch of changes to the content until Ctrl-C.
 
         Saves made before the watcher was live (during the first deploy) are
-        caught by one look at the files' times when the watcher first idles.
+        caught by one look at the content digest when the watcher first idles.
         """
         checked_gap = False
+        home = Home.from_env().root
         for changes in watchfiles.watch(
             self.folder,
-            watch_filter=DevFilter(self.folder),
+            watch_filter=DevFilter(self.folder, home if home.is_relative_to(self.folder) else None),
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             raise_interrupt=False,
@@ -192,12 +247,14 @@ class DevSession:
                 if checked_gap:
                     continue
                 checked_gap = True
-                if not self.files_changed_since(since):
+                if not self.changed():
                     continue
                 names = ["(saved while starting)"]
                 detect: float | None = None
             else:
                 checked_gap = True
+                if not self.changed():
+                    continue
                 started = time.time()
                 newest = newest_mtime(path for _change, path in changes)
                 detect = max(0.0, started - newest) if newest else None

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from plat.errors import ConflictError, PlatError
+from plat.ignore import IgnoreRules
 from plat.manifest import load_manifest
 from plat.runtimes import all_runtimes, detect_runtime, get_runtime, runtimes_root
 from plat.scaffold import render_scaffold, scaffold
@@ -102,7 +103,27 @@ def test_platignore_patterns(tmp_path: Path, runtime: str) -> None:
     lines = (tmp_path / "f" / ".platignore").read_text().splitlines()
     for pattern in (".git/", "__pycache__/", "*.pyc", "node_modules/", ".venv/", ".DS_Store"):
         assert pattern in lines
-    assert "*.swp" in lines
+    for pattern in ("*.log", "*.swp", "*.swo", ".#*", ".idea/", ".vscode/", ".mypy_cache/"):
+        assert pattern in lines
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_scaffolded_platignore_leaves_out_the_usual_noise(tmp_path: Path, runtime: str) -> None:
+    folder = tmp_path / "f"
+    written = scaffold(folder, "f", runtime)
+    for rel in (
+        "dev.log",
+        ".idea/workspace.xml",
+        ".vscode/settings.json",
+        ".handler.swo",
+        ".ruff_cache/x",
+        "htmlcov/index.html",
+        ".coverage",
+        ".venv/bin/python",
+    ):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("noise")
+    assert sorted(IgnoreRules(folder).files()) == sorted(p.relative_to(folder) for p in written)
 
 
 def test_scaffolded_python_handler_compiles(tmp_path: Path) -> None:

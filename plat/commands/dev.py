@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -37,12 +36,11 @@ def dev(
     manifest = load_manifest(path)
     client = connect(backend=backend)
     session = DevSession(client, path, manifest.name, err)
-    started = time.time()
     if not session.deploy(dev=False):
         err.print("[yellow]fix the error and save: plat dev keeps watching[/yellow]")
     session.follow_logs()
     err.print(f"[dim]watching {session.folder} (Ctrl-C to stop)[/dim]")
-    session.watch(since=started)
+    session.watch()
     if session.serving:
         err.print(
             f"stopped watching; {manifest.name} version {session.serving} keeps serving "

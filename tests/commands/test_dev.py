@@ -176,3 +176,49 @@ def test_ten_saves_under_load_fail_no_request(dev: tuple[PlatRunner, Path, DevPr
     assert load.bad == []
     assert load.ok > 50
     assert proc.output().count("reload #") >= 10
+
+
+def test_writes_that_change_no_content_never_reload(plat: PlatRunner, tmp_path: Path) -> None:
+    """`plat dev > dev.out` inside the folder, a log file written, a file touched: no
+    reload (each one used to reload, and the dev output fed itself forever)."""
+    name = f"quiet{os.getpid() % 1000}x{time.time_ns() % 100000}"
+    folder = write_python_function(
+        tmp_path,
+        name,
+        "def handle(event, context):\n    print('handled', flush=True)\n    return 'q0'\n",
+    )
+    out = folder / "dev.out"  # not *.log: plat dev must know its own output
+    with out.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plat", "dev", str(folder)],
+            env=plat.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        assert wait_for(lambda: "watching" in out.read_text(), timeout=120), out.read_text()
+        for i in range(15):
+            assert _body(plat, name) == "q0"  # each call logs a line that dev prints into dev.out
+            with (folder / "app.log").open("a") as log:
+                log.write(f"line {i}\n")
+            os.utime(folder / "handler.py")  # touched, same content
+            (folder / "requirements.txt").write_text("")  # rewritten, same content
+            time.sleep(0.3)
+        time.sleep(2.0)
+        text = out.read_text()
+        assert "handled" in text  # the instance's log lines did reach dev.out
+        assert "changed:" not in text, text
+        assert "reload #" not in text, text
+        # A real change still reloads, once.
+        (folder / "handler.py").write_text("def handle(event, context):\n    return 'q1'\n")
+        assert wait_for(lambda: _body(plat, name) == "q1", timeout=60), out.read_text()
+        time.sleep(2.0)
+        assert out.read_text().count("reload #") == 1, out.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
