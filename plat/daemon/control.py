@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CLIENT_GONE = 499  # nginx's status for a client that closed the connection
 
 
 @web.middleware
@@ -42,6 +43,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(exc.to_json(), status=exc.status)
     except web.HTTPException:
         raise
+    except ConnectionResetError:
+        # The client went away (a Ctrl-C, a closed editor): nobody reads an answer.
+        log.info("control API %s %s: the client left", request.method, request.path)
+        return web.Response(status=CLIENT_GONE, reason="Client Closed Request")
     except Exception:
         log.exception("control API %s %s failed", request.method, request.path)
         return web.json_response(
@@ -292,8 +297,6 @@ def make_deploy(daemon: Daemon) -> Handler:
         force = bool(data.get("force", False))
         dev = bool(data.get("dev", False))
 
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def run() -> None:
@@ -323,27 +326,58 @@ def make_deploy(daemon: Daemon) -> Handler:
             finally:
                 queue.put_nowait(None)
 
-        # The deploy runs to completion even if the client goes away (unless superseded).
+        # The deploy runs to its end even if the client goes away (unless a newer
+        # `plat dev` change supersedes it): its result is recorded either way.
         task = daemon.tasks.spawn(run(), name=f"deploy-{manifest.name}")
         if dev:
             daemon.deployer.supersede(manifest.name, task)
-        client_gone = False
-        while True:
-            event = await queue.get()
-            if event is None:
-                break
-            if client_gone:
-                continue
-            try:
-                await response.write((json.dumps(event) + "\n").encode())
-            except (ConnectionResetError, RuntimeError):
-                client_gone = True
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        stream = _Stream(response, f"deploy of {manifest.name}")
+        await stream.start(request)
+        while (event := await queue.get()) is not None:
+            await stream.send(event)
         await asyncio.gather(task, return_exceptions=True)
-        if not client_gone:
-            await response.write_eof()
+        await stream.end()
         return response
 
     return deploy
+
+
+class _Stream:
+    """An NDJSON answer whose client may leave: then the rest is dropped quietly
+    (one INFO line) and the work behind it carries on."""
+
+    def __init__(self, response: web.StreamResponse, what: str) -> None:
+        self.response = response
+        self.what = what
+        self.gone = False
+
+    async def start(self, request: web.Request) -> None:
+        try:
+            await self.response.prepare(request)
+        except (ConnectionResetError, RuntimeError):
+            self._left()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self.gone:
+            return
+        try:
+            await self.response.write((json.dumps(event) + "\n").encode())
+        except (ConnectionResetError, RuntimeError):
+            self._left()
+
+    async def end(self) -> None:
+        if self.gone:
+            return
+        try:
+            await self.response.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            self._left()
+
+    def _left(self) -> None:
+        if not self.gone:
+            self.gone = True
+            log.info("%s: the client left; it carries on to its end", self.what)
 
 
 def _since(value: str | None) -> float | None:
