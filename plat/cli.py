@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from importlib import import_module
+from typing import NoReturn
 
 import typer
 
@@ -108,10 +109,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except PlatError as exc:
-        _stderr(f"[red]error:[/red] {_escape(exc.message)}")
-        if exc.hint:
-            _stderr(f"[yellow]hint:[/yellow] {_escape(exc.hint)}")
-        sys.exit(1)
+        _report(exc)
     except KeyboardInterrupt:
         _stderr("interrupted")
         sys.exit(130)
@@ -122,10 +120,29 @@ def main() -> None:
         sys.exit(1)
     except SystemExit:
         raise
+    except OSError as exc:
+        # A home that cannot be written fails wherever plat first writes to it.
+        from plat.paths import Home
+
+        home = Home.from_env()
+        if not (home.holds(exc.filename) or home.holds(exc.filename2)):
+            _unexpected(exc)
+        _report(home.unusable(exc))
     except Exception as exc:
         if isinstance(exc, _click_exception()):
             exc.show()  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        where = _log_unexpected(exc)
-        _stderr(f"[red]unexpected error:[/red] {_escape(repr(exc))}\nThe traceback is in {where}.")
-        sys.exit(3)
+        _unexpected(exc)
+
+
+def _report(exc: PlatError) -> NoReturn:
+    _stderr(f"[red]error:[/red] {_escape(exc.message)}")
+    if exc.hint:
+        _stderr(f"[yellow]hint:[/yellow] {_escape(exc.hint)}")
+    sys.exit(1)
+
+
+def _unexpected(exc: BaseException) -> NoReturn:
+    where = _log_unexpected(exc)
+    _stderr(f"[red]unexpected error:[/red] {_escape(repr(exc))}\nThe traceback is in {where}.")
+    sys.exit(3)

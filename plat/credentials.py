@@ -14,15 +14,22 @@ USER = "admin"
 
 
 def ensure_password(home: Home) -> str:
-    """The password in ``$PLAT_HOME/credentials`` (mode 0600), created when absent."""
+    """The password in ``$PLAT_HOME/credentials`` (mode 0600), created when absent.
+
+    Raises PlatError naming the file when the home cannot be written."""
     path = home.credentials
     if path.is_file():
         return read_password(home)
-    home.root.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{USER}:{password}\n")
+    try:
+        home.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{USER}:{password}\n")
+    except FileExistsError:
+        return read_password(home)  # another process made it meanwhile
+    except OSError as exc:
+        raise home.unusable(exc, path) from None
     return password
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from plat.errors import PlatError
+
 
 @dataclass(frozen=True)
 class Home:
@@ -59,7 +61,28 @@ class Home:
         return self.root / "cache"
 
     def ensure(self) -> None:
-        """Create the state folders, private to the user (idempotent)."""
+        """Create the state folders, private to the user (idempotent).
+
+        Raises PlatError naming the folder when it cannot be created or written.
+        """
         for path in (self.root, self.run_dir, self.builds_dir, self.cache_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, 0o700)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                os.chmod(path, 0o700)
+            except OSError as exc:
+                raise self.unusable(exc, path) from None
+
+    def holds(self, path: str | os.PathLike[str] | None) -> bool:
+        """Whether ``path`` is the home or lies below it."""
+        if path is None:
+            return False
+        return Path(os.path.abspath(path)).is_relative_to(self.root)
+
+    def unusable(self, exc: OSError, path: str | os.PathLike[str] | None = None) -> PlatError:
+        """The error for a home plat cannot write to (read-only, below a file, full...)."""
+        where = path if path is not None else exc.filename or self.root
+        return PlatError(
+            f"plat cannot write its state to {where}: {exc.strerror or exc}",
+            hint=f"make {self.root} a writable folder, or point PLAT_HOME to one "
+            "(e.g. export PLAT_HOME=$HOME/.plat)",
+        )

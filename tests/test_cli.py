@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,53 @@ def test_plat_error_exits_1_with_the_message(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error:")
     assert "Traceback" not in result.stderr
+
+
+# An unusable $PLAT_HOME: real failures for root too (root ignores mode bits).
+
+
+@pytest.fixture
+def readonly_home(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs mount (EROFS); skipped only where mounting is not permitted."""
+    mountpoint = tmp_path / "ro"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def assert_home_error(result: subprocess.CompletedProcess[str], path: Path) -> None:
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error:"), result.stderr
+    assert "unexpected error" not in result.stderr and "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert "PLAT_HOME" in result.stderr  # the fix: another home
+
+
+@pytest.mark.parametrize("args", [["auth", "password"], ["daemon", "start"], ["ls"]])
+def test_home_below_a_regular_file_is_a_clear_error(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "file").write_text("")
+    home = tmp_path / "file" / "home"
+    result = plat(*args, home=home)
+    assert_home_error(result, home)
+    assert "Not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["auth", "password"], ["daemon", "start"]])
+def test_read_only_home_is_a_clear_error(readonly_home: Path, args: list[str]) -> None:
+    result = plat(*args, home=readonly_home)
+    assert_home_error(result, readonly_home)
+    assert "Read-only file system" in result.stderr
+
+
+def test_read_only_home_below_the_mount(readonly_home: Path) -> None:
+    home = readonly_home / "plat-home"
+    assert_home_error(plat("auth", "password", home=home), home)
