@@ -245,13 +245,16 @@ async def prepare_artifact(
         with contextlib.suppress(OSError):
             os.utime(deps_dir)
 
-    if await asyncio.to_thread(target.is_dir):
+    cached = await asyncio.to_thread(target.is_dir)
+    if cached:
         on_line(f"{manifest.name} {plan.version} is up to date (no changes since it was prepared)")
-        return plan.version, image_ref(target), True
-
-    await asyncio.to_thread(_lay_out, plan, target, deps_dir, manifest.name)
-    on_line(f"prepared {manifest.name} {plan.version} ({len(plan.entries)} files) in {target}")
-    return plan.version, image_ref(target), False
+    else:
+        await asyncio.to_thread(_lay_out, plan, target, deps_dir, manifest.name)
+        on_line(f"prepared {manifest.name} {plan.version} ({len(plan.entries)} files) in {target}")
+    if not await asyncio.to_thread(_deps_exists, deps_dir):
+        # `plat rm` of the last other function using it removed it meanwhile.
+        await _install_deps(plan, deps_dir, env, on_line)
+    return plan.version, image_ref(target), cached
 
 
 def _deps_exists(deps_dir: Path) -> bool:
@@ -448,6 +451,22 @@ def prune_artifacts(work_root: Path, name: str, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def forget_artifacts(work_root: Path, name: str) -> None:
+    """Remove ``name``'s prepared versions (in progress or not), then the dependency
+    folders they linked that no other function links. Missing folders are not an error."""
+    function_root = work_root / name
+    if name in (DEPS_ROOT, POOL_DIR) or not function_root.is_dir():
+        return
+    linked = set()
+    for version in function_root.iterdir():
+        with contextlib.suppress(OSError):
+            linked.add(Path(os.readlink(version / "deps")).name)
+    shutil.rmtree(function_root, ignore_errors=True)
+    still_used = _linked_deps(work_root)
+    for deps in linked - still_used:
+        shutil.rmtree(work_root / DEPS_ROOT / deps, ignore_errors=True)
+
+
 def _older_than(path: Path, cutoff: float) -> bool:
     try:
         return path.lstat().st_mtime < cutoff
@@ -504,6 +523,11 @@ class ProcessArtifacts:
 
     async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
         return await self.build(manifest, source, lambda _line: None)
+
+    async def forget(self, name: str) -> None:
+        """Delete every prepared version of ``name`` and the dependency folders only it
+        used (without waiting for DEPS_GRACE_SECONDS)."""
+        await asyncio.to_thread(forget_artifacts, self.work_root, name)
 
     async def pool_image(self, runtime: str) -> str:
         """An artifact with no function (empty code and dependency folders) that pool

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -187,6 +188,21 @@ class ImageBuilder:
             f"code-only change: {target} mounted read-only at {APP_DIR} on {image}",
             mounts={str(target): APP_DIR},
         )
+
+    async def forget(self, name: str) -> None:
+        """Delete ``name``'s dev snapshots and build contexts (the images stay in the
+        engine's store, where a redeploy finds them)."""
+        self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if k[0] != name}
+        context = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{12}}(\.tmp)?")
+
+        def remove() -> None:
+            shutil.rmtree(self.dev_dir / name, ignore_errors=True)
+            if self.work_dir.is_dir():
+                for entry in self.work_dir.iterdir():
+                    if context.fullmatch(entry.name):
+                        shutil.rmtree(entry, ignore_errors=True)
+
+        await asyncio.to_thread(remove)
 
     async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
         runtime = get_runtime(manifest.runtime)

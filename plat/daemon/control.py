@@ -251,8 +251,7 @@ async def _declared_scale(daemon: Daemon, name: str) -> dict[str, Any]:
 def make_remove(daemon: Daemon) -> Handler:
     async def remove(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        async with daemon.deployer.locks[name]:
-            await daemon.controller.remove(name)
+        await daemon.deployer.remove(name)
         daemon.metrics.remove_function(name)
         return web.json_response({"removed": name})
 

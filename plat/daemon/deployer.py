@@ -39,6 +39,10 @@ class Artifacts(Protocol):
         """A fast artifact for a code-only change, or None when a real build is needed."""
         ...
 
+    async def forget(self, name: str) -> None:
+        """Delete what was stored for function ``name`` (it was removed); idempotent."""
+        ...
+
 
 class Deployer:
     def __init__(
@@ -57,6 +61,16 @@ class Deployer:
         if previous is not None and not previous.done():
             previous.cancel()
         self._dev[name] = task
+
+    async def remove(self, name: str) -> None:
+        """Remove function ``name``: its instances, its records, and what was stored for
+        it under the home (artifacts, snapshots). Raises NotFoundError when unknown."""
+        async with self.locks[name]:
+            task = self._dev.pop(name, None)
+            if task is not None and not task.done():
+                task.cancel()
+            await self.controller.remove(name)
+            await self.artifacts.forget(name)
 
     async def deploy(
         self, manifest: Manifest, source: Path, emit: Emit, *, force: bool, dev: bool

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import PlatRunner, copy_example
+from tests.fixtures import PlatRunner, copy_example, wait_for
 from tests.functions import ECHO, write_python_function
 
 pytestmark = pytest.mark.container
@@ -163,3 +165,43 @@ def test_rm_removes_instances_and_metadata(plat: PlatRunner, tmp_path: Path) -> 
     again = plat.run("rm", "gone", check=False)
     assert again.returncode == 1
     assert "no function named 'gone'" in again.stderr
+
+
+def stored_for(home: Path, name: str) -> list[str]:
+    """Paths under the home that belong to function ``name`` (by their names)."""
+    found = []
+    for path in home.rglob("*"):
+        rel = path.relative_to(home)
+        if any(
+            part == name or part.startswith(f"{name}-") or f"_{name}_" in part for part in rel.parts
+        ):
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def test_rm_deletes_what_plat_stored_for_the_function(plat: PlatRunner, tmp_path: Path) -> None:
+    name = f"cleaned-{uuid.uuid4().hex[:6]}"
+    folder = write_python_function(tmp_path, name, "def handle(e, c):\n    return 'v1'\n")
+    (folder / "blob.bin").write_bytes(b"\1" * (2 * 1024 * 1024))
+    plat.run("deploy", str(folder))
+    # A `plat dev` reload too: its code snapshot lives under the home.
+    out = tmp_path / "dev.txt"
+    with out.open("w") as fh:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "plat", "dev", str(folder)],
+            env=plat.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert wait_for(lambda: "watching" in out.read_text(), timeout=120), out.read_text()
+        (folder / "handler.py").write_text("def handle(e, c):\n    return 'v2'\n")
+        assert wait_for(lambda: plat.run("invoke", name).stdout == "v2", timeout=60)
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=20)
+    assert stored_for(plat.home, name), "the deploys stored nothing to clean up?"
+    plat.run("rm", name)
+    assert wait_for(lambda: stored_for(plat.home, name) == [], timeout=30), stored_for(
+        plat.home, name
+    )

@@ -85,3 +85,21 @@ def test_no_engine_falls_back_to_processes_with_a_warning(
     status = json.loads(plat.run("daemon", "status", "--json").stdout)
     assert status["backend"] == "process"
     assert "no container engine" in status["backend_warning"]
+
+
+def test_rm_deletes_the_prepared_folders(fresh_plat: PlatRunner, tmp_path: Path) -> None:
+    plat = fresh_plat
+    plat.run("daemon", "start", "--backend", "process")
+    fn = write_python_function(tmp_path, "tidy", "def handle(e, c):\n    return 't1'\n")
+    (fn / "blob.bin").write_bytes(b"\1" * (2 * 1024 * 1024))
+    plat.run("deploy", str(fn))
+    (fn / "handler.py").write_text("def handle(e, c):\n    return 't2'\n")
+    plat.run("deploy", str(fn))
+    artifacts = plat.home / "artifacts"
+    assert (artifacts / "tidy").is_dir()
+    assert [p.name for p in (artifacts / "_deps").iterdir()] == ["python-empty"]
+    plat.run("rm", "tidy")
+    assert not (artifacts / "tidy").exists()
+    # The dependency folder only it used goes too; nothing else holds its files.
+    assert list((artifacts / "_deps").iterdir()) == []
+    assert not [p for p in plat.home.rglob("blob.bin")]
