@@ -40,11 +40,13 @@ def deploy(
 
     from plat.client import connect
     from plat.console import err, out
+    from plat.ignore import scan
     from plat.manifest import load_manifest
     from plat.units import format_duration
 
     started = time.monotonic()
     manifest = load_manifest(path)  # validated here, before anything is sent
+    scan(path)  # links that leave the folder, special files (the daemon checks again)
     client = connect()
     done: dict[str, Any] | None = None
     function: dict[str, Any] | None = None

@@ -205,3 +205,63 @@ def test_rm_deletes_what_plat_stored_for_the_function(plat: PlatRunner, tmp_path
     assert wait_for(lambda: stored_for(plat.home, name) == [], timeout=30), stored_for(
         plat.home, name
     )
+
+
+def test_links_leaving_the_folder_are_refused_and_links_inside_work(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("top-secret")
+    folder = write_python_function(
+        tmp_path,
+        "linked",
+        "import pathlib\n\ndef handle(e, c):\n"
+        "    return pathlib.Path('alias.txt').read_text() + pathlib.Path('data/v').read_text()\n",
+    )
+    (folder / "lib").mkdir()
+    (folder / "lib" / "v").write_text("!")
+    (folder / "real.txt").write_text("inside")
+    (folder / "alias.txt").symlink_to("real.txt")
+    (folder / "data").symlink_to("lib", target_is_directory=True)
+    (folder / "shadow").symlink_to("/etc/shadow")
+    (folder / "notes.txt").symlink_to(tmp_path / "secret.txt")
+    refused = plat.run("deploy", str(folder), check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr and "unexpected" not in refused.stderr
+    assert "shadow -> /etc/shadow (leaves the folder)" in refused.stderr
+    assert f"notes.txt -> {tmp_path / 'secret.txt'} (leaves the folder)" in refused.stderr
+    assert "hint:" in refused.stderr and "readlink -f" in refused.stderr
+    assert "linked" not in [f["name"] for f in json.loads(plat.run("ls", "--json").stdout)]
+    (folder / "shadow").unlink()
+    (folder / "notes.txt").unlink()
+    plat.run("deploy", str(folder))
+    assert plat.run("invoke", "linked").stdout == "inside!"
+    plat.run("rm", "linked")
+
+
+def test_the_daemon_refuses_links_out_even_when_the_cli_does_not_check(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    """A client that skips the check (here: the control API called directly)."""
+    (tmp_path / "secret.txt").write_text("top-secret")
+    folder = write_python_function(tmp_path, "sneaky", "def handle(e, c):\n    return 'x'\n")
+    (folder / "notes.txt").symlink_to(tmp_path / "secret.txt")
+    code = (
+        "import json, sys\n"
+        "from plat.client import connect\n"
+        "events = list(connect().stream('POST', '/v1/functions', {'path': sys.argv[1]}))\n"
+        "print(json.dumps(events))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        env=plat.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    events = json.loads(proc.stdout)
+    errors = [e for e in events if e.get("type") == "error"]
+    assert errors and errors[0]["error"] == "unsafe_folder", events
+    assert "notes.txt -> " in errors[0]["message"]
+    assert not any(e.get("type") == "built" for e in events)
+    assert not [p for p in plat.home.rglob("notes.txt")]

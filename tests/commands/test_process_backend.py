@@ -103,3 +103,28 @@ def test_rm_deletes_the_prepared_folders(fresh_plat: PlatRunner, tmp_path: Path)
     # The dependency folder only it used goes too; nothing else holds its files.
     assert list((artifacts / "_deps").iterdir()) == []
     assert not [p for p in plat.home.rglob("blob.bin")]
+
+
+def test_links_leaving_the_folder_are_refused(fresh_plat: PlatRunner, tmp_path: Path) -> None:
+    plat = fresh_plat
+    plat.run("daemon", "start", "--backend", "process")
+    (tmp_path / "secret.txt").write_text("top-secret")
+    fn = write_python_function(
+        tmp_path,
+        "linky",
+        "import pathlib\n\ndef handle(e, c):\n    return pathlib.Path('alias.txt').read_text()\n",
+    )
+    (fn / "real.txt").write_text("inside")
+    (fn / "alias.txt").symlink_to("real.txt")
+    (fn / "shadow").symlink_to("/etc/shadow")
+    (fn / "up").symlink_to("../secret.txt")
+    refused = plat.run("deploy", str(fn), check=False)
+    assert refused.returncode == 1
+    assert "shadow -> /etc/shadow (leaves the folder)" in refused.stderr
+    assert "up -> ../secret.txt (leaves the folder" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not [p for p in plat.home.rglob("shadow")]
+    (fn / "shadow").unlink()
+    (fn / "up").unlink()
+    plat.run("deploy", str(fn))
+    assert plat.run("invoke", "linky").stdout == "inside"
