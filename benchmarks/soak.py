@@ -14,7 +14,8 @@ descriptors (`/proc/<pid>/fd`) are sampled under load twice, in the same state: 
 the end of the warm-up, and after the event phase once `plat scale --reset` has
 brought the function back to the warm-up's number of instances and the load has run
 on for a while (the settle phase). A daemon that leaks shows it as growth (target:
-flat, within ±10 %).
+flat, within ±10 %). A last sample ("idle after") is taken as long after the load
+stopped as the warm-up lasted.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def run(ctx: Context) -> Section:
         headers = {"Authorization": plat.auth_header()}
         ctx.log(f"warm-up: {CLIENTS} clients for {plan.warmup:.0f} s, no events")
         with Background(url, clients=CLIENTS, seconds=plan.warmup, headers=headers) as load:
-            warm = load.wait()
+            time.sleep(plan.warmup - 1)  # sampled under load, as the end sample is
             start = sample(plat.pid, _ready(plat, name))
+            warm = load.wait()
         ctx.log(
             f"events: {plan.redeploys} redeploys and {plan.scale_events} scale changes "
             f"over {plan.seconds:.0f} s"
@@ -124,6 +126,7 @@ def run(ctx: Context) -> Section:
             time.sleep(plan.warmup / 2)
             end = sample(plat.pid, _ready(plat, name))
             settle = load.wait()
+        time.sleep(plan.warmup)  # idle keep-alive connections time out meanwhile
         idle = sample(plat.pid, _ready(plat, name))
     return _section(ctx, plan, (warm, soak, settle), events, (start, end, idle), settled)
 
@@ -249,7 +252,7 @@ def _section(
         )
     resources = Table(
         "daemon resources (sampled under load)",
-        ["figure", "after the warm-up", "after the settle phase", "change", "load stopped"],
+        ["figure", "after the warm-up", "after the settle phase", "change", "idle after"],
     )
     resources.rows += [
         [
