@@ -115,15 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scale_down_rate", 2.0, float, "at most divide instances by this per tick"),
     Setting("scale_to_zero_after", 30.0, parse_duration, "idle time before min 0 reaches 0"),
     Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
-    Setting(
-        "daemon_log_size", 10 * 1024**2, parse_size, "daemon.log rotates at this size; 0: never"
-    ),
-    Setting("daemon_log_files", 5, _size, "rotated daemon.log files kept (daemon.log.1 ...)"),
+    Setting("daemon_log_size", 10 * 1024**2, parse_size, "daemon.log rotates at this size"),
+    Setting("daemon_log_files", 5, _count, "rotated daemon.log files kept (daemon.log.1 ...)"),
     Setting(
         "daemon_log_repeat",
         60.0,
         parse_duration,
-        "a repeated daemon warning/error is written once per this interval (0: every time)",
+        "a repeated daemon warning or error is written once per this interval, then counted",
     ),
     Setting(
         "pool_size",

@@ -32,7 +32,7 @@ from plat.daemon.builders import Builder
 from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.builders.engine import EngineBuilder
 from plat.daemon.collector import LogCollector
-from plat.daemon.control import control_routes, error_middleware
+from plat.daemon.control import control_runner
 from plat.daemon.controller import Controller
 from plat.daemon.deployer import Artifacts, Deployer
 from plat.daemon.fdlimit import connection_cap, raise_open_files
@@ -266,17 +266,15 @@ class Daemon:
         self._stack.push_async_callback(server.close)
         self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
 
-        control_app = web.Application(middlewares=[error_middleware])
-        control_app.add_routes(control_routes(self))
-        control_runner = web.AppRunner(control_app, access_log=None, handle_signals=False)
-        await control_runner.setup()
-        self._stack.push_async_callback(control_runner.cleanup)
+        runner = control_runner(self)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
         sock_path = self.home.socket
         if sock_path.exists():
             sock_path.unlink()
         old_umask = os.umask(0o177)  # the socket is born 0600
         try:
-            await web.UnixSite(control_runner, str(sock_path)).start()
+            await web.UnixSite(runner, str(sock_path)).start()
         finally:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)

@@ -41,8 +41,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except PlatError as exc:
         return web.json_response(exc.to_json(), status=exc.status)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error(request, exc)
     except ConnectionResetError:
         # The client went away (a Ctrl-C, a closed editor): nobody reads an answer.
         log.info("control API %s %s: the client left", request.method, request.path)
@@ -55,14 +57,59 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+class _OneLine(logging.Filter):
+    """aiohttp's protocol errors (an unparsable request, a bad target) as one warning
+    line without a traceback: they say what a client sent, not what broke here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            reason = str(record.exc_info[1]).strip().splitlines()
+            record.msg = f"{record.getMessage().strip()}: {' '.join(reason[:2])}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+PROTOCOL_LOG = logging.getLogger("plat.daemon.control.http")
+PROTOCOL_LOG.addFilter(_OneLine())
+
+
+def control_runner(daemon: Daemon) -> web.AppRunner:
+    """The control API's aiohttp runner, for the unix socket."""
+    app = web.Application(middlewares=[error_middleware])
+    app.add_routes(control_routes(daemon))
+    return web.AppRunner(app, access_log=None, handle_signals=False, logger=PROTOCOL_LOG)
+
+
+def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large) as JSON errors."""
+    messages = {
+        404: f"no such control API route: {request.method} {request.path}",
+        405: f"{request.method} is not allowed on {request.path}",
+    }
+    code = exc.reason.lower().replace(" ", "_") or "error"
+    message = messages.get(exc.status) or exc.text or exc.reason or f"HTTP {exc.status}"
+    body = {"error": code, "message": message}
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return web.json_response(body, status=exc.status, headers=headers)
+
+
 def function_url(daemon: Daemon, name: str) -> str:
     return f"{daemon.gateway_url}/function/{name}"
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; PlatError (400) for anything else.
+
+    Decoded from the bytes (UTF-8, -16 or -32, as JSON allows) whatever charset the
+    Content-Type names; nesting deeper than the parser can follow is refused too.
+    """
+    raw = await request.read()
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise PlatError("the request body must be JSON") from None
     if not isinstance(data, dict):
         raise PlatError("the request body must be a JSON object")
@@ -397,7 +444,9 @@ def make_logs(daemon: Daemon) -> Handler:
             raise NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
         q = request.query
         since = _since(q.get("since"))
-        tail = int(q["tail"]) if q.get("tail", "").isdigit() else None
+        raw_tail = q.get("tail", "")
+        # isdecimal() alone takes "²" and "٣", which int() refuses or reads as digits.
+        tail = int(raw_tail) if raw_tail.isascii() and raw_tail.isdecimal() else None
         instance = q.get("instance") or None
         follow = q.get("follow") == "1"
         sub = daemon.journal.subscribe(name) if follow else None
