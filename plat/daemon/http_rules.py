@@ -21,6 +21,7 @@ class Refusal(NamedTuple):
     status: int
     code: str
     message: str
+    head_only: bool = False  # the answer to a HEAD request: no body
 
     def response(self) -> bytes:
         """The whole answer, closing the connection."""
@@ -29,7 +30,10 @@ class Refusal(NamedTuple):
             self.status,
             reason(self.status),
             date_line(),
-        ) + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        ) + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+            len(body),
+            b"" if self.head_only else body,
+        )
 
 
 HEAD_TOO_LARGE = Refusal(

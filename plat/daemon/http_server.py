@@ -362,7 +362,7 @@ class ServerConnection(asyncio.Protocol):
             response.keep_alive = False
             response.send(500, [_TEXT_PLAIN], b"500: Internal Server Error")
         if not response.keep_alive or (self._stop_reading and not request.body_done):
-            self._close()
+            self._close_after_answer()
             return
         if not request.body_done:
             request.drop_body()
@@ -399,6 +399,8 @@ class ServerConnection(asyncio.Protocol):
             self.transport.pause_reading()
         broken, self._parsing = self._parsing, None  # the request whose body went wrong
         if broken is not None:
+            if broken.method == b"HEAD":
+                refusal = refusal._replace(head_only=True)
             if self._active is not None and self._active[0] is broken:
                 if self._active[1].started:
                     self.abort()  # too late to answer: connection_lost fails the handler
@@ -417,19 +419,26 @@ class ServerConnection(asyncio.Protocol):
             self._queue.append(refusal)
 
     def _answer(self, refusal: Refusal) -> None:
-        """Send ``refusal`` and close. Closing with unread bytes would reset the
+        if self.transport is not None and not self._closed:
+            self.transport.write(refusal.response())
+            self._close_after_answer()
+
+    def _close_after_answer(self) -> None:
+        """Close once an answer is written. Closing with unread bytes would reset the
         connection and could lose the answer on the way, so the server shuts its
         side, then reads and drops what the client still sends until it closes (for
         at most ``linger_timeout``), as nginx's lingering close does."""
         transport = self.transport
-        if transport is None or self._closed:
-            return
         self._closed = self._stop_reading = True
-        transport.write(refusal.response())
-        if not transport.can_write_eof():
+        if transport is None:
+            return
+        try:
+            if not transport.can_write_eof():
+                raise OSError("no half-close on this transport")
+            transport.write_eof()
+        except OSError:  # e.g. ENOTCONN: the client is gone already
             transport.close()
             return
-        transport.write_eof()
         transport.resume_reading()
         self._draining = True
         self.idle_since = time.monotonic()
