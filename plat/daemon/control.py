@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection
+MAX_TAIL = 10**9  # more log lines than any retention keeps
 
 
 @web.middleware
@@ -445,8 +446,8 @@ def make_logs(daemon: Daemon) -> Handler:
         q = request.query
         since = _since(q.get("since"))
         raw_tail = q.get("tail", "")
-        # isdecimal() alone takes "²" and "٣", which int() refuses or reads as digits.
-        tail = int(raw_tail) if raw_tail.isascii() and raw_tail.isdecimal() else None
+        # isdigit() takes "²", which int() refuses; SQLite takes at most 2**63 - 1.
+        tail = min(int(raw_tail), MAX_TAIL) if raw_tail.isascii() and raw_tail.isdecimal() else None
         instance = q.get("instance") or None
         follow = q.get("follow") == "1"
         sub = daemon.journal.subscribe(name) if follow else None

@@ -358,6 +358,7 @@ READ_ROUTES = [
 @FUZZ
 @given(route=st.sampled_from(READ_ROUTES), word=st.text(max_size=20), query=known_queries)
 @example(route=READ_ROUTES[0], word="", query={"tail": "²"})  # int("²") once broke it
+@example(route=READ_ROUTES[0], word="", query={"tail": "9" * 20})  # so did SQLite's int64
 def test_any_query_on_the_read_routes(
     daemon: Daemon, route: str, word: str, query: dict[str, str]
 ) -> None:
