@@ -43,7 +43,7 @@ def run(ctx: Context) -> Section:
         Figure(
             "scenarios that held",
             passed,
-            "",
+            "count",
             "scenarios run",
             len(result.cases),
             better="higher",

@@ -105,7 +105,7 @@ def run(ctx: Context) -> Section:
         Figure(
             "properties that held",
             passed,
-            "",
+            "count",
             "properties run",
             len(result.cases),
             better="higher",
@@ -114,7 +114,7 @@ def run(ctx: Context) -> Section:
         Figure(
             "failing examples",
             totals.failing,
-            "",
+            "count",
             "examples run",
             totals.total,
             note=f"{totals.total:,} examples in {result.seconds:.0f} s",

@@ -180,7 +180,7 @@ async def run_load(
                 outcome = Outcome(
                     path, started - began, time.monotonic() - started, 0, "", "timeout"
                 )
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, OSError) as exc:
                 name = type(exc).__name__
                 outcome = Outcome(path, started - began, time.monotonic() - started, 0, "", name)
             else:

@@ -95,6 +95,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.1f} %"
     if unit == "":
         return f"{value:g}"
+    if unit == "count":  # a whole number, however large
+        return f"{value:,.0f}"
     return f"{value:g} {unit}"
 
 

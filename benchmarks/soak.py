@@ -20,6 +20,7 @@ stopped as the warm-up lasted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -65,7 +66,7 @@ class Plan:
             yield self.seconds * (k + 0.5) / total, "deploy" if k in deploys else "scale"
 
 
-QUICK = Plan(seconds=20, warmup=5, redeploys=2, scale_events=6)
+QUICK = Plan(seconds=18, warmup=3, redeploys=2, scale_events=6)
 FULL = Plan(seconds=600, warmup=30, redeploys=20, scale_events=100)
 
 
@@ -73,6 +74,7 @@ FULL = Plan(seconds=600, warmup=30, redeploys=20, scale_events=100)
 class Sample:
     rss: float  # MiB
     fds: int
+    sockets: int  # of the fds
     instances: int  # ready instances of the function at the time
 
 
@@ -84,7 +86,13 @@ class Events:
 
 
 def sample(pid: int, instances: int) -> Sample:
-    return Sample(rss_mib(pid), len(os.listdir(f"/proc/{pid}/fd")), instances)
+    fds = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(os.readlink(fd))
+    sockets = sum(1 for link in links if link.startswith("socket:"))
+    return Sample(rss_mib(pid), len(links), sockets, instances)
 
 
 def change(before: float, after: float) -> float:
@@ -186,7 +194,7 @@ def _section(
         Figure(
             "failed requests during redeploys and scaling",
             failed,
-            "",
+            "count",
             "requests sent",
             soak.total,
             note=f"{len(events.deploys)} redeploys, {len(events.scales)} scale changes; target 0",
@@ -220,7 +228,7 @@ def _section(
         Figure(
             "daemon open file descriptors at the end",
             end.fds,
-            "",
+            "count",
             "at the start (after the warm-up)",
             start.fds,
             note=f"{fd_change:+.1f} %; target within ±10 %",
@@ -268,6 +276,13 @@ def _section(
             str(end.fds),
             f"{fd_change:+.1f} %",
             str(idle.fds),
+        ],
+        [
+            "of which sockets",
+            str(start.sockets),
+            str(end.sockets),
+            f"{change(start.sockets, end.sockets):+.1f} %",
+            str(idle.sockets),
         ],
         ["ready instances", str(start.instances), str(end.instances), "", str(idle.instances)],
     ]

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from benchmarks.fuzz import parse_statistics
 from benchmarks.load import LoadResult, Outcome, abandon, run_load
 from benchmarks.pytest_run import parse_junit
+from benchmarks.report import fmt
 from benchmarks.soak import FULL, QUICK, Plan
 
 
@@ -96,6 +97,11 @@ def test_load_result_keeps_failures_and_counts_successes() -> None:
     assert result.statuses() == {200: 100, 502: 1, 0: 1}
     assert result.percentile(50) == 0.05
     assert result.percentile(100) == 0.5  # unanswered calls have no latency sample
+
+
+def test_counts_are_whole_numbers_however_large() -> None:
+    assert fmt(1_137_280, "count") == "1,137,280"
+    assert fmt(0, "count") == "0"
 
 
 def test_plan_spreads_redeploys_among_scale_events() -> None:

@@ -155,6 +155,14 @@ class Chaos:
 
     # --- the checks every scenario ends with
 
+    def engine_services(self) -> list[int]:
+        """Pids of the ``podman system service`` processes on this daemon's home's socket."""
+        sock = str(self.plat.home / "run" / "podman.sock")
+        out = subprocess.run(
+            ["pgrep", "-f", f"system service.*{sock}"], capture_output=True, text=True
+        )
+        return [int(pid) for pid in out.stdout.split()]
+
     def assert_admission_settled(self, name: str, timeout: float = 10.0) -> None:
         """Once load has stopped: admission holds nothing and its invariant holds.
 

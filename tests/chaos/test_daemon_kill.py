@@ -10,7 +10,6 @@ gone (it dies with its parent) with exactly one serving the new daemon.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,20 +55,13 @@ def _committed(chaos: Chaos) -> dict[str, Any]:
     return out
 
 
-def _engine_services(chaos: Chaos) -> list[int]:
-    """Pids of `podman system service` processes serving this daemon's home."""
-    sock = str(chaos.plat.home / "run" / "podman.sock")
-    out = subprocess.run(["pgrep", "-f", f"system service.*{sock}"], capture_output=True, text=True)
-    return [int(pid) for pid in out.stdout.split()]
-
-
 @pytest.mark.timeout(120)
 def test_a_killed_daemon_comes_back_serving_everything_it_had(
     chaos: Chaos, record_property: Callable[[str, object], None]
 ) -> None:
     before = _committed(chaos)
     assert set(before) == set(FUNCTIONS) and len(before[FUNCTIONS[0]]["versions"]) == 2
-    old_engine = _engine_services(chaos)
+    old_engine = chaos.engine_services()
 
     with chaos.load(FUNCTIONS[0], clients=16, seconds=2, paths=("?s=0.01",)) as load:
         time.sleep(1)
@@ -99,7 +91,7 @@ def test_a_killed_daemon_comes_back_serving_everything_it_had(
         "instances still starting",
     )
     chaos.assert_no_orphans()
-    engines = _engine_services(chaos)
+    engines = chaos.engine_services()
     assert len(engines) == 1 and not set(engines) & set(old_engine), (
         f"engine services for this home: {engines} (the killed daemon's: {old_engine})"
     )

@@ -58,14 +58,6 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
                 proc.wait()
 
 
-def _service_pid(chaos: Chaos) -> int:
-    sock = str(chaos.plat.home / "run" / "podman.sock")
-    out = subprocess.run(["pgrep", "-f", f"system service.*{sock}"], capture_output=True, text=True)
-    pids = [int(p) for p in out.stdout.split()]
-    assert len(pids) == 1, f"expected one engine service on {sock}, found {pids}"
-    return pids[0]
-
-
 @pytest.mark.timeout(120)
 def test_the_daemon_survives_an_engine_restart_and_uses_it_again(
     chaos: Chaos, record_property: Callable[[str, object], None]
@@ -75,7 +67,9 @@ def test_the_daemon_survives_an_engine_restart_and_uses_it_again(
     daemon = chaos.daemon_pid()
     with chaos.load(NAME, clients=16, seconds=30, paths=("?s=0.01",)) as load:
         time.sleep(1)
-        sigkill(_service_pid(chaos))
+        services = chaos.engine_services()
+        assert len(services) == 1, f"expected one engine service, found {services}"
+        sigkill(services[0])
         down_at = load.result.total
         time.sleep(2)
         answered_while_down = load.result.total - down_at
