@@ -296,8 +296,9 @@ class ServerConnection(asyncio.Protocol):
                     expects_continue = True
         url = self._url
         if hosts != 1 or version != "1.1" or method == b"CONNECT" or url == b"*":
-            self._refusal = check_head(method, url, version, hosts)
-            if self._refusal is not None:
+            refusal = check_head(method, url, version, hosts)
+            if refusal is not None:
+                self._refusal = refusal._replace(head_only=method == b"HEAD")
                 raise _Refused()
         request = Request(self, method, url, version, headers, parser.should_keep_alive())
         request.host = host

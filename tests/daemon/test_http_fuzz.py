@@ -31,8 +31,8 @@ Where plat is looser than h11 (accepts what h11 refuses; ``looser``):
 
 - ``Transfer-Encoding: gzip, chunked`` (chunked last, as RFC 9112 requires): llhttp
   reads the chunked body; h11 knows no coding but chunked;
-- h11 refuses a header value with a byte llhttp lets through when it is well
-  framed (obs-text is fine for both).
+- empty lines (CR, LF) before a request line are skipped, as RFC 9112 (section
+  2.2) says a server should; h11 refuses them.
 
 Fast by default (under ~15 s); ``PLAT_FUZZ_PROFILE=long`` runs many more examples
 (tests/fuzzing.py).
@@ -414,6 +414,30 @@ class Client:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
+    def refusal(self) -> Answer | None:
+        """An answer read without h11 (a refusal to HEAD has no body; h11 would have
+        to be told the method of a request it never parsed), or None when the
+        connection closed first. A refusal closes the connection: its body is what
+        comes before the end."""
+        data = bytes(self.conn.trailing_data[0])
+        self.sock.settimeout(ANSWER_TIMEOUT)
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        if status >= 400:
+            while chunk := self.sock.recv(65536):
+                body += chunk
+        return Answer(status, fields, body)
+
     def closes(self) -> bool:
         self.sock.settimeout(ANSWER_TIMEOUT)
         try:
@@ -427,12 +451,17 @@ class Client:
         self.sock.close()
 
 
-def assert_refusal(answer: Answer | None, statuses: set[int] | None = None) -> None:
+def assert_refusal(
+    answer: Answer | None, statuses: set[int] | None = None, *, head: bool = False
+) -> None:
+    """A 4xx or 5xx with a JSON body (which an answer to HEAD may leave out)."""
     assert answer is not None, "closed without an answer"
     assert 400 <= answer.status < 600, answer
     if statuses is not None:
         assert answer.status in statuses, answer
     assert answer.headers[b"content-type"] == b"application/json; charset=utf-8", answer
+    if head and not answer.body:
+        return
     payload = json.loads(answer.body)
     assert set(payload) == {"error", "message"}, payload
 
@@ -459,11 +488,11 @@ def test_heads_are_accepted_and_refused_as_h11_does(
         # message at its place in the batch
         for request, message in zip(parsed, batch, strict=False):
             refused = stricter(request, message)
-            answer = client.answer(b"GET" if refused else request.method)
             if refused is not None:
-                assert_refusal(answer, refused)
+                assert_refusal(client.refusal(), refused, head=request.method == b"HEAD")
                 assert client.closes()
                 return
+            answer = client.answer(request.method)
             assert answer is not None, f"closed instead of answering {request}"
             assert answer.status == 200, (request, answer)
             echo = json.loads(answer.headers[b"x-echo"])
@@ -472,13 +501,14 @@ def test_heads_are_accepted_and_refused_as_h11_does(
             assert bytes.fromhex(echo["body"]) == request.body
         if ending == "error":
             rest = batch[len(parsed)] if len(parsed) < len(batch) else None
-            served_head = rest is not None and looser(rest) and rest.data.startswith(b"HEAD ")
-            answer = client.answer(b"HEAD" if served_head else b"GET")
+            if rest is not None and not rest.data.strip(b"\r\n"):
+                return  # empty lines before a request line: plat skips them (looser)
+            answer = client.refusal()
             if answer is not None and answer.status == 200:
                 # plat served what h11 refused: only where it is documented as looser
-                assert any(looser(message) for message in batch), (batch, answer)
+                assert rest is not None and looser(rest), (batch, answer)
                 return
-            assert_refusal(answer)
+            assert_refusal(answer, head=rest is not None and rest.data.startswith(b"HEAD "))
             assert client.closes()
     finally:
         client.close()
