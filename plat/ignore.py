@@ -29,6 +29,7 @@ from typing import BinaryIO
 import pathspec
 
 from plat.errors import PlatError
+from plat.paths import Home
 
 IGNORE_FILE = ".platignore"
 ALWAYS_IGNORED = (
@@ -90,11 +91,16 @@ def _inside(path: str, root: str) -> bool:
 
 
 class IgnoreRules:
-    """``.platignore`` (plus any ``extra_files``, e.g. ``.gitignore`` for the watcher)."""
+    """``.platignore`` (plus any ``extra_files``, e.g. ``.gitignore`` for the watcher).
+
+    plat's own home (``$PLAT_HOME``: the credentials, the store) is never part of a
+    function, even when it lies inside the function's folder."""
 
     def __init__(self, root: Path, extra_files: tuple[str, ...] = ()) -> None:
         self.root = root
         real_root = os.path.realpath(root)
+        home = str(Home.from_env().root)
+        self._home = os.path.relpath(home, real_root) if _inside(home, real_root) else None
         lines = list(ALWAYS_IGNORED)
         for name in (IGNORE_FILE, *extra_files):
             path = root / name
@@ -128,6 +134,8 @@ class IgnoreRules:
                 rel = base / name
                 if os.path.islink(os.path.join(dirpath, name)):
                     filenames.append(name)  # a link to a folder: never walked into
+                elif rel.as_posix() == self._home:
+                    continue
                 elif not self.ignored(rel.as_posix(), is_dir=True):
                     keep_dirs.append(name)
             dirnames[:] = sorted(keep_dirs)

@@ -396,3 +396,14 @@ def test_digest_counts_a_link_as_its_target_path(tmp_path: Path) -> None:
     (tmp_path / "x.py").unlink()
     write(tmp_path, "x.py", "A")  # a copy is not the same as a link
     assert digest(tmp_path) != before
+
+
+def test_plat_home_inside_the_folder_is_never_part_of_the_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "handler.py")
+    write(tmp_path, ".plat/credentials", "admin:secret")
+    write(tmp_path, ".plat/plat.db")
+    write(tmp_path, "sub/.plat/kept.txt")  # another folder of that name is the user's
+    monkeypatch.setenv("PLAT_HOME", str(tmp_path / ".plat"))
+    assert listed(tmp_path) == ["handler.py", "sub/.plat/kept.txt"]
