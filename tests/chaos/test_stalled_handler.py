@@ -1,7 +1,8 @@
 """A handler that never returns on one path, with a short ``timeout:``.
 
 Callers of ``/hang`` get a JSON 504 once the function's timeout (:data:`TIMEOUT`)
-has passed, never a hang. :data:`WEDGING` of them at once leave more hung handler
+has passed, never a hang (one whose instance is recycled under it before its own
+timeout may get a JSON 502 instead; one past its timeout may not). :data:`WEDGING` of them at once leave more hung handler
 calls inside the single instance than its runtime has workers (the python shim runs
 plain handlers on 32 threads), so that instance can no longer answer anything: the
 daemon must recycle it. Bound: from the end of that burst, other paths of the same
@@ -32,14 +33,19 @@ PHASE = 8.0
 
 
 def _hung_calls_answer_504(result: LoadResult) -> None:
+    """Every /hang call that outlived the timeout was answered a JSON 504 soon after it;
+    one cut sooner (its instance recycled under it, for the others' hung calls) may be
+    a JSON 502."""
     hung = [o for o in result.failed if o.path == "/hang"]
-    wrong = [o for o in hung if o.status != 504 or o.error != "function_timeout"]
-    assert not wrong, "/hang answered otherwise than a JSON 504: " + "; ".join(
+    cut = [o for o in hung if o.latency < TIMEOUT and o.status == 502 and o.json_error]
+    timed_out = [o for o in hung if o not in cut]
+    wrong = [o for o in timed_out if o.status != 504 or o.error != "function_timeout"]
+    assert not wrong, "/hang outran its timeout but was not answered a JSON 504: " + "; ".join(
         o.describe() for o in wrong[:10]
     )
-    slow = [o for o in hung if not TIMEOUT - 0.1 <= o.latency <= TIMEOUT + 2.0]
-    assert not slow, f"/hang not answered about {TIMEOUT:g} s after it began: " + "; ".join(
-        o.describe() for o in slow[:10]
+    late = [o for o in timed_out if not TIMEOUT <= o.latency <= TIMEOUT + 2.0]
+    assert not late, f"/hang not answered about {TIMEOUT:g} s after it began: " + "; ".join(
+        o.describe() for o in late[:10]
     )
 
 
