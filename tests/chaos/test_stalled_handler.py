@@ -5,10 +5,10 @@ has passed, never a hang (one whose instance is recycled under it before its own
 timeout may get a JSON 502 instead; one past its timeout may not). :data:`WEDGING`
 of them at once leave more hung handler calls inside the single instance than its
 runtime has workers (the python shim runs plain handlers on 32 threads), so that
-instance can no longer answer anything: the
-daemon must recycle it. Bound: from the end of that burst, other paths of the same
-function answer 200 again within :data:`RECOVERED` (every call started after that
-is a 200), while a few clients keep calling ``/hang`` and keep getting 504s.
+instance can no longer answer anything: the daemon must recycle it. Bound: from the
+end of that burst, other paths of the same function answer 200 again within
+:data:`RECOVERED` (every call started after that is a 200), while a few clients keep
+calling ``/hang`` and keep getting 504s.
 """
 
 from __future__ import annotations
