@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +32,8 @@ import requests
 
 from plat.errors import EngineError
 from plat.paths import Home
+
+log = logging.getLogger(__name__)
 
 PODMAN_ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
@@ -303,6 +306,34 @@ class PodmanService:
             # Sleep briefly, waking at once if the service exits.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._proc.wait(), 0.05)
+
+    async def keep_running(self, max_delay: float = 10.0) -> None:
+        """Restart the service whenever it exits, until stop(): run it as a task.
+
+        Instances keep running without the engine; the daemon needs it back to start,
+        stop, watch and follow them. Retries back off up to ``max_delay`` seconds."""
+        delay = 0.25
+        while not self._stopped:
+            proc = self._proc
+            if proc is not None and proc.returncode is None:
+                await proc.wait()
+                if self._stopped:
+                    return
+                log.warning(
+                    "`podman system service` exited (code %s); restarting it", proc.returncode
+                )
+            try:
+                await self.start()
+            except EngineError as exc:
+                if self._stopped:
+                    return
+                log.warning("could not restart `podman system service`: %s", exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+            else:
+                if proc is not None:
+                    log.info("`podman system service` is back (pid %s)", self.pid)
+                delay = 0.25
 
     async def stop(self, timeout: float = SERVICE_STOP_TIMEOUT) -> None:
         """Terminate the service this object started (SIGTERM, then SIGKILL). Idempotent.

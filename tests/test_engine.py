@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -161,6 +164,31 @@ async def test_podman_service_start_ping_stop(tmp_path: Path) -> None:
     assert not Path(f"/proc/{pid}").exists()  # terminated and reaped
     with pytest.raises(EngineError):
         await service.start()
+
+
+@pytest.mark.container
+async def test_a_kept_service_that_dies_is_started_again(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    home.ensure()
+    service = PodmanService.for_home(home)
+    await service.start()
+    keeper = asyncio.create_task(service.keep_running())
+    try:
+        first = service.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if service.pid not in (None, first) and ping(service.endpoint) is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert service.pid not in (None, first), "the service was not started again"
+        assert ping(service.endpoint) is not None
+    finally:
+        await service.stop()
+        keeper_done = await asyncio.wait_for(keeper, 10)  # returns on its own after stop()
+    assert keeper_done is None
+    assert ping(service.endpoint) is None
 
 
 @pytest.mark.container

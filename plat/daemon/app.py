@@ -43,7 +43,7 @@ from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
 from plat.daemon.pool import Sources, WarmPool
 from plat.daemon.store import Store
-from plat.daemon.tasks import TaskGroup
+from plat.daemon.tasks import TaskGroup, cancel_and_wait
 from plat.daemon.unpack import ImageUnpacker
 from plat.errors import DaemonError, EngineError
 from plat.paths import Home
@@ -221,6 +221,8 @@ class Daemon:
             else:
                 if service is not None:
                     self._stack.push_async_callback(service.stop)
+                    keeper = asyncio.create_task(service.keep_running(), name="engine-keeper")
+                    self._stack.push_async_callback(cancel_and_wait, keeper)
                 self.engine_description = {
                     "endpoint": info.endpoint,
                     "name": info.name,

@@ -2,8 +2,9 @@
 
 One reader task per instance follows the backend's output stream. The stream is
 read until the instance exits, and the controller waits for it before removing
-the instance, so no line is lost at start-up or death. Lines a shim tags with
-``[call:<id>] `` are stored with that call id.
+the instance, so no line is lost at start-up or death. A stream that ends while
+the instance still runs (the engine was restarted) is followed again from its
+last line. Lines a shim tags with ``[call:<id>] `` are stored with that call id.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import time
 
 from plat.daemon.backends import Backend, RunningInstance
 from plat.daemon.journal import Journal
+from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
+
+# Following a stream again after it broke: the first wait, doubled up to the last.
+RETRY_FIRST = 0.25
+RETRY_MAX = 5.0
 
 CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})\] ?")
 
@@ -87,12 +93,44 @@ class LogCollector:
         self._readers[running.id] = task
 
     async def _read(self, running: RunningInstance, since: float | None) -> None:
+        """Follow the output until the instance is gone. A stream that ends while the
+        instance still runs (the engine restarted) is followed again from its last line."""
         bucket = TokenBucket(self.rate, burst=self.rate * 2)
+        delay = RETRY_FIRST
+        skip_through = since
+        while True:
+            try:
+                since = await self._follow(running, since, skip_through, bucket)
+                # Engine timestamps may be coarse: lines stamped like the last one seen
+                # are followed again (a repeat is better than a loss).
+                skip_through = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading the output of %s stopped: %s", running.id, exc)
+            try:
+                if not await self.backend.is_alive(running):
+                    return
+            except PlatError:
+                pass  # the engine is away: try again once it may be back
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _follow(
+        self,
+        running: RunningInstance,
+        since: float | None,
+        skip_through: float | None,
+        bucket: TokenBucket,
+    ) -> float | None:
+        """One log stream from ``since``, to its end, leaving out lines stamped up to
+        ``skip_through``; returns the time of the last line seen."""
         dropped = 0
         try:
             async for out in self.backend.output(running, since=since):
-                if since is not None and out.ts <= since:
+                if skip_through is not None and out.ts <= skip_through:
                     continue
+                since = out.ts
                 now = time.monotonic()
                 if not bucket.take(now):
                     dropped += 1
@@ -114,12 +152,10 @@ class LogCollector:
                     ts=line_time(out.ts, time.time()),
                     call_id=call_id,
                 )
+        finally:
             if dropped:
                 self.note(running, f"[plat] {dropped} lines dropped (more than {self.rate:g}/s)")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("reading the output of %s stopped: %s", running.id, exc)
+        return since
 
     async def detach(self, instance_id: str, timeout: float = 2.0) -> None:
         """Wait (bounded) until the reader has seen the end of the stream, then drop it."""

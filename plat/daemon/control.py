@@ -226,17 +226,34 @@ def make_describe(daemon: Daemon) -> Handler:
             }
             for v in await daemon.store.list_versions(name)
         ]
-        body["instance_list"] = [
-            {
-                "id": i.id,
-                "version": i.version,
-                "address": i.address,
-                "state": i.state,
-                "started_at": i.started_at,
-                "ready_seconds": i.ready_seconds,
-            }
-            for i in await daemon.store.list_instances(name)
-        ]
+        if fs is not None:  # what the controller holds (the store may lag: a full disk)
+            body["instance_list"] = [
+                {
+                    "id": i.id,
+                    "version": i.running.version,
+                    "address": i.running.address,
+                    "state": i.state,
+                    "started_at": i.started_at,
+                    "ready_seconds": (
+                        None
+                        if i.ready_seconds is None
+                        else i.ready_seconds + (i.start_seconds or 0.0)
+                    ),
+                }
+                for i in daemon.controller.live_instances(name)
+            ]
+        else:
+            body["instance_list"] = [
+                {
+                    "id": i.id,
+                    "version": i.version,
+                    "address": i.address,
+                    "state": i.state,
+                    "started_at": i.started_at,
+                    "ready_seconds": i.ready_seconds,
+                }
+                for i in await daemon.store.list_instances(name)
+            ]
         return web.json_response(body)
 
     return describe

@@ -9,11 +9,13 @@ instances the backend holds (by label) with what the store says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 
@@ -79,6 +81,7 @@ class Controller:
         self._watchdog: asyncio.Task[None] | None = None
         self._draining: set[Instance] = set()
         self._starting: set[Instance] = set()
+        self._removing: set[Instance] = set()  # stopped, their containers being removed
         self._stopping = Finishing()
         # Called with each instance as it stops (the gateway closes its connections).
         self.on_instance_stopped: list[Callable[[Instance], None]] = []
@@ -141,6 +144,18 @@ class Controller:
                 counts[key] = counts.get(key, 0) + 1
         return [(fn, state, n) for (fn, state), n in counts.items()]
 
+    def live_instances(self, name: str) -> list[Instance]:
+        """Every instance of ``name`` the controller holds: starting, serving, draining
+        (the store's rows are a best-effort copy of this)."""
+        fs = self.functions.get(name)
+        held = list(fs.instances) if fs is not None else []
+        held += [i for i in self._starting if i.running.function == name]
+        held += [
+            i for i in self._draining if i.running.function == name and i.state == "draining"
+        ]
+        held += [i for i in self._removing if i.running.function == name]
+        return held
+
     # instances
 
     def _sync_pool(self, *prepare: Release) -> None:
@@ -178,16 +193,31 @@ class Controller:
             handler = spec.env.get("PLAT_HANDLER", "")
             running = await self.pool.claim(release, spec.env, handler)
             if running is not None:
-                return await self._adopt_pooled(running, release, started, on_event)
+                inst = Instance(running=running, started_at=time.time(), pooled=True)
+                with self._stopped_on_failure(inst):
+                    return await self._adopt_pooled(inst, release, started, on_event)
         instance_id = secrets.token_hex(4)
         running = await self.backend.start(spec, instance_id)
         inst = Instance(running=running, started_at=time.time())
         inst.start_seconds = time.monotonic() - started
         self._starting.add(inst)
         try:
-            return await self._await_ready(inst, release.manifest, release.version, on_event)
+            with self._stopped_on_failure(inst):
+                return await self._await_ready(inst, release.manifest, release.version, on_event)
         finally:
             self._starting.discard(inst)
+
+    @contextlib.contextmanager
+    def _stopped_on_failure(self, inst: Instance) -> Iterator[None]:
+        """Whatever interrupts a start (an error, a cancellation) stops its container:
+        an instance the controller does not hold is never left running."""
+        try:
+            yield
+        except BaseException as exc:
+            if inst.state != "stopped":
+                why = f"its start did not finish ({type(exc).__name__})"
+                self.tasks.spawn(self._stop(inst, why, timeout=1.0), name=f"abort-{inst.id}")
+            raise
 
     async def _await_ready(
         self,
@@ -201,7 +231,7 @@ class Controller:
         if self.collector is not None:
             self.collector.attach(running)
             self.collector.note(running, f"[plat] instance {instance_id} started")
-        await self.store.add_instance(self._record(inst, version, "starting"))
+        await self._book(self.store.add_instance(self._record(inst, version, "starting")), inst)
         if on_event:
             on_event(f"instance {instance_id} started on {running.address}, waiting for ready")
         try:
@@ -232,11 +262,20 @@ class Controller:
         inst.ready_seconds = time.monotonic() - started
         inst.state = "ready"
         total = inst.ready_seconds + (inst.start_seconds or 0.0)
-        await self.store.set_instance_state(instance_id, "ready", total)
+        await self._book(self.store.set_instance_state(instance_id, "ready", total), inst)
         log.info(
             "instance %s of %s ready in %.3f s", instance_id, manifest.name, inst.ready_seconds
         )
         return inst
+
+    @staticmethod
+    async def _book(write: Awaitable[None], inst: Instance) -> None:
+        """An instance's row in the store, best effort: the instance serves whether or
+        not it is written (a full disk), and reconcile finds containers by label."""
+        try:
+            await write
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("could not record instance %s in the store: %s", inst.id, exc)
 
     def _record(
         self, inst: Instance, version: str, state: str, ready_seconds: float | None = None
@@ -256,23 +295,26 @@ class Controller:
 
     async def _adopt_pooled(
         self,
-        running: RunningInstance,
+        inst: Instance,
         release: Release,
         started: float,
         on_event: EventSink | None,
     ) -> Instance:
         """A pool instance already specialised as ``release``: ready for traffic now."""
-        inst = Instance(running=running, started_at=time.time(), state="ready")
+        running = inst.running
+        inst.state = "ready"
         inst.start_seconds = 0.0
         inst.ready_seconds = time.monotonic() - started
-        inst.pooled = True
         if self.collector is not None:
             self.collector.attach(running)
             self.collector.note(
                 running, f"[plat] instance {running.id} specialised from the pre-warmed pool"
             )
-        await self.store.add_instance(
-            self._record(inst, release.version, "ready", inst.ready_seconds)
+        await self._book(
+            self.store.add_instance(
+                self._record(inst, release.version, "ready", inst.ready_seconds)
+            ),
+            inst,
         )
         if on_event:
             on_event(
@@ -301,6 +343,13 @@ class Controller:
         inst.state = "stopped"
         for listener in self.on_instance_stopped:
             listener(inst)
+        self._removing.add(inst)
+        try:
+            await self._remove(inst, timeout)
+        finally:
+            self._removing.discard(inst)
+
+    async def _remove(self, inst: Instance, timeout: float) -> None:
         try:
             await self.backend.stop(inst.running, timeout=timeout)
             if self.collector is not None:
@@ -310,7 +359,7 @@ class Controller:
             log.warning("stopping instance %s failed: %s", inst.id, exc)
         if inst.pooled and self.pool is not None:
             self.pool.forget(inst.id)
-        await self.store.remove_instance(inst.id)
+        await self._book(self.store.remove_instance(inst.id), inst)
 
     async def _drain(self, inst: Instance, reason: str) -> None:
         inst.state = "draining"
@@ -561,7 +610,7 @@ class Controller:
             if fs is not None:
                 fs.dispatch()
         elif health != "ready":
-            await self._replace(inst, _UNHEALTHY[health])
+            await self._replace(inst, health)
 
     def timed_out(self, inst: Instance) -> None:
         """A call on ``inst`` outran its timeout: replace it if it is wedged (every
@@ -577,23 +626,31 @@ class Controller:
         finally:
             inst.checking = False
         if health != "ready" and inst.state == "ready":
-            await self._replace(inst, _UNHEALTHY[health])
+            await self._replace(inst, health)
 
     async def _health(self, inst: Instance) -> Health:
         running = inst.running
-        if not await self.backend.is_alive(running):
-            return "down"
+        try:
+            if not await self.backend.is_alive(running):
+                return "down"
+        except PlatError as exc:  # the engine is away: the probe alone tells
+            log.warning("could not ask the engine about instance %s: %s", inst.id, exc)
         return await probe_health(self.session, running.host, running.port, timeout=2.0)
 
-    async def _replace(self, inst: Instance, why: str) -> None:
-        """Take ``inst`` out of service, start its successor, then stop it."""
+    async def _replace(self, inst: Instance, health: Health) -> None:
+        """Take ``inst`` out of service and start its successor. A busy (wedged) one
+        drains first: its calls end at their deadlines with the function's 504."""
         fs = self.functions.get(inst.running.function)
         if fs is None or inst not in fs.instances:
             return
+        why = _UNHEALTHY[health]
         log.warning("instance %s of %s %s; replacing it", inst.id, fs.name, why)
         fs.instances.remove(inst)
         await self._ensure(fs)
-        await self._stop(inst, why, timeout=1.0)
+        if health == "busy":
+            await self._drain(inst, why)
+        else:
+            await self._stop(inst, why, timeout=1.0)
 
     async def _ensure(self, fs: FunctionState) -> None:
         """Start what is missing to reach the function's target (after a death, at start)."""
@@ -612,7 +669,7 @@ class Controller:
             listed_at = time.time()
             try:
                 alive = {r.backend_ref for r in await self.backend.list() if r.running}
-            except PlatError as exc:
+            except Exception as exc:  # the watchdog outlives any engine outage
                 log.warning("watchdog could not list instances: %s", exc)
                 continue
             for fs in list(self.functions.values()):
@@ -622,9 +679,7 @@ class Controller:
                         and inst.running.backend_ref not in alive
                         and inst.started_at < listed_at
                     ):
-                        self.tasks.spawn(
-                            self._replace(inst, _UNHEALTHY["down"]), name=f"replace-{inst.id}"
-                        )
+                        self.tasks.spawn(self._replace(inst, "down"), name=f"replace-{inst.id}")
 
     # start-up
 

@@ -48,3 +48,9 @@ class Finishing:
 
     async def wait(self) -> None:
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (its outcome is not raised)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

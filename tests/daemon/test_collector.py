@@ -1,14 +1,19 @@
-"""Pure parts of log capture: call-id tags, timestamps, rate limiting, demultiplexing."""
+"""Log capture: call-id tags, timestamps, rate limiting, demultiplexing, streams that break."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from plat.daemon.backends import OutputLine, RunningInstance
 from plat.daemon.backends.container import demultiplex, parse_timestamp, timestamped_lines
-from plat.daemon.collector import TokenBucket, line_time, split_call_id
+from plat.daemon.collector import LogCollector, TokenBucket, line_time, split_call_id
+from plat.daemon.journal import Journal
+from plat.daemon.store import Store
 
 
 @pytest.mark.parametrize(
@@ -79,3 +84,44 @@ async def test_frames_become_lines_across_partial_entries() -> None:
         ("stdout", "b", 2.0),
         ("stdout", "c", 2.0),
     ]
+
+
+class BrokenStreams:
+    """The collector's seam to a backend: log streams that break while the instance
+    runs (an engine restart), given as lists of (ts, text); then the instance ends."""
+
+    def __init__(self, streams: list[list[tuple[float, str]]]) -> None:
+        self.streams = streams
+        self.since: list[float | None] = []
+
+    async def output(
+        self, instance: RunningInstance, since: float | None = None
+    ) -> AsyncIterator[OutputLine]:
+        self.since.append(since)
+        for ts, text in self.streams.pop(0) if self.streams else []:
+            yield OutputLine(ts, "stdout", text)
+
+    async def is_alive(self, instance: RunningInstance) -> bool:
+        return bool(self.streams)
+
+
+async def test_a_stream_that_breaks_while_the_instance_runs_is_followed_again(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "plat.db")
+    await store.open()
+    try:
+        journal = Journal(store, flush_interval=3600)
+        await journal.start()
+        # Engine stamps can be coarse: "two-b" shares its stamp with "two".
+        backend = BrokenStreams([[(1.0, "one"), (2.0, "two")], [(2.0, "two-b"), (3.0, "three")]])
+        collector = LogCollector(backend, journal)  # type: ignore[arg-type]
+        running = RunningInstance("i1", "fn", "v1", "127.0.0.1", 1, "ref")
+        collector.attach(running)
+        await collector.detach("i1", timeout=5.0)  # returns once the instance has ended
+        await journal.close()
+        lines = [line.line for line in await store.query_logs("fn")]
+        assert lines == ["one", "two", "two-b", "three"]
+        assert backend.since == [None, 2.0]  # again from the last line seen
+    finally:
+        await store.close()

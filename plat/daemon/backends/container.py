@@ -232,7 +232,8 @@ class ContainerBackend:
             raise
         except docker.errors.APIError as exc:
             raise EngineError(f"container engine error: {exc.explanation or exc}") from exc
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            # The SDK lets the transport's errors through (the engine's socket gone).
             raise EngineError(
                 f"container engine at {self._endpoint} failed: {exc}", hint="run `plat doctor`"
             ) from exc
