@@ -35,6 +35,11 @@ from plat.paths import Home
 
 log = logging.getLogger(__name__)
 
+# The docker SDK keeps one connection pool per request URL (25 by default), and most
+# URLs name one container: a daemon that has started many kept as many idle sockets
+# to the engine. A few pools keep the hot URLs (listing, events) and bound the rest.
+SDK_POOLS = 4
+
 PODMAN_ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 DOCTOR_HINT = "run `plat doctor` to see what this host is missing"

@@ -31,6 +31,7 @@ import docker.errors
 
 from plat.daemon.function_state import Release
 from plat.daemon.pool import APP_DIR, DEPS_DIR, Layout
+from plat.engine import SDK_POOLS
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class ImageUnpacker:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.endpoint, timeout=120)
+            self._client = docker.DockerClient(
+                base_url=self.endpoint, timeout=120, num_pools=SDK_POOLS
+            )
         return self._client
 
     def _image_folder(self, release: Release) -> Path:

@@ -48,6 +48,7 @@ from plat.daemon.backends import (
     free_port,
 )
 from plat.daemon.tasks import Finishing
+from plat.engine import SDK_POOLS
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class ContainerBackend:
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
         self._standby: dict[str, _Standby] = {}
         self._preparing = Finishing()
-        self._client = docker.DockerClient(base_url=endpoint, timeout=60)
+        self._client = docker.DockerClient(base_url=endpoint, timeout=60, num_pools=SDK_POOLS)
         self._engine: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
             self._socket: str | None = endpoint[len("unix://") :]

@@ -11,6 +11,7 @@ import docker
 import docker.errors
 
 from plat.daemon.builders import BuildJob, LineSink
+from plat.engine import SDK_POOLS
 from plat.errors import BuildError
 
 
@@ -18,7 +19,7 @@ class EngineBuilder:
     name = "engine"
 
     def __init__(self, endpoint: str) -> None:
-        self._client = docker.APIClient(base_url=endpoint, timeout=600)
+        self._client = docker.APIClient(base_url=endpoint, timeout=600, num_pools=SDK_POOLS)
 
     async def image_exists(self, tag: str) -> bool:
         def check() -> bool:
