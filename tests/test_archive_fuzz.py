@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from plat.archive import ArchiveError, Limits, extract
 from tests.fuzzing import fuzz_settings
 
-FAST = fuzz_settings("archive", fast=200, long=5000)
+FAST = fuzz_settings("archive", fast=200, long=2000)
 LIMITS = Limits(max_bytes=4096, max_members=12)
 ABS = "{ABS}"  # replaced by the absolute path of a folder beside the destination
 

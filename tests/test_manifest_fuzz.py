@@ -26,7 +26,7 @@ from plat.manifest import (
 )
 from tests.fuzzing import fuzz_settings
 
-FAST = fuzz_settings("manifest", fast=150, long=5000)
+FAST = fuzz_settings("manifest", fast=150, long=2000)
 
 FIELDS = ["name", "runtime", "handler", "env", "auth", "timeout", "resources", "scale"]
 NESTED = ["memory", "cpu", "pids", "min", "max", "concurrency"]

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from tests.fixtures import free_port, make_runner, wait_for
 from tests.functions import write_python_function
 
-for profile, examples in {"fast": 250, "long": 3000}.items():
+for profile, examples in {"fast": 250, "long": 1000}.items():
     settings.register_profile(
         f"plat-fuzz-{profile}",
         max_examples=examples,

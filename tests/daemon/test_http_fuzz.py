@@ -474,7 +474,7 @@ def assert_no_errors(server: EchoServer) -> None:
 # the properties
 
 
-@fuzz_settings("http-heads", fast=250, long=20000)
+@fuzz_settings("http-heads", fast=250, long=5000)
 @given(batch=st.lists(messages(), min_size=1, max_size=3), cuts=st.lists(st.integers(1, 300)))
 def test_heads_are_accepted_and_refused_as_h11_does(
     echo_server: EchoServer, batch: list[Message], cuts: list[int]
@@ -515,7 +515,7 @@ def test_heads_are_accepted_and_refused_as_h11_does(
         assert_no_errors(echo_server)
 
 
-@fuzz_settings("http-incomplete", fast=12, long=300)
+@fuzz_settings("http-incomplete", fast=12, long=100)
 @given(request=valid_requests(), share=st.floats(0.0, 0.999))
 def test_a_request_that_never_completes_ends_within_its_deadline(
     echo_server: EchoServer, request: bytes, share: float
@@ -538,7 +538,7 @@ def test_a_request_that_never_completes_ends_within_its_deadline(
         assert_no_errors(echo_server)
 
 
-@fuzz_settings("http-pipelined", fast=25, long=1000)
+@fuzz_settings("http-pipelined", fast=25, long=300)
 @given(
     batch=st.lists(valid_requests(), min_size=2, max_size=40), cuts=st.lists(st.integers(1, 4000))
 )
