@@ -82,6 +82,7 @@ class Controller:
         self._draining: set[Instance] = set()
         self._starting: set[Instance] = set()
         self._removing: set[Instance] = set()  # stopped, their containers being removed
+        self._leftovers: set[Instance] = set()  # stopped, but the engine failed to remove them
         self._stopping = Finishing()
         # Called with each instance as it stops (the gateway closes its connections).
         self.on_instance_stopped: list[Callable[[Instance], None]] = []
@@ -119,6 +120,8 @@ class Controller:
         if stop_instances:
             everything = [i for fs in self.functions.values() for i in fs.instances]
             everything += [i for i in draining if i.state != "stopped"]
+            everything += list(self._leftovers)
+            self._leftovers.clear()
             await asyncio.gather(
                 *(self._stop(i, "the daemon is stopping", timeout=5.0) for i in everything)
             )
@@ -153,7 +156,7 @@ class Controller:
         held += [
             i for i in self._draining if i.running.function == name and i.state == "draining"
         ]
-        held += [i for i in self._removing if i.running.function == name]
+        held += [i for i in self._removing | self._leftovers if i.running.function == name]
         return held
 
     # instances
@@ -356,7 +359,10 @@ class Controller:
                 await self.collector.detach(inst.id)
             await self.backend.remove(inst.running)
         except PlatError as exc:
-            log.warning("stopping instance %s failed: %s", inst.id, exc)
+            # The engine is away: the watchdog removes it once it answers again.
+            log.warning("stopping instance %s failed (retried later): %s", inst.id, exc)
+            self._leftovers.add(inst)
+            return
         if inst.pooled and self.pool is not None:
             self.pool.forget(inst.id)
         await self._book(self.store.remove_instance(inst.id), inst)
@@ -672,6 +678,12 @@ class Controller:
             except Exception as exc:  # the watchdog outlives any engine outage
                 log.warning("watchdog could not list instances: %s", exc)
                 continue
+            for inst in list(self._leftovers):
+                self._leftovers.discard(inst)
+                self.tasks.spawn(
+                    self._stopping.run(self._stop_now(inst, timeout=1.0)),
+                    name=f"remove-{inst.id}",
+                )
             for fs in list(self.functions.values()):
                 for inst in list(fs.instances):
                     if (
