@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from plat import __version__
+from tests.mounts import tmpfs
 
 # The checkout under test, whatever the working directory of pytest.
 REPO = Path(__file__).resolve().parents[1]
@@ -97,19 +98,8 @@ def test_plat_error_exits_1_with_the_message(tmp_path: Path) -> None:
 @pytest.fixture
 def readonly_home(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs mount (EROFS); skipped only where mounting is not permitted."""
-    mountpoint = tmp_path / "ro"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def assert_home_error(result: subprocess.CompletedProcess[str], path: Path) -> None:

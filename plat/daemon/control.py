@@ -226,34 +226,25 @@ def make_describe(daemon: Daemon) -> Handler:
             }
             for v in await daemon.store.list_versions(name)
         ]
+        keys = ("id", "version", "address", "state", "started_at", "ready_seconds")
         if fs is not None:  # what the controller holds (the store may lag: a full disk)
-            body["instance_list"] = [
-                {
-                    "id": i.id,
-                    "version": i.running.version,
-                    "address": i.running.address,
-                    "state": i.state,
-                    "started_at": i.started_at,
-                    "ready_seconds": (
-                        None
-                        if i.ready_seconds is None
-                        else i.ready_seconds + (i.start_seconds or 0.0)
-                    ),
-                }
+            rows: list[tuple[Any, ...]] = [
+                (
+                    i.id,
+                    i.running.version,
+                    i.running.address,
+                    i.state,
+                    i.started_at,
+                    None if i.ready_seconds is None else i.ready_seconds + (i.start_seconds or 0),
+                )
                 for i in daemon.controller.live_instances(name)
             ]
         else:
-            body["instance_list"] = [
-                {
-                    "id": i.id,
-                    "version": i.version,
-                    "address": i.address,
-                    "state": i.state,
-                    "started_at": i.started_at,
-                    "ready_seconds": i.ready_seconds,
-                }
+            rows = [
+                (i.id, i.version, i.address, i.state, i.started_at, i.ready_seconds)
                 for i in await daemon.store.list_instances(name)
             ]
+        body["instance_list"] = [dict(zip(keys, row, strict=True)) for row in rows]
         return web.json_response(body)
 
     return describe

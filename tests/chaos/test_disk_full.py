@@ -11,15 +11,14 @@ is removed the daemon writes again: new log lines reach ``plat logs`` within
 from __future__ import annotations
 
 import contextlib
-import errno
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.support import Chaos, alive, assert_only_json_errors, chaos_session, wait_until
+from tests.mounts import fill, tmpfs
 
 pytestmark = pytest.mark.container
 
@@ -30,23 +29,15 @@ RECOVERY_BOUND = 10.0
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """``path`` as a fresh tmpfs of ``size``; skips the test when mounting is refused."""
-    path.mkdir(parents=True)
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        # Keep the daemon's logs past the unmount, for a failure's investigation.
-        with contextlib.suppress(OSError):
-            shutil.copytree(path, path.parent / f"{path.name}-logs", ignore=_not_logs)
-        subprocess.run(["umount", "--lazy", str(path)], capture_output=True)
+def home_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """``path`` as a fresh tmpfs of ``size``, its logs kept past the unmount."""
+    with tmpfs(path, f"size={size},mode=0700"):
+        try:
+            yield path
+        finally:
+            # Keep the daemon's logs past the unmount, for a failure's investigation.
+            with contextlib.suppress(OSError):
+                shutil.copytree(path, path.parent / f"{path.name}-logs", ignore=_not_logs)
 
 
 def _not_logs(folder: str, names: list[str]) -> list[str]:
@@ -56,25 +47,9 @@ def _not_logs(folder: str, names: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     tmp = tmp_path_factory.mktemp("disk")
-    with tmpfs(tmp / "home", HOME_SIZE), chaos_session(tmp) as chaos:
+    with home_tmpfs(tmp / "home", HOME_SIZE), chaos_session(tmp) as chaos:
         chaos.deploy(NAME, MANIFEST)
         yield chaos
-
-
-def fill(path: Path) -> int:
-    """Write ``path`` until its file system has no byte left; returns the bytes written."""
-    chunk = b"\0" * (1 << 20)
-    written = 0
-    with path.open("wb", buffering=0) as fh:
-        while True:
-            try:
-                written += fh.write(chunk)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                if len(chunk) == 1:
-                    return written
-                chunk = chunk[: len(chunk) // 2]
 
 
 def _logged(chaos: Chaos, marker: str) -> bool:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.store import Invocation, LogLine, Store
+from tests.mounts import fill, tmpfs
 
 
 @pytest.fixture
@@ -108,19 +107,8 @@ async def test_retention_by_count_and_age(store: Store) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB filesystem (tmpfs), to fill up."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "size=2m,mode=0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 class CountingStore(Store):
@@ -129,16 +117,6 @@ class CountingStore(Store):
     async def insert_logs(self, rows: Sequence[LogLine]) -> None:
         self.writes += 1
         await super().insert_logs(rows)
-
-
-def fill(path: Path) -> None:
-    with path.open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
 
 
 async def test_a_full_disk_is_reported_once_buffered_bounded_and_recovered(
