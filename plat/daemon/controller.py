@@ -684,6 +684,7 @@ class Controller:
                     self._stopping.run(self._stop_now(inst, timeout=1.0)),
                     name=f"remove-{inst.id}",
                 )
+            await self._sweep()
             for fs in list(self.functions.values()):
                 for inst in list(fs.instances):
                     if (
@@ -692,6 +693,15 @@ class Controller:
                         and inst.started_at < listed_at
                     ):
                         self.tasks.spawn(self._replace(inst, "down"), name=f"replace-{inst.id}")
+
+    async def _sweep(self) -> None:
+        """Retry the backend's and the pool's clean-ups that failed during an outage."""
+        try:
+            await self.backend.sweep()
+            if self.pool is not None:
+                await self.pool.sweep()
+        except Exception as exc:  # the watchdog outlives any engine outage
+            log.warning("watchdog could not remove leftovers: %s", exc)
 
     # start-up
 

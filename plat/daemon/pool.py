@@ -166,6 +166,7 @@ class WarmPool:
         self.ready_timeout = ready_timeout
         self.specialize_timeout = specialize_timeout
         self.pools: dict[PoolKey, _Pool] = {}
+        self._leftovers: list[_Member] = []  # removal failed while the engine was away
         self.tasks = TaskGroup(log)
         self._closed = False
 
@@ -182,9 +183,10 @@ class WarmPool:
     async def close(self) -> None:
         self._closed = True
         await self.tasks.close()
-        members = [m for pool in self.pools.values() for m in pool.ready]
+        members = [m for pool in self.pools.values() for m in pool.ready] + self._leftovers
         for pool in self.pools.values():
             pool.ready.clear()
+        self._leftovers = []
         await asyncio.gather(*(self._discard(m) for m in members))
 
     # what to keep warm
@@ -294,8 +296,18 @@ class WarmPool:
             await self.backend.stop(member.running, timeout=1.0)
             await self.backend.remove(member.running)
         except PlatError as exc:
-            log.warning("removing pool instance %s failed: %s", member.running.id, exc)
+            log.warning(
+                "removing pool instance %s failed (retried later): %s", member.running.id, exc
+            )
+            self._leftovers.append(member)
+            return
         await asyncio.to_thread(shutil.rmtree, member.folder, True)
+
+    async def sweep(self) -> None:
+        """Remove the pool instances whose removal failed while the engine was away."""
+        leftovers, self._leftovers = self._leftovers, []
+        for member in leftovers:
+            await self._discard(member)
 
     # claiming
 

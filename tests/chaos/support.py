@@ -186,10 +186,18 @@ class Chaos:
             f"{admission} (want ok, inflight == held == waiting == 0)"
         )
 
-    def assert_no_orphans(self) -> None:
+    def assert_no_orphans(self, within: float = 10.0) -> None:
         """Every container labelled with this daemon belongs to an instance it knows:
         an instance of a function (``plat describe``) or a pre-warmed pool instance
-        (no more of those than the pool reports ready or starting)."""
+        (no more of those than the pool reports ready or starting). A container left
+        by a clean-up that failed during an outage must be gone ``within`` seconds
+        (the watchdog retries every 2 s)."""
+        deadline = time.monotonic() + within
+        while (problem := self._orphans()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not problem, problem
+
+    def _orphans(self) -> str:
         known = {
             f"plat-{fn['name']}-{inst['id']}"
             for fn in self.api("/v1/functions")
@@ -200,11 +208,14 @@ class Chaos:
         containers = self.plat.containers()
         pooled = [c for c in containers if c.startswith("plat-pool-")]
         unknown = [c for c in containers if c not in known and c not in pooled]
-        assert not unknown, f"containers of this daemon no instance accounts for: {unknown}"
-        assert len(pooled) <= pooled_max, (
-            f"{len(pooled)} pool containers but the pool reports {pooled_max} "
-            f"ready or starting: {pooled} ({pools})"
-        )
+        if unknown:
+            return f"containers of this daemon no instance accounts for: {unknown}"
+        if len(pooled) > pooled_max:
+            return (
+                f"{len(pooled)} pool containers but the pool reports {pooled_max} "
+                f"ready or starting: {pooled} ({pools})"
+            )
+        return ""
 
 
 def _settled(admission: dict[str, Any]) -> bool:

@@ -770,6 +770,9 @@ class ScriptedBackend:
     async def is_alive(self, instance: RunningInstance) -> bool:
         return True
 
+    async def sweep(self) -> None:
+        return None
+
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
         return ""
 

@@ -1,13 +1,20 @@
-"""The pre-warmed pool's pure parts: which releases it can serve, and laying out files."""
+"""The pre-warmed pool's pure parts (which releases it can serve, laying out files),
+and its clean-up when the engine is away, against a narrow fake backend."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 from pathlib import Path
 
+import aiohttp
+
+from plat.daemon.backends import InstanceSpec, RunningInstance
 from plat.daemon.function_state import Release
-from plat.daemon.pool import Layout, _link_layout, _make_folders, pool_key
+from plat.daemon.pool import Layout, WarmPool, _link_layout, _make_folders, pool_key
 from plat.daemon.unpack import ImageUnpacker
+from plat.errors import EngineError
 from plat.manifest import validate_manifest
 
 
@@ -95,3 +102,85 @@ def test_unpacked_images_stay_while_a_deployed_version_uses_them(tmp_path: Path)
     assert unpacker.layout(kept) is not None
     assert unpacker.layout(gone) is None
     assert (tmp_path / ".localhost_plat_new_v2.tmp").is_dir()
+
+
+class AwayEngine:
+    """Starts instances that never answer; while ``down``, every other call fails."""
+
+    name = "away"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.started: list[str] = []
+        self.removed: list[str] = []
+
+    async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.started.append(instance_id)
+        return RunningInstance(
+            instance_id, spec.function, spec.version, "127.0.0.1", port, instance_id
+        )
+
+    def _call(self) -> None:
+        if self.down:
+            raise EngineError("container engine at unix:///away.sock failed: refused")
+
+    async def is_alive(self, instance: RunningInstance) -> bool:
+        self._call()
+        return True
+
+    async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
+        self._call()
+
+    async def remove(self, instance: RunningInstance) -> None:
+        self._call()
+        self.removed.append(instance.id)
+
+
+class NoSources:
+    def layout(self, release: Release) -> Layout | None:
+        return None
+
+    async def prepare(self, release: Release) -> Layout | None:
+        return None
+
+    def retain(self, releases: list[Release]) -> None:
+        return None
+
+
+async def test_a_pool_instance_that_cannot_be_removed_while_the_engine_is_away_is_swept_later(
+    tmp_path: Path,
+) -> None:
+    engine = AwayEngine()
+
+    async def image_for(runtime: str) -> str:
+        return "localhost/plat/pool:v1"
+
+    async with aiohttp.ClientSession() as session:
+        pool = WarmPool(
+            engine,  # type: ignore[arg-type]
+            NoSources(),
+            image_for,
+            tmp_path / "pool",
+            size=1,
+            session=lambda: session,
+            link=False,
+        )
+        await pool.start()
+        engine.down = True  # the instance is waited for, the engine dies: it cannot be removed
+        pool.want([_release("python")])
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if engine.started and not pool.states()[0][2]:  # no longer starting
+                break
+        assert engine.started and engine.removed == []
+        await pool.sweep()  # still away: kept for the next sweep
+        assert engine.removed == []
+        engine.down = False
+        await pool.sweep()
+        assert engine.removed == engine.started
+        await pool.sweep()
+        assert engine.removed == engine.started  # removed once
+        await pool.close()

@@ -208,6 +208,9 @@ class ContainerBackend:
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
         self._standby: dict[str, _Standby] = {}
         self._preparing = Finishing()
+        # Containers (ids, or names when a create's answer was lost) whose removal
+        # failed while the engine was away; ``sweep`` removes them once it answers.
+        self._unremoved: set[str] = set()
         self._client = docker.DockerClient(base_url=endpoint, timeout=60, num_pools=SDK_POOLS)
         self._engine: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
@@ -317,12 +320,15 @@ class ContainerBackend:
         """Create the instance's container: (its id, its published port or None)."""
         port = None if self.direct else free_port()
         body = create_body(spec, instance_id, self.daemon_id, port)
-        status, data = await self._request(
-            "POST",
-            "/containers/create",
-            params={"name": container_name(spec, instance_id)},
-            body=body,
-        )
+        name = container_name(spec, instance_id)
+        try:
+            status, data = await self._request(
+                "POST", "/containers/create", params={"name": name}, body=body
+            )
+        except EngineError:
+            # The engine may have made the container before the answer was lost.
+            self._unremoved.add(name)
+            raise
         if status != 201:
             raise EngineError(f"container engine error: {_message(status, data)}")
         return str(data["Id"]), port
@@ -396,9 +402,19 @@ class ContainerBackend:
         await self._discard(running.backend_ref)
 
     async def _discard(self, ref: str) -> None:
-        """Remove a container, running or not; quietly, as a clean-up."""
-        with contextlib.suppress(EngineError):
-            await self._request("DELETE", f"/containers/{ref}", params={"force": "1"})
+        """Remove a container (an id or a name), running or not; quietly, as a
+        clean-up. One the engine cannot remove now is removed by ``sweep``."""
+        try:
+            status, _ = await self._request("DELETE", f"/containers/{ref}", params={"force": "1"})
+        except EngineError:
+            status = 503
+        if status >= 500:
+            self._unremoved.add(ref)
+
+    async def sweep(self) -> None:
+        for ref in list(self._unremoved):
+            self._unremoved.discard(ref)
+            await self._discard(ref)
 
     def _stop_blocking(self, ref: str, timeout: float) -> None:
         try:

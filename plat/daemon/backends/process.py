@@ -409,6 +409,9 @@ class ProcessBackend:
         inst = self._instances.get(instance.id)
         return inst is not None and inst.alive
 
+    async def sweep(self) -> None:
+        """Nothing to retry: a process is killed by this daemon, not by an engine."""
+
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
         """The last ``tail`` lines (at most BACKLOG_LINES) of stdout and stderr, merged."""
         inst = self._instances.get(instance.id)

@@ -387,3 +387,86 @@ async def test_start_when_the_engine_is_gone_raises_engine_error(tmp_path: Path)
             await backend.start(spec_of("localhost/plat-test/any:v0"), "i-gone")
     finally:
         await backend.close()
+
+
+class EngineLine:
+    """A unix socket in front of a real engine that can lose its answers, the way a
+    connection to an engine that dies mid-call does: requests reach the engine, the
+    replies never come back."""
+
+    def __init__(self, engine: str, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+        self.losing = False
+        self._server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        return f"unix://{self.path}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.engine)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answer: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if answer and self.losing:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer, False), pipe(up_reader, writer, True), return_exceptions=True
+        )
+
+
+def containers_of(daemon_id: str) -> list[str]:
+    out = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label={LABEL_DAEMON}={daemon_id}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.mark.container
+async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_sweep(
+    tmp_path: Path, server_image: str
+) -> None:
+    service = PodmanService(tmp_path / "engine.sock")
+    info = await service.start()
+    daemon_id = f"test-{uuid.uuid4().hex[:8]}"
+    line = EngineLine(info.endpoint[len("unix://") :], tmp_path / "line.sock")
+    try:
+        async with line as endpoint:
+            # The SDK client asks the engine its version: through the line, off the loop.
+            backend = await asyncio.to_thread(ContainerBackend, endpoint, daemon_id)
+            try:
+                line.losing = True
+                with pytest.raises(EngineError):
+                    await backend.start(spec_of(server_image), "i-lost")
+                assert containers_of(daemon_id) == ["plat-engine-i-lost"]  # made, unknown
+                line.losing = False
+                await backend.sweep()
+                assert containers_of(daemon_id) == []
+            finally:
+                await backend.close()
+    finally:
+        for name in containers_of(daemon_id):
+            subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        await service.stop()
