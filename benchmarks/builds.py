@@ -99,7 +99,7 @@ def _base_image() -> str:
 
 
 def _ca_bundle() -> str:
-    from plat.daemon.build import host_ca_bundle
+    from plat.daemon.drivers.container.build import host_ca_bundle
 
     ca = host_ca_bundle(os.environ)
     if ca is None:

@@ -24,7 +24,7 @@ NAME = "fuzz"
 TITLE = "Fuzz: property tests of hostile input"
 
 MODULES = (
-    "tests/daemon/test_http_fuzz.py",
+    "tests/daemon/http/test_fuzz.py",
     "tests/daemon/test_control_fuzz.py",
     "tests/test_manifest_fuzz.py",
     "tests/test_archive*.py",

@@ -390,12 +390,12 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        (HEAD + "env: {GREETING: \"hi\\0there\"}\n", "'env'"),
-        (HEAD + "env: {\"A\\0B\": x}\n", "'env'"),
-        (HEAD + "env: {\"A=B\": x}\n", "'env'"),
-        (HEAD + "handler: \"handler\\0.handle\"\n", "'handler'"),
-        (HEAD + "handler: \"handler.handle\\nX=1\"\n", "'handler'"),
-        (HEAD + "handler: \"\"\n", "'handler'"),
+        (HEAD + 'env: {GREETING: "hi\\0there"}\n', "'env'"),
+        (HEAD + 'env: {"A\\0B": x}\n', "'env'"),
+        (HEAD + 'env: {"A=B": x}\n', "'env'"),
+        (HEAD + 'handler: "handler\\0.handle"\n', "'handler'"),
+        (HEAD + 'handler: "handler.handle\\nX=1"\n', "'handler'"),
+        (HEAD + 'handler: ""\n', "'handler'"),
     ],
     ids=["nul-value", "nul-key", "equals-key", "nul-handler", "newline-handler", "empty-handler"],
 )

@@ -22,29 +22,29 @@ from aiohttp import web
 from plat import engine as engines
 from plat.config import Config
 from plat.credentials import basic_header, ensure_password
-from plat.daemon.artifacts import ProcessArtifacts
-from plat.daemon.autoscaler import ScalerSettings
-from plat.daemon.backends import Backend
-from plat.daemon.backends.container import ContainerBackend
-from plat.daemon.backends.process import ProcessBackend
-from plat.daemon.build import ImageBuilder
-from plat.daemon.builders import Builder
-from plat.daemon.builders.buildah import BuildahBuilder, buildah_available
-from plat.daemon.builders.engine import EngineBuilder
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_runner
-from plat.daemon.controller import Controller
 from plat.daemon.deployer import Artifacts, Deployer
-from plat.daemon.fdlimit import connection_cap, raise_open_files
+from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.build import ImageBuilder
+from plat.daemon.drivers.container.builders import Builder
+from plat.daemon.drivers.container.builders.buildah import BuildahBuilder, buildah_available
+from plat.daemon.drivers.container.builders.engine import EngineBuilder
+from plat.daemon.drivers.container.unpack import ImageUnpacker
+from plat.daemon.drivers.process.artifacts import ProcessArtifacts
+from plat.daemon.drivers.process.backend import ProcessBackend
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
-from plat.daemon.http_server import HttpServer
+from plat.daemon.http.fdlimit import connection_cap, raise_open_files
+from plat.daemon.http.server import HttpServer
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
-from plat.daemon.pool import Sources, WarmPool
+from plat.daemon.serving.autoscaler import ScalerSettings
+from plat.daemon.serving.controller import Controller
+from plat.daemon.serving.pool import Sources, WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup, cancel_and_wait
-from plat.daemon.unpack import ImageUnpacker
 from plat.errors import DaemonError, EngineError
 from plat.paths import Home
 

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 
-from plat.daemon.backends import Backend, RunningInstance
+from plat.daemon.drivers.base import Backend, RunningInstance
 from plat.daemon.journal import Journal
 from plat.errors import PlatError
 

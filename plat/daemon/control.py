@@ -27,7 +27,7 @@ from plat.units import parse_duration
 
 if TYPE_CHECKING:
     from plat.daemon.app import Daemon
-    from plat.daemon.pool import WarmPool
+    from plat.daemon.serving.pool import WarmPool
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from plat.daemon.build import BuildOutcome
-from plat.daemon.builders import LineSink
-from plat.daemon.controller import Controller, Release
+from plat.daemon.drivers.container.build import BuildOutcome
+from plat.daemon.drivers.container.builders import LineSink
 from plat.daemon.metrics import Metrics
+from plat.daemon.serving.controller import Controller, Release
 from plat.daemon.store import Store
 from plat.errors import BuildError
 from plat.manifest import Manifest

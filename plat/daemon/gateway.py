@@ -1,8 +1,8 @@
 """The gateway: ``/function/<name>[/<subpath>]`` proxied to a ready instance.
 
-Requests arrive through plat.daemon.http_server; the gateway decides (route,
-auth, body limits, admission, the head sent on) and plat.daemon.relay carries
-the exchange over plat.daemon.upstream's keep-alive connections, one pool per
+Requests arrive through plat.daemon.http.server; the gateway decides (route,
+auth, body limits, admission, the head sent on) and plat.daemon.http.relay carries
+the exchange over plat.daemon.http.upstream's keep-alive connections, one pool per
 instance. Every method, the query, headers (hop-by-hop dropped) and bodies pass
 through, streamed both ways. Errors are JSON bodies: 401, 404, 413, 429, 502,
 503, 504; every answer about a function carries its X-Call-Id. Every call of a
@@ -30,20 +30,20 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from plat.credentials import check_basic
-from plat.daemon.controller import Controller, FunctionState
-from plat.daemon.deadlines import Deadlines
-from plat.daemon.function_state import Instance
-from plat.daemon.http_message import BodyTooLarge, ClientGone, Request, Response
-from plat.daemon.journal import Journal
-from plat.daemon.metrics import Metrics
-from plat.daemon.relay import HOP_BY_HOP, Call, exchange, forward_headers
-from plat.daemon.store import Invocation
-from plat.daemon.upstream import (
+from plat.daemon.http.deadlines import Deadlines
+from plat.daemon.http.message import BodyTooLarge, ClientGone, Request, Response
+from plat.daemon.http.relay import HOP_BY_HOP, Call, exchange, forward_headers
+from plat.daemon.http.upstream import (
     UpstreamError,
     UpstreamPool,
     Upstreams,
     socketpair_connect,
 )
+from plat.daemon.journal import Journal
+from plat.daemon.metrics import Metrics
+from plat.daemon.serving.controller import Controller, FunctionState
+from plat.daemon.serving.function_state import Instance
+from plat.daemon.store import Invocation
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)

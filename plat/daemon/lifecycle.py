@@ -221,7 +221,7 @@ def _record_choices(home: Home, daemon: Daemon, explicit_backend: str | None) ->
 
 async def _remove_containers(daemon: Daemon) -> None:
     from plat.daemon.app import daemon_id
-    from plat.daemon.backends.container import remove_all
+    from plat.daemon.drivers.container.backend import remove_all
 
     if getattr(daemon, "backend", None) is None or daemon.backend.name != "container":
         return
@@ -426,7 +426,7 @@ def _removers(home: Home, env: Mapping[str, str], recorded: str) -> Iterator[Rem
     """Ways to remove a daemon's containers, each tried only if the one before failed:
     the engine it used, the one that answers now, the podman CLI (the daemon's own
     `podman system service` goes with it; its containers do not)."""
-    from plat.daemon.backends.container import remove_all, remove_all_podman
+    from plat.daemon.drivers.container.backend import remove_all, remove_all_podman
     from plat.engine import find_engine
 
     yield functools.partial(remove_all, recorded)

@@ -135,7 +135,7 @@ tests/test_manifest_fuzz.py::test_any_bytes:
   - Stopped because settings.max_examples=150
 
 
-tests/daemon/test_http_fuzz.py::test_any_request_head:
+tests/daemon/http/test_fuzz.py::test_any_request_head:
 
   - during generate phase (1.76 seconds):
     - 90 passing examples, 1 failing examples, 25 invalid examples
@@ -151,11 +151,11 @@ def test_parse_statistics_sums_the_phases_of_each_property() -> None:
     stats = parse_statistics(HYPOTHESIS_STATISTICS)
     assert set(stats) == {
         "test_manifest_fuzz.py::test_any_bytes",
-        "daemon/test_http_fuzz.py::test_any_request_head",
+        "daemon/http/test_fuzz.py::test_any_request_head",
     }
     bytes_ = stats["test_manifest_fuzz.py::test_any_bytes"]
     assert (bytes_.passing, bytes_.failing, bytes_.invalid, bytes_.total) == (150, 0, 3, 153)
-    head = stats["daemon/test_http_fuzz.py::test_any_request_head"]
+    head = stats["daemon/http/test_fuzz.py::test_any_request_head"]
     assert (head.passing, head.failing, head.invalid) == (100, 5, 25)
 
 

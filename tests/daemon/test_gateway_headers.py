@@ -17,7 +17,7 @@ from plat.daemon.gateway import (
     CallIds,
     json_error,
 )
-from plat.daemon.relay import HOP_BY_HOP, forward_headers
+from plat.daemon.http.relay import HOP_BY_HOP, forward_headers
 
 Pairs = list[tuple[bytes, bytes]]
 

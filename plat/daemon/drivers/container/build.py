@@ -1,0 +1,352 @@
+"""From a function folder to an image: context snapshot, Containerfile, digest, build.
+
+The image tag carries a content digest of everything that goes into the image,
+so deploying unchanged code finds the image and does not rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plat import baseimages
+from plat.daemon.drivers.container.builders import Builder, BuildJob, LineSink
+from plat.errors import BuildError
+from plat.ignore import (
+    Entry,
+    IgnoreRules,
+    content_entries,
+    content_entry,
+    copy_entries,
+    copy_regular,
+    digest_files,
+    open_regular,
+)
+from plat.manifest import Manifest, validate_manifest
+from plat.runtimes import Runtime, get_runtime
+
+CA_TARGET = "/run/plat-ca/ca.crt"
+GENERATED_CONTAINERFILE = ".plat.Containerfile"
+# Host settings a dependency install may need; passed as build arguments when set.
+PASSED_BUILD_ARGS = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "NPM_CONFIG_REGISTRY",
+)
+CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    version: str
+    image: str
+    cached: bool
+    seconds: float
+    builder: str
+    log: str
+    # Read-only mounts the instances need (a dev release's code): {host path: target}.
+    mounts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    runtime: Runtime
+    entries: list[Entry]
+    # Dependency files present: {name: the regular file standing for it}.
+    dependencies: dict[str, Entry]
+    containerfile: str
+    version: str
+
+
+def host_ca_bundle(env: Mapping[str, str]) -> str | None:
+    """The CA bundle the host trusts (passed to dependency installs only)."""
+    for key in ("PLAT_CA_BUNDLE", "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"):
+        value = env.get(key)
+        if value and os.path.isfile(value):
+            return value
+    return next((path for path in CA_CANDIDATES if os.path.isfile(path)), None)
+
+
+def image_tag(function: str, version: str) -> str:
+    return f"localhost/plat/{function}:{version}"
+
+
+APP_DIR = "/home/app"
+DEV_SNAPSHOTS_KEPT = 4
+
+
+class ImageBuilder:
+    """Container images from function folders (the container backend's ``Artifacts``).
+
+    ``hot`` serves `plat dev`: when only code changed since an image was built
+    here, the new code is snapshotted to ``dev_dir`` and mounted read-only over
+    the image's code, so no build is needed; a dependency change builds for real.
+    """
+
+    def __init__(
+        self, builder: Builder, work_dir: Path, env: Mapping[str, str], dev_dir: Path
+    ) -> None:
+        self.builder = builder
+        self.work_dir = work_dir
+        self.env = env
+        self.dev_dir = dev_dir
+        self._images_by_deps: dict[tuple[str, str], str] = {}
+        self._verified: set[str] = set()
+        self._pool_images: dict[str, str] = {}
+        self._pool_lock = asyncio.Lock()
+
+    async def pool_image(self, runtime: str) -> str:
+        """The image of the runtime's pool instances: its base and shim, no function.
+
+        Built (or found by digest) once per daemon from the runtime's own
+        Containerfile with an empty function folder.
+        """
+        async with self._pool_lock:
+            image = self._pool_images.get(runtime)
+            if image is None:
+                empty = self.work_dir / f".pool-{runtime}"
+                await asyncio.to_thread(empty.mkdir, parents=True, exist_ok=True)
+                manifest = validate_manifest(
+                    {"name": f"pool-{runtime}", "runtime": runtime}, source="pool"
+                )
+                outcome = await self.build(manifest, empty, lambda line: None)
+                image = self._pool_images[runtime] = outcome.image
+            return image
+
+    @property
+    def name(self) -> str:
+        return self.builder.name
+
+    async def deps_key(
+        self, manifest: Manifest, source: Path, entries: list[Entry] | None = None
+    ) -> str | None:
+        """A digest of everything below the code layer, or None for `dockerfile`.
+
+        ``entries`` are the folder's, when already scanned."""
+        runtime = get_runtime(manifest.runtime)
+        containerfile = runtime.containerfile
+        if not containerfile:
+            return None
+
+        def compute() -> str:
+            parts = [runtime.name.encode(), (runtime.path / containerfile).read_bytes()]
+            shim = runtime.shim_dir
+            if shim is not None:
+                parts.append(digest_files(shim, sorted(_tree(shim))).encode())
+            scanned = IgnoreRules(source).entries() if entries is None else entries
+            deps = content_entries(scanned, runtime.dependencies)
+            parts += [name.encode() for name in deps]
+            return digest_files(source, list(deps.values()), b"\0".join(parts))
+
+        return await asyncio.to_thread(compute)
+
+    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+        started = time.monotonic()
+        entries = await asyncio.to_thread(IgnoreRules(source).entries)
+        key = await self.deps_key(manifest, source, entries)
+        image = self._images_by_deps.get((manifest.name, key)) if key else None
+        if key is None or image is None:
+            return None
+        if image not in self._verified:
+            if not await self.builder.image_exists(image):
+                return None
+            self._verified.add(image)
+
+        def snapshot() -> tuple[str, Path, bool]:
+            version = digest_files(source, entries, f"dev\0{key}".encode())[:12]
+            target = self.dev_dir / manifest.name / version
+            if target.is_dir():
+                os.utime(target)  # serving again: newest, so pruning keeps it
+                return version, target, True
+            tmp = target.with_name(f".{version}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            copy_entries(source, entries, tmp)
+            _make_readable(tmp)
+            tmp.rename(target)
+            prune_folders(target.parent, keep=DEV_SNAPSHOTS_KEPT)
+            return version, target, False
+
+        version, target, cached = await asyncio.to_thread(snapshot)
+        return BuildOutcome(
+            version,
+            image,
+            cached,
+            time.monotonic() - started,
+            "dev-mount",
+            f"code-only change: {target} mounted read-only at {APP_DIR} on {image}",
+            mounts={str(target): APP_DIR},
+        )
+
+    async def forget(self, name: str) -> None:
+        """Delete ``name``'s dev snapshots and build contexts (the images stay in the
+        engine's store, where a redeploy finds them)."""
+        self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if k[0] != name}
+        context = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{12}}(\.tmp)?")
+
+        def remove() -> None:
+            shutil.rmtree(self.dev_dir / name, ignore_errors=True)
+            if self.work_dir.is_dir():
+                for entry in self.work_dir.iterdir():
+                    if context.fullmatch(entry.name):
+                        shutil.rmtree(entry, ignore_errors=True)
+
+        await asyncio.to_thread(remove)
+
+    async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
+        runtime = get_runtime(manifest.runtime)
+        rules = IgnoreRules(source)
+        entries = await asyncio.to_thread(rules.entries)
+        dependencies = content_entries(entries, runtime.dependencies)
+        if runtime.containerfile:
+            base = await baseimages.resolve_base(runtime)
+            present = list(dependencies)
+            text = runtime.render(
+                runtime.containerfile,
+                base=base,
+                function=manifest.name,
+                handler=manifest.handler or runtime.handler or "",
+                dependency_files=present,
+                has_dependencies=bool(present),
+            )
+            shim = runtime.shim_dir
+            shim_digest = (
+                await asyncio.to_thread(digest_files, shim, sorted(_tree(shim))) if shim else ""
+            )
+            extra = f"{runtime.name}\0{text}\0{shim_digest}".encode()
+        else:
+            dockerfile = content_entry(entries, "Dockerfile")
+            if dockerfile is None:
+                raise BuildError(
+                    f"runtime 'dockerfile' needs a Dockerfile in {source}",
+                    hint="add a Dockerfile whose server listens on $PORT, or set another runtime",
+                )
+            mapping = await baseimages.local_equivalents()
+            text = baseimages.rewrite_from_lines(await _read_text(source, dockerfile), mapping)
+            extra = f"dockerfile\0{text}".encode()
+        digest = await asyncio.to_thread(digest_files, source, entries, extra)
+        return _Plan(runtime, entries, dependencies, text, digest[:12])
+
+    def _prepare(self, plan: _Plan, source: Path, target: Path) -> tuple[Path, Path]:
+        """Lay out the build context; returns (context, containerfile)."""
+        if target.exists():
+            shutil.rmtree(target)
+        if plan.runtime.containerfile:
+            context = target
+            app = context / "app"
+            app.mkdir(parents=True)
+            deps = context / "deps"
+            deps.mkdir()
+            for name, entry in plan.dependencies.items():
+                copy_regular(source, entry.path, deps / name)
+            if plan.runtime.shim_dir:
+                shutil.copytree(plan.runtime.shim_dir, context / "shim")
+        else:
+            context = app = target
+            app.mkdir(parents=True)
+        copy_entries(source, plan.entries, app)
+        _make_readable(context)
+        containerfile = context / GENERATED_CONTAINERFILE
+        containerfile.unlink(missing_ok=True)  # the function's own file of that name, or link
+        containerfile.write_text(plan.containerfile)
+        return context, containerfile
+
+    async def build(
+        self, manifest: Manifest, source: Path, on_line: LineSink, *, force: bool = False
+    ) -> BuildOutcome:
+        """Build (or find) the image for ``source``; raises BuildError with a log tail."""
+        started = time.monotonic()
+        plan = await self._plan(manifest, source)
+        tag = image_tag(manifest.name, plan.version)
+        log: list[str] = []
+
+        def sink(line: str) -> None:
+            log.append(line)
+            on_line(line)
+
+        key = await self.deps_key(manifest, source, plan.entries)
+        if not force and await self.builder.image_exists(tag):
+            sink(f"image {tag} is up to date (no changes since it was built)")
+            if key:
+                self._images_by_deps[(manifest.name, key)] = tag
+            return BuildOutcome(
+                plan.version,
+                tag,
+                True,
+                time.monotonic() - started,
+                self.builder.name,
+                "\n".join(log),
+            )
+        target = self.work_dir / f"{manifest.name}-{plan.version}"
+        context, containerfile = await asyncio.to_thread(self._prepare, plan, source, target)
+        volumes = {}
+        ca = host_ca_bundle(self.env)
+        if ca and plan.runtime.containerfile:
+            volumes[ca] = CA_TARGET
+        job = BuildJob(
+            context=context,
+            containerfile=containerfile,
+            tag=tag,
+            # buildah makes every --label a step of its own after the code, committed on
+            # every build: template runtimes label the function in their Containerfile,
+            # above the code, and the tag already names the version.
+            labels={} if plan.runtime.containerfile else {"plat.function": manifest.name},
+            volumes=volumes,
+            build_args={k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)},
+        )
+        try:
+            await self.builder.build(job, sink)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, target, True)
+        if key:
+            self._images_by_deps[(manifest.name, key)] = tag
+        return BuildOutcome(
+            plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
+        )
+
+
+def prune_folders(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` newest folders of ``folder`` (dev snapshots: the serving one and
+    those still draining; unpacked images). Names starting with "." are work in progress."""
+    snapshots = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in snapshots[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_readable(root: Path) -> None:
+    """COPY keeps modes; instances run as an unprivileged user that must read the code."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):  # a kept link's target is made readable itself
+                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+
+
+def _tree(root: Path) -> list[Path]:
+    return [
+        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ]
+
+
+async def _read_text(source: Path, entry: Entry) -> str:
+    def read() -> str:
+        with open_regular(source, entry.path) as fh:
+            return fh.read().decode(errors="replace")
+
+    return await asyncio.to_thread(read)

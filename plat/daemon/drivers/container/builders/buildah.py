@@ -1,0 +1,97 @@
+"""Builds with ``buildah build`` as an async subprocess, streaming its log."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+
+from plat.daemon.drivers.container.builders import BuildJob, LineSink
+from plat.errors import BuildError
+
+TRANSIENT = "layer not known"
+STEP_RE = re.compile(r"^(STEP \d+(?:/\d+)?: .*)$")
+
+
+def buildah_available() -> bool:
+    return shutil.which("buildah") is not None
+
+
+def build_command(job: BuildJob) -> list[str]:
+    cmd = ["buildah", "build", "--layers", "--pull=never", "-f", str(job.containerfile)]
+    cmd += ["-t", job.tag]
+    for key, value in sorted(job.labels.items()):
+        cmd += ["--label", f"{key}={value}"]
+    for key, value in sorted(job.build_args.items()):
+        cmd += ["--build-arg", f"{key}={value}"]
+    for host, target in sorted(job.volumes.items()):
+        cmd += ["-v", f"{host}:{target}:ro"]
+    cmd.append(str(job.context))
+    return cmd
+
+
+def failing_step(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        match = STEP_RE.match(line.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
+class BuildahBuilder:
+    name = "buildah"
+
+    async def _run(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def image_exists(self, tag: str) -> bool:
+        code, _ = await self._run(
+            "buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", tag
+        )
+        return code == 0
+
+    async def remove_image(self, tag: str) -> None:
+        await self._run("buildah", "rmi", tag)
+
+    async def build(self, job: BuildJob, on_line: LineSink) -> None:
+        try:
+            await self._build(job, on_line)
+        except BuildError as exc:
+            # Another buildah/podman removing images at the same moment can make a
+            # cached layer vanish mid-lookup; that is worth exactly one more try.
+            if TRANSIENT not in exc.log_tail:
+                raise
+            on_line("(a cached layer vanished during the build; building again)")
+            await self._build(job, on_line)
+
+    async def _build(self, job: BuildJob, on_line: LineSink) -> None:
+        cmd = build_command(job)
+        on_line("$ " + " ".join(cmd))
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            async for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                on_line(line)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if code != 0:
+            step = failing_step(lines)
+            where = f" at {step}" if step else ""
+            raise BuildError(
+                f"build of {job.tag} failed{where} (buildah exit {code})",
+                log_tail="\n".join(lines[-25:]),
+                hint="fix the step above and deploy again; `plat deploy -v` shows the full log",
+            )

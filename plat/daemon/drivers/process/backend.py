@@ -1,0 +1,427 @@
+"""The process backend: each instance is the runtime's shim as a local subprocess.
+
+It is the fallback where no container engine answers, and the fast path of
+``plat dev``: starting a process takes tens of milliseconds where a container
+takes hundreds. It isolates NOTHING: an instance runs as the daemon's user, sees
+the whole filesystem and network, and has no memory, CPU or pids limits
+(``InstanceSpec.memory``/``cpu``/``pids``/``user`` are ignored, and so are
+``mounts``: the artifact folder already is the code). See docs/backends.md.
+
+What it runs is an artifact folder laid out by :mod:`plat.daemon.drivers.process.artifacts`
+(``InstanceSpec.image == "process:<folder>"``): the shim starts in
+``<folder>/app`` with ``<folder>/deps`` on ``PYTHONPATH`` / ``NODE_PATH``, and a
+minimal environment (not the daemon's). Python runs with ``-S``, so a handler
+imports the standard library and its own requirements only, as in its image.
+
+Lifecycle: every instance is the leader of its own process group (so stopping it
+also stops what its handler spawned) and gets a death signal from the kernel when
+the daemon dies, even by SIGKILL, so no instance outlives the daemon. Instances
+belong to this backend object: ``list()`` knows only what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from plat.daemon.drivers.base import (
+    LOOPBACK,
+    InstanceSpec,
+    OutputLine,
+    RunningInstance,
+    free_port,
+)
+from plat.daemon.drivers.process.artifacts import artifact_dir, artifact_runtime
+from plat.errors import ConflictError, PlatError
+from plat.runtimes import runtimes_root
+
+# Lines of output kept per instance: what output() replays to a reader that
+# attaches after start, and what logs() can return.
+BACKLOG_LINES = 1000
+# A longer line is cut into pieces of this many bytes (bounds memory per line).
+MAX_LINE_BYTES = 64 * 1024
+READ_CHUNK = 64 * 1024
+# After the process is gone, how long stop() waits for its pipes to reach EOF
+# (a grandchild in another session could hold them open).
+PIPE_DRAIN_SECONDS = 2.0
+# Host variables an instance inherits; everything else of the daemon's
+# environment stays out (credentials, PLAT_*, the daemon's own PYTHONPATH...).
+PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+)
+# -S: no `site`, so a handler imports the standard library and its own
+# dependencies only, as in the image, never the daemon's packages or the user's
+# ~/.local ones (a missing requirement fails here too, not first in a container).
+# It also skips the site-packages' .pth hooks, which cost tens of ms per start.
+PYTHON_FLAGS = ("-S",)
+SHIMS = {
+    "python": Path("python") / "shim" / "plat_shim.py",
+    "node": Path("node") / "shim" / "plat-shim.cjs",
+}
+
+_PR_SET_PDEATHSIG = 1
+
+
+def death_signal_hook(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send ``sig`` to the child when the daemon dies.
+
+    SIGKILL rather than SIGTERM: with the daemon gone nobody routes requests or
+    reads the output, so a graceful drain has no audience, and a handler that
+    ignores SIGTERM must not linger. If the daemon died between fork and prctl,
+    the child is already orphaned and kills itself. None where prctl does not
+    exist (not Linux): instances then outlive a killed daemon.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    # Strictly the signal comes when the forking *thread* ends: the daemon forks
+    # from its event loop thread, which lives as long as the daemon.
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return hook
+
+
+def _prepend(first: str, rest: str | None) -> str:
+    return f"{first}{os.pathsep}{rest}" if rest else first
+
+
+def instance_environment(
+    spec: InstanceSpec, artifact: Path, runtime: str, port: int, host_env: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of one instance (pure).
+
+    A minimal base from ``host_env`` (PASSED_ENV), then ``spec.env`` (the
+    manifest's env and ``PLAT_HANDLER``), then what plat sets: ``PORT``,
+    ``PLAT_HOST``, ``PLAT_FUNCTION``, ``PLAT_VERSION`` and the dependency path,
+    which goes before a ``PYTHONPATH``/``NODE_PATH`` the manifest sets.
+    """
+    env = {key: host_env[key] for key in PASSED_ENV if host_env.get(key)}
+    env.setdefault("PATH", os.defpath)
+    env.update(spec.env)
+    deps = artifact / "deps"
+    if runtime == "python":
+        env["PYTHONPATH"] = _prepend(str(deps), spec.env.get("PYTHONPATH"))
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONUNBUFFERED"] = "1"
+    elif runtime == "node":
+        env["NODE_PATH"] = _prepend(str(deps / "node_modules"), spec.env.get("NODE_PATH"))
+        # As in the node image: libraries pick their production behaviour.
+        env.setdefault("NODE_ENV", "production")
+    env.update(
+        {
+            "PORT": str(port),
+            "PLAT_HOST": LOOPBACK,
+            "PLAT_FUNCTION": spec.function,
+            "PLAT_VERSION": spec.version,
+        }
+    )
+    return env
+
+
+@dataclass(eq=False)
+class _Instance:
+    """One started process and what it has written."""
+
+    running: RunningInstance
+    proc: asyncio.subprocess.Process
+    lines: deque[OutputLine] = field(default_factory=lambda: deque(maxlen=BACKLOG_LINES))
+    total: int = 0  # lines ever captured; lines[-1] is line number total - 1
+    open_streams: int = 2
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    @property
+    def ended(self) -> bool:
+        """Both pipes reached EOF: no more lines will come."""
+        return self.open_streams == 0
+
+    def add(self, stream: str, data: bytes) -> None:
+        """Keep one line; an overlong one becomes pieces of MAX_LINE_BYTES."""
+        now = time.time()
+        for start in range(0, max(len(data), 1), MAX_LINE_BYTES):
+            piece = data[start : start + MAX_LINE_BYTES]
+            self.lines.append(OutputLine(now, stream, piece.decode(errors="replace")))
+            self.total += 1
+
+
+class ProcessBackend:
+    """Instances as local processes of the runtime's shim. No isolation at all."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        daemon_id: str,
+        *,
+        python: str = sys.executable,
+        node: str | None = shutil.which("node"),
+    ) -> None:
+        self.daemon_id = daemon_id
+        self.python = python
+        self.node = node
+        self._instances: dict[str, _Instance] = {}
+        self._starting_ports: set[int] = set()
+        self._starting_ids: set[str] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return "local processes"
+
+    def _command(self, runtime: str) -> list[str]:
+        shim = runtimes_root() / SHIMS[runtime] if runtime in SHIMS else None
+        if shim is None:
+            raise PlatError(
+                f"the process backend cannot run `{runtime}` functions",
+                hint="use the container backend: `plat daemon start --backend container`",
+            )
+        if runtime == "node":
+            if self.node is None:
+                raise PlatError(
+                    "node is not installed; the process backend runs node functions "
+                    "with the host's node",
+                    hint="install Node.js 18 or newer, or use the container backend",
+                )
+            return [self.node, str(shim)]
+        return [self.python, *PYTHON_FLAGS, str(shim)]
+
+    async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
+        """Spawn the shim for ``spec`` on a free loopback port; it may not be ready yet.
+
+        Raises ConflictError when ``instance_id`` is already in use by this
+        backend, PlatError when the artifact is missing or its runtime cannot run.
+        """
+        artifact = artifact_dir(spec.image)
+        runtime = await asyncio.to_thread(artifact_runtime, artifact)
+        if instance_id in self._instances or instance_id in self._starting_ids:
+            raise ConflictError(f"instance {instance_id} already exists")
+        command = self._command(runtime)
+        port = self._pick_port()
+        env = instance_environment(spec, artifact, runtime, port, os.environ)
+        # Held until the instance is registered (spawning awaits).
+        self._starting_ports.add(port)
+        self._starting_ids.add(instance_id)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=artifact / "app",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                # Its own group: stop() signals the shim and whatever the handler spawned,
+                # and a Ctrl-C meant for `plat daemon run` does not reach instances.
+                start_new_session=True,
+                preexec_fn=death_signal_hook(),
+            )
+        except OSError as exc:
+            raise PlatError(
+                f"cannot start {spec.function} ({' '.join(command)}): {exc}",
+                hint="run `plat doctor`",
+            ) from exc
+        finally:
+            self._starting_ports.discard(port)
+            self._starting_ids.discard(instance_id)
+        running = RunningInstance(
+            id=instance_id,
+            function=spec.function,
+            version=spec.version,
+            host=LOOPBACK,
+            port=port,
+            backend_ref=str(proc.pid),
+        )
+        inst = _Instance(running, proc)
+        # Readers start now, so every line is kept from the first one on.
+        assert proc.stdout is not None and proc.stderr is not None
+        inst.readers = [
+            asyncio.create_task(self._read(inst, proc.stdout, "stdout"), name=f"out-{instance_id}"),
+            asyncio.create_task(self._read(inst, proc.stderr, "stderr"), name=f"err-{instance_id}"),
+        ]
+        self._instances[instance_id] = inst
+        return running
+
+    def _pick_port(self) -> int:
+        """A free port that no instance of ours holds or is about to bind.
+
+        The kernel seldom hands out a just-released port again, but two starts
+        running at once must not both get it.
+        """
+        taken = self._starting_ports | {
+            inst.running.port for inst in self._instances.values() if inst.alive
+        }
+        port = free_port()
+        for _ in range(20):
+            if port not in taken:
+                break
+            port = free_port()
+        return port
+
+    @staticmethod
+    async def _read(inst: _Instance, reader: asyncio.StreamReader, stream: str) -> None:
+        """Split a pipe into lines until EOF; an overlong line is cut into pieces."""
+        partial = b""
+        try:
+            while True:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                data = partial + chunk
+                *complete, partial = data.split(b"\n")
+                for line in complete:
+                    inst.add(stream, line.removesuffix(b"\r"))
+                while len(partial) >= MAX_LINE_BYTES:
+                    inst.add(stream, partial[:MAX_LINE_BYTES])
+                    partial = partial[MAX_LINE_BYTES:]
+                async with inst.changed:
+                    inst.changed.notify_all()
+            if partial:
+                inst.add(stream, partial.removesuffix(b"\r"))
+        finally:
+            inst.open_streams -= 1
+            async with inst.changed:
+                inst.changed.notify_all()
+
+    def _signal(self, inst: _Instance, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(inst.proc.pid, sig)
+
+    async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
+        """SIGTERM the instance's process group, SIGKILL it after ``timeout`` s; idempotent.
+
+        Returns once the process has exited and its output has been read to the
+        end (bounded by PIPE_DRAIN_SECONDS), so output() readers see every line.
+        """
+        inst = self._instances.get(instance.id)
+        if inst is None:
+            return
+        if inst.alive:
+            self._signal(inst, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(inst.proc.wait(), max(timeout, 0.0))
+            except TimeoutError:
+                self._signal(inst, signal.SIGKILL)
+                await inst.proc.wait()
+            # The leader was alive a moment ago, so its group id cannot have been
+            # reused: kill what the handler left behind in the group.
+            self._signal(inst, signal.SIGKILL)
+        await self._drain(inst)
+
+    @staticmethod
+    async def _drain(inst: _Instance) -> None:
+        pending = [task for task in inst.readers if not task.done()]
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=PIPE_DRAIN_SECONDS)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+
+    async def remove(self, instance: RunningInstance) -> None:
+        """Forget the instance, killing it first if it still runs; idempotent."""
+        inst = self._instances.get(instance.id)
+        if inst is None:
+            return
+        if inst.alive:
+            await self.stop(instance, timeout=0.0)
+        await self._drain(inst)
+        self._instances.pop(instance.id, None)
+
+    async def output(
+        self, instance: RunningInstance, since: float | None = None
+    ) -> AsyncIterator[OutputLine]:
+        """Every line the instance wrote to stdout and stderr, in arrival order.
+
+        Starts from its first line (lines are buffered from start, up to
+        BACKLOG_LINES; a reader further behind skips the oldest), or from
+        ``since`` (a time.time() value), and ends when both pipes reached EOF
+        and the process has exited. Several readers may follow the same instance.
+        An unknown instance yields nothing.
+        """
+        inst = self._instances.get(instance.id)
+        if inst is None:
+            return
+        position = 0
+        while True:
+            while position < inst.total:
+                first = inst.total - len(inst.lines)
+                position = max(position, first)
+                line = inst.lines[position - inst.total]
+                position += 1
+                if since is None or line.ts >= since:
+                    yield line
+            if inst.ended:
+                # The pipes close a moment before the exit is reaped; wait for it,
+                # so that after the last line is_alive() is already False.
+                await inst.proc.wait()
+                return
+            async with inst.changed:
+                while inst.total <= position and not inst.ended:
+                    await inst.changed.wait()
+
+    async def list(self) -> list[RunningInstance]:
+        """The instances this object started and has not removed; ``running`` is live."""
+        return [replace(inst.running, running=inst.alive) for inst in self._instances.values()]
+
+    async def prepare(self, spec: InstanceSpec, instance_id: str) -> None:
+        """Nothing to do ahead: a process start has no separate create step."""
+
+    async def unprepare(self, function: str) -> None:
+        """Nothing was prepared."""
+
+    async def rename(self, instance: RunningInstance, function: str) -> None:
+        """Nothing to do: processes have no names (and the process backend has no pool)."""
+
+    async def is_alive(self, instance: RunningInstance) -> bool:
+        inst = self._instances.get(instance.id)
+        return inst is not None and inst.alive
+
+    async def sweep(self) -> None:
+        """Nothing to retry: a process is killed by this daemon, not by an engine."""
+
+    async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
+        """The last ``tail`` lines (at most BACKLOG_LINES) of stdout and stderr, merged."""
+        inst = self._instances.get(instance.id)
+        if inst is None or tail <= 0:
+            return ""
+        lines = list(inst.lines)[-tail:]
+        return "".join(f"{line.text}\n" for line in lines)
+
+    async def close(self) -> None:
+        """Stop and forget every instance (used when the daemon shuts down)."""
+        instances = [inst.running for inst in self._instances.values()]
+        await asyncio.gather(*(self.stop(running) for running in instances))
+        await asyncio.gather(*(self.remove(running) for running in instances))

@@ -1,0 +1,186 @@
+"""The pre-warmed pool's pure parts (which releases it can serve, laying out files),
+and its clean-up when the engine is away, against a narrow fake backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import aiohttp
+
+from plat.daemon.drivers.base import InstanceSpec, RunningInstance
+from plat.daemon.drivers.container.unpack import ImageUnpacker
+from plat.daemon.serving.function_state import Release
+from plat.daemon.serving.pool import Layout, WarmPool, _link_layout, _make_folders, pool_key
+from plat.errors import EngineError
+from plat.manifest import validate_manifest
+
+
+def _release(runtime: str, mounts: dict[str, str] | None = None, **extra: object) -> Release:
+    manifest = validate_manifest({"name": "fn", "runtime": runtime, **extra})
+    return Release(manifest, "v1", "localhost/plat/fn:v1", mounts or {})
+
+
+def test_template_runtimes_have_a_pool_key_by_runtime_and_limits() -> None:
+    small = pool_key(_release("python", resources={"memory": "128Mi", "cpu": 0.5}))
+    default = pool_key(_release("python"))
+    assert small is not None and default is not None
+    assert small != default
+    assert small.label == "python/128Mi/0.5cpu/256pids"
+    assert pool_key(_release("node")) == pool_key(_release("node"))
+
+
+def test_a_dockerfile_function_cannot_be_specialised() -> None:
+    assert pool_key(_release("dockerfile")) is None
+
+
+def test_link_layout_hard_links_files_and_keeps_symlinks(tmp_path: Path) -> None:
+    app = tmp_path / "src" / "app"
+    (app / "pkg").mkdir(parents=True)
+    (app / "handler.py").write_text("def handle(e, c): return 'ok'\n")
+    (app / "pkg" / "mod.py").write_text("X = 1\n")
+    deps = tmp_path / "src" / "deps"
+    (deps / "node_modules" / "left-pad").mkdir(parents=True)
+    (deps / "node_modules" / "left-pad" / "index.js").write_text("module.exports = 1\n")
+    (deps / "node_modules" / ".bin").mkdir()
+    os.symlink("../left-pad/index.js", deps / "node_modules" / ".bin" / "left-pad")
+    os.symlink("left-pad", deps / "node_modules" / "alias")
+
+    target = tmp_path / "instance"
+    _make_folders(target)
+    _link_layout(Layout(app, deps), target)
+
+    linked = target / "app" / "handler.py"
+    assert linked.read_text().startswith("def handle")
+    assert os.stat(linked).st_ino == os.stat(app / "handler.py").st_ino  # a link, not a copy
+    assert (target / "app" / "pkg" / "mod.py").read_text() == "X = 1\n"
+    assert os.readlink(target / "deps" / "node_modules" / ".bin" / "left-pad") == (
+        "../left-pad/index.js"
+    )
+    assert os.readlink(target / "deps" / "node_modules" / "alias") == "left-pad"
+    assert oct(os.stat(target / "app" / "pkg").st_mode & 0o777) == oct(0o755)
+
+
+def test_link_layout_without_dependencies_leaves_deps_empty(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "handler.py").write_text("")
+    _make_folders(tmp_path / "inst")
+    _link_layout(Layout(app, None), tmp_path / "inst")
+    assert list((tmp_path / "inst" / "deps").iterdir()) == []
+
+
+def test_unpacked_layout_appears_only_when_done_and_dev_code_comes_from_the_mount(
+    tmp_path: Path,
+) -> None:
+    unpacker = ImageUnpacker("unix:///nonexistent.sock", tmp_path)
+    release = _release("python")
+    assert unpacker.layout(release) is None
+    folder = tmp_path / "localhost_plat_fn_v1"
+    (folder / "app").mkdir(parents=True)
+    assert unpacker.layout(release) is None  # still being unpacked
+    (folder / "done").touch()
+    assert unpacker.layout(release) == Layout(folder / "app", None)
+    (folder / "deps").mkdir()
+    snapshot = tmp_path / "dev" / "abc"
+    dev = _release("python", mounts={str(snapshot): "/home/app"})
+    assert unpacker.layout(dev) == Layout(snapshot, folder / "deps")
+
+
+def test_unpacked_images_stay_while_a_deployed_version_uses_them(tmp_path: Path) -> None:
+    unpacker = ImageUnpacker("unix:///nonexistent.sock", tmp_path)
+    kept = _release("python")
+    gone = Release(kept.manifest, "v0", "localhost/plat/old:v0")
+    for release in (kept, gone):
+        folder = tmp_path / release.image.replace("/", "_").replace(":", "_")
+        (folder / "app").mkdir(parents=True)
+        (folder / "done").touch()
+    (tmp_path / ".localhost_plat_new_v2.tmp").mkdir()  # being unpacked right now
+    unpacker.retain([kept])
+    assert unpacker.layout(kept) is not None
+    assert unpacker.layout(gone) is None
+    assert (tmp_path / ".localhost_plat_new_v2.tmp").is_dir()
+
+
+class AwayEngine:
+    """Starts instances that never answer; while ``down``, every other call fails."""
+
+    name = "away"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.started: list[str] = []
+        self.removed: list[str] = []
+
+    async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.started.append(instance_id)
+        return RunningInstance(
+            instance_id, spec.function, spec.version, "127.0.0.1", port, instance_id
+        )
+
+    def _call(self) -> None:
+        if self.down:
+            raise EngineError("container engine at unix:///away.sock failed: refused")
+
+    async def is_alive(self, instance: RunningInstance) -> bool:
+        self._call()
+        return True
+
+    async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
+        self._call()
+
+    async def remove(self, instance: RunningInstance) -> None:
+        self._call()
+        self.removed.append(instance.id)
+
+
+class NoSources:
+    def layout(self, release: Release) -> Layout | None:
+        return None
+
+    async def prepare(self, release: Release) -> Layout | None:
+        return None
+
+    def retain(self, releases: list[Release]) -> None:
+        return None
+
+
+async def test_a_pool_instance_that_cannot_be_removed_while_the_engine_is_away_is_swept_later(
+    tmp_path: Path,
+) -> None:
+    engine = AwayEngine()
+
+    async def image_for(runtime: str) -> str:
+        return "localhost/plat/pool:v1"
+
+    async with aiohttp.ClientSession() as session:
+        pool = WarmPool(
+            engine,  # type: ignore[arg-type]
+            NoSources(),
+            image_for,
+            tmp_path / "pool",
+            size=1,
+            session=lambda: session,
+            link=False,
+        )
+        await pool.start()
+        engine.down = True  # the instance is waited for, the engine dies: it cannot be removed
+        pool.want([_release("python")])
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if engine.started and not pool.states()[0][2]:  # no longer starting
+                break
+        assert engine.started and engine.removed == []
+        await pool.sweep()  # still away: kept for the next sweep
+        assert engine.removed == []
+        engine.down = False
+        await pool.sweep()
+        assert engine.removed == engine.started
+        await pool.sweep()
+        assert engine.removed == engine.started  # removed once
+        await pool.close()
