@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import REPO, BenchError
+from benchmarks.context import REPO, BenchError
 from benchmarks.report import write
 from benchmarks.suite import BENCHMARKS, run_suite
 

@@ -30,22 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import (
-    EXAMPLES,
-    REPO,
-    BenchError,
-    Context,
-    Plat,
-    build_seconds,
-    free_port,
-    http_get,
-    median,
-    ready_instance,
-    timed,
-    wait_http_ok,
-)
-from benchmarks.harness import run as sh
+from benchmarks.context import EXAMPLES, REPO, BenchError, Context
+from benchmarks.daemon import Plat, build_seconds, ready_instance
+from benchmarks.net import free_port, http_get, wait_http_ok
 from benchmarks.report import Figure, Section, Table, fmt, fmt_ratio
+from benchmarks.shell import run as sh
+from benchmarks.shell import timed
+from benchmarks.stats import median
 
 NAME = "builds"
 TITLE = "Builds and deploys"

@@ -10,7 +10,7 @@ runs them all anyway).
 
 from __future__ import annotations
 
-from benchmarks.harness import Context
+from benchmarks.context import Context
 from benchmarks.pytest_run import run_pytest
 from benchmarks.report import Figure, Section, Table, fmt
 

@@ -15,23 +15,16 @@ platforms do on a cold start).
 from __future__ import annotations
 
 import http.client
-import statistics
 import time
 from typing import Any
 
-from benchmarks.harness import (
-    BenchError,
-    Context,
-    Plat,
-    free_port,
-    median,
-    wait_http_ok,
-    write_python_function,
-)
-from benchmarks.harness import (
-    run as sh,
-)
+from benchmarks.context import BenchError, Context
+from benchmarks.daemon import Plat
+from benchmarks.functions import write_python_function
+from benchmarks.net import free_port, wait_http_ok
 from benchmarks.report import Figure, Section, Table, fmt
+from benchmarks.shell import run as sh
+from benchmarks.stats import median, p95
 
 NAME = "cold-start"
 TITLE = "Cold start (scale from zero)"
@@ -52,12 +45,6 @@ def _first_byte(port: int, path: str) -> float:
     if resp.status != 200 or body != b"cold":
         raise BenchError(f"cold request answered {resp.status} {body[:200]!r}")
     return elapsed
-
-
-def _p95(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 def _pool_row(plat: Plat) -> dict[str, Any]:
@@ -196,21 +183,21 @@ def run(ctx: Context) -> Section:
                     "plat gateway, scale from zero, pre-warmed pool (default)",
                     str(len(pooled)),
                     fmt(median(pooled) * 1000, "ms"),
-                    fmt(_p95(pooled) * 1000, "ms"),
+                    fmt(p95(pooled) * 1000, "ms"),
                     claims,
                 ],
                 [
                     "plat gateway, scale from zero, PLAT_POOL_SIZE=0 (standby container)",
                     str(len(plain)),
                     fmt(median(plain) * 1000, "ms"),
-                    fmt(_p95(plain) * 1000, "ms"),
+                    fmt(p95(plain) * 1000, "ms"),
                     standby,
                 ],
                 [
                     "podman run → first 200",
                     str(len(baseline)),
                     fmt(median(baseline) * 1000, "ms"),
-                    fmt(_p95(baseline) * 1000, "ms"),
+                    fmt(p95(baseline) * 1000, "ms"),
                     "-",
                 ],
             ],
@@ -223,7 +210,7 @@ def run(ctx: Context) -> Section:
             "ms",
             "podman run → first 200",
             median(baseline) * 1000,
-            note=f"p95 {_p95(pooled) * 1000:.0f} ms; {claims}; target ≤ 100 ms",
+            note=f"p95 {p95(pooled) * 1000:.0f} ms; {claims}; target ≤ 100 ms",
         )
     )
     section.figures.append(
@@ -233,7 +220,7 @@ def run(ctx: Context) -> Section:
             "ms",
             "podman run → first 200",
             median(baseline) * 1000,
-            note=f"p95 {_p95(plain) * 1000:.0f} ms; pool {standby}; target ≤ 350 ms",
+            note=f"p95 {p95(plain) * 1000:.0f} ms; pool {standby}; target ≤ 350 ms",
         )
     )
     return section

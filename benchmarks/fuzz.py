@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from benchmarks.harness import REPO, BenchError, Context
+from benchmarks.context import REPO, BenchError, Context
 from benchmarks.pytest_run import run_pytest
 from benchmarks.report import Figure, Section, Table, fmt
 

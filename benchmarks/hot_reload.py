@@ -14,13 +14,15 @@ until the gateway serves it.
 from __future__ import annotations
 
 import signal
-import statistics
 import subprocess
 import sys
 import time
 
-from benchmarks.harness import BenchError, Context, Plat, median, write_python_function
+from benchmarks.context import BenchError, Context
+from benchmarks.daemon import Plat
+from benchmarks.functions import write_python_function
 from benchmarks.report import Figure, Section, Table, fmt
+from benchmarks.stats import median, p95
 
 NAME = "hot-reload"
 TITLE = "Hot reload: save → serve with plat dev"
@@ -43,12 +45,6 @@ def _serve_wait(url: str, marker: str, timeout: float = 60.0) -> float:
             pass
         time.sleep(0.003)
     raise BenchError(f"{url} never served {marker!r} within {timeout:.0f} s")
-
-
-def _p95(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
 def _pool_counts(plat: Plat) -> tuple[int, int]:
@@ -144,7 +140,7 @@ def run(ctx: Context) -> Section:
                 backend,
                 str(len(samples)),
                 fmt(median(samples), "s"),
-                fmt(_p95(samples), "s"),
+                fmt(p95(samples), "s"),
                 claims,
                 fmt(median(baseline), "s"),
             ]
@@ -156,7 +152,7 @@ def run(ctx: Context) -> Section:
                 "s",
                 f"plat deploy of the same change ({backend})",
                 median(baseline),
-                note=f"p95 {_p95(samples) * 1000:.0f} ms; target "
+                note=f"p95 {p95(samples) * 1000:.0f} ms; target "
                 + ("≤ 1 s" if backend == "container" else "≤ 300 ms"),
             )
         )

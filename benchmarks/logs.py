@@ -18,8 +18,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from benchmarks.harness import Context, Plat, write_python_function, wrk
+from benchmarks.context import Context
+from benchmarks.daemon import Plat
+from benchmarks.functions import write_python_function
 from benchmarks.report import Figure, Section, Table, fmt
+from benchmarks.wrk import wrk
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.store import Store
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import REPO, BenchError, timed
+from benchmarks.context import REPO, BenchError
+from benchmarks.shell import timed
 
 # pytest's exit codes: 0 all passed, 1 some failed; anything else means it did not run.
 _RAN = (0, 1)

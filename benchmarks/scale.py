@@ -23,25 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import (
-    BenchError,
-    Context,
-    DeployTiming,
-    Nginx,
-    Plat,
-    WrkResult,
-    cpu_percent,
-    cpu_seconds,
-    engine_service_pid,
-    http_get,
-    median,
-    mem_available_mib,
-    require_success,
-    rss_mib,
-    write_python_function,
-    wrk,
-)
+from benchmarks.context import BenchError, Context
+from benchmarks.daemon import DeployTiming, Plat, engine_service_pid
+from benchmarks.functions import write_python_function
+from benchmarks.net import http_get
+from benchmarks.nginx import Nginx
+from benchmarks.procfs import cpu_percent, cpu_seconds, mem_available_mib, rss_mib
 from benchmarks.report import Figure, Section, Table, fmt
+from benchmarks.stats import median
+from benchmarks.wrk import WrkResult, require_success, wrk
 
 NAME = "scale"
 TITLE = "Scale"

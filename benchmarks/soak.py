@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from itertools import cycle
 from pathlib import Path
 
-from benchmarks.harness import Context, Plat, median, rss_mib, write_python_function
+from benchmarks.context import Context
+from benchmarks.daemon import Plat
+from benchmarks.functions import write_python_function
 from benchmarks.load import Background, LoadResult
+from benchmarks.procfs import rss_mib
 from benchmarks.report import Figure, Section, Table, fmt
+from benchmarks.stats import median
 
 NAME = "soak"
 TITLE = "Soak: load during redeploys and scaling"

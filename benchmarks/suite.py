@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import builds, chaos, cold_start, fuzz, hot_reload, logs, scale, soak, warm
-from benchmarks.harness import BenchError, Context, check_tools, machine, versions
+from benchmarks.context import BenchError, Context
+from benchmarks.machine import check_tools, machine, versions
 from benchmarks.report import Report, Section
 
 Runner = Callable[[Context], Section]

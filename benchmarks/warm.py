@@ -16,18 +16,13 @@ and plat's throughput as a fraction of nginx's at c=64.
 
 from __future__ import annotations
 
-from benchmarks.harness import (
-    BenchError,
-    Context,
-    Nginx,
-    Plat,
-    WrkResult,
-    http_get,
-    require_success,
-    write_python_function,
-    wrk,
-)
+from benchmarks.context import BenchError, Context
+from benchmarks.daemon import Plat
+from benchmarks.functions import write_python_function
+from benchmarks.net import http_get
+from benchmarks.nginx import Nginx
 from benchmarks.report import Figure, Section, Table, fmt, fmt_ratio
+from benchmarks.wrk import WrkResult, require_success, wrk
 
 NAME = "warm"
 TITLE = "Warm path"

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from benchmarks.harness import BenchError, WrkResult, parse_wrk, require_success
+from benchmarks.context import BenchError
 from benchmarks.report import Figure, Report, Section, Table, fmt, to_json, to_markdown
+from benchmarks.wrk import WrkResult, parse_wrk, require_success
 
 WRK_OUTPUT = """\
 Running 5s test @ http://127.0.0.1:46729/
