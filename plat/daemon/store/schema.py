@@ -1,0 +1,74 @@
+"""The database schema, as the ordered migrations that build it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Each entry upgrades the schema by one version. Never edit a shipped entry; append.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE functions (
+        name        TEXT PRIMARY KEY,
+        manifest    TEXT NOT NULL,
+        source_dir  TEXT NOT NULL,
+        version     TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE versions (
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        image       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        builder     TEXT,
+        build_log   TEXT NOT NULL DEFAULT '',
+        build_seconds REAL,
+        manifest    TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (function, version)
+    );
+    CREATE TABLE instances (
+        id          TEXT PRIMARY KEY,
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        started_at  REAL NOT NULL,
+        ready_seconds REAL
+    );
+    CREATE INDEX instances_by_function ON instances(function);
+    """,
+    """
+    CREATE TABLE logs (
+        id          INTEGER PRIMARY KEY,
+        ts          REAL NOT NULL,
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        call_id     TEXT,
+        line        TEXT NOT NULL
+    );
+    CREATE INDEX logs_by_function ON logs(function, id);
+    CREATE TABLE invocations (
+        id          INTEGER PRIMARY KEY,
+        ts          REAL NOT NULL,
+        function    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        status      INTEGER NOT NULL,
+        duration    REAL NOT NULL,
+        bytes_in    INTEGER NOT NULL,
+        bytes_out   INTEGER NOT NULL,
+        cold        INTEGER NOT NULL,
+        call_id     TEXT NOT NULL
+    );
+    CREATE INDEX invocations_by_function ON invocations(function, ts);
+    """,
+    """
+    ALTER TABLE versions ADD COLUMN mounts TEXT NOT NULL DEFAULT '{}';
+    """,
+    """
+    ALTER TABLE functions ADD COLUMN scale_override TEXT;
+    """,
+)
