@@ -22,6 +22,8 @@ from typing import Protocol, cast
 
 import httptools
 
+from plat.daemon.http.flow_control import FlowControl
+
 # Below the shims' own keep-alive timeout (75 s), so plat, not the instance,
 # closes idle connections, and a request seldom meets one being closed.
 IDLE_TIMEOUT = 30.0
@@ -52,7 +54,7 @@ class Sink(Protocol):
     def failed(self, error: UpstreamError) -> None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(FlowControl, asyncio.Protocol):
     """One HTTP/1.1 connection to an instance, one exchange at a time."""
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -70,9 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._write_paused = False
         self._read_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
 
     # the exchange
 
@@ -94,14 +94,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def end_request(self) -> None:
         self._sent = True
-
-    async def drain(self) -> None:
-        while self._write_paused and not self.closed:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
 
     def abort(self) -> None:
         """Drop the connection (and the exchange on it, without telling its sink)."""
@@ -170,9 +162,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if not was_closed:
             self.pool.discard(self)
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.wake_drain()
         sink = self.sink
         if sink is None:
             return
@@ -183,15 +173,6 @@ class UpstreamConnection(asyncio.Protocol):
         retryable = self.reused and not self._got_data
         what = "reset" if exc is not None else "closed"
         sink.failed(UpstreamError(f"connection {what} by the instance", retryable=retryable))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _until_close(self) -> bool:
         """Whether the answer's body runs until the connection closes (no framing)."""
