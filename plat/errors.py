@@ -35,6 +35,11 @@ class NotFoundError(PlatError):
     code = "not_found"
 
 
+def no_function(name: str) -> NotFoundError:
+    """The error for a function name that is not deployed (or not any more)."""
+    return NotFoundError(f"no function named {name!r}", hint="`plat ls` lists functions")
+
+
 class ConflictError(PlatError):
     status = 409
     code = "conflict"

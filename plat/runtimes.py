@@ -58,6 +58,13 @@ class Runtime:
     def shim_dir(self) -> Path | None:
         return self.path / self.shim if self.shim else None
 
+    @property
+    def poolable(self) -> bool:
+        """Whether plat's shim runs its functions: then an instance can start ahead,
+        unprivileged, and be specialised as a function later (the pre-warmed pool).
+        A user's own image (the Dockerfile runtime) runs as it was built."""
+        return self.shim is not None
+
     def environment(self) -> jinja2.Environment:
         return jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(self.path)),

@@ -195,7 +195,7 @@ class Daemon:
             pool_image,
             self.home.root / "pool",
             size=self.config.pool_size,
-            session=lambda: self.controller.session,
+            session=lambda: self.controller.instances.session,
             ready_timeout=self.config.ready_timeout,
             link=isinstance(artifacts, ImageBuilder),
         )

@@ -207,7 +207,7 @@ def make_describe(daemon: Daemon) -> Handler:
             body["autoscaler"] = {
                 "desired": fs.target,
                 "actual": len(fs.ready_instances()),
-                "starting": fs.starting,
+                "starting": fs.starts,
                 "observed_concurrency": round(d.observed_stable, 3) if d else 0.0,
                 "panic_concurrency": round(d.observed_panic, 3) if d else 0.0,
                 "panicking": bool(d and d.panicking),

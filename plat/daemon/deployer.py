@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from plat.daemon.drivers.container.build import BuildOutcome
 from plat.daemon.drivers.container.builders import LineSink
 from plat.daemon.metrics import Metrics
-from plat.daemon.serving.controller import Controller, Release
+from plat.daemon.serving.controller import Controller
+from plat.daemon.serving.release import Release
 from plat.daemon.store import Store
 from plat.errors import BuildError
 from plat.manifest import Manifest

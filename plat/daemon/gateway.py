@@ -41,8 +41,9 @@ from plat.daemon.http.upstream import (
 )
 from plat.daemon.journal import Journal
 from plat.daemon.metrics import Metrics
-from plat.daemon.serving.controller import Controller, FunctionState
-from plat.daemon.serving.function_state import Instance
+from plat.daemon.serving.controller import Controller
+from plat.daemon.serving.function_state import FunctionState
+from plat.daemon.serving.instance import Instance
 from plat.daemon.store import Invocation
 from plat.errors import PlatError
 

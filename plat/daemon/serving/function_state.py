@@ -19,8 +19,9 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from plat.daemon.drivers.base import RunningInstance
 from plat.daemon.serving.autoscaler import Autoscaler, Decision
+from plat.daemon.serving.instance import Instance, Start
+from plat.daemon.serving.release import Release
 from plat.errors import PlatError
 from plat.manifest import Manifest
 
@@ -35,33 +36,6 @@ class TooManyRequests(PlatError):
 class NoCapacity(PlatError):
     status = 503
     code = "no_capacity"
-
-
-@dataclass(eq=False)
-class Instance:
-    running: RunningInstance
-    started_at: float
-    state: str = "starting"  # starting | ready | suspect | draining | stopped
-    inflight: int = 0
-    start_seconds: float | None = None
-    ready_seconds: float | None = None
-    pooled: bool = False  # specialised from the pre-warmed pool
-    checking: bool = False  # a health check after a timeout is under way
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def id(self) -> str:
-        return self.running.id
-
-
-@dataclass(frozen=True)
-class Release:
-    """What instances of a function run: a manifest, a version and its image (+ mounts)."""
-
-    manifest: Manifest
-    version: str
-    image: str
-    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,9 +67,13 @@ class FunctionState:
     instances: list[Instance] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiters: deque[asyncio.Future[Instance]] = field(default_factory=deque)
-    starting: int = 0  # instances being started for this release
-    target: int = 1  # instances the controller keeps (the autoscaler moves it)
+    # Every start under way for this function: scale-ups of its release and the
+    # starts of a version being deployed (see ``starts``).
+    starting: set[Start] = field(default_factory=set)
     scaler: Autoscaler = field(default_factory=Autoscaler)
+    # Instances the controller keeps, and the autoscaler's decision behind it:
+    # written through ``set_target`` only.
+    _target: int = 1
     decision: Decision | None = None
     # When the last request arrived (monotonic): one shorter than an autoscaler tick
     # shows up in no concurrency sample, yet it is traffic that defers scale to zero.
@@ -120,6 +98,26 @@ class FunctionState:
     @property
     def concurrency(self) -> int:
         return self.manifest.scale.concurrency
+
+    @property
+    def target(self) -> int:
+        return self._target
+
+    def set_target(self, count: int, decision: Decision | None = None) -> None:
+        """The number of instances to keep; ``decision`` when the autoscaler chose it."""
+        self._target = max(0, count)
+        if decision is not None:
+            self.decision = decision
+
+    @property
+    def starts(self) -> int:
+        """Instances being started for the current release."""
+        return sum(1 for s in self.starting if s.release.same_code(self.release))
+
+    @property
+    def capacity(self) -> int:
+        """Instances that serve or soon will: ready ones and starts of this release."""
+        return len(self.ready_instances()) + self.starts
 
     def ready_instances(self) -> list[Instance]:
         return [i for i in self.instances if i.state == "ready"]
@@ -178,7 +176,7 @@ class FunctionState:
         the caller gives up (cancelled or timed out) is never lost: a timed-out
         caller keeps it, a cancelled one returns it.
         """
-        if len(self.waiters) >= queue_limit + self.starting * self.concurrency:
+        if len(self.waiters) >= queue_limit + self.starts * self.concurrency:
             raise TooManyRequests(
                 f"{self.name} is at capacity and {len(self.waiters)} requests are already "
                 "waiting; retry shortly",

@@ -36,8 +36,8 @@ from typing import Protocol
 import aiohttp
 
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
-from plat.daemon.serving.function_state import Release
 from plat.daemon.serving.probe import NotReady, wait_ready
+from plat.daemon.serving.release import Release
 from plat.daemon.tasks import TaskGroup
 from plat.errors import PlatError
 from plat.runtimes import get_runtime
@@ -69,7 +69,7 @@ class PoolKey:
 def pool_key(release: Release) -> PoolKey | None:
     """The pool a release's instances can come from; None when it cannot be specialised."""
     manifest = release.manifest
-    if manifest.runtime == "dockerfile":
+    if not get_runtime(manifest.runtime).poolable:
         return None
     res = manifest.resources
     return PoolKey(manifest.runtime, res.memory, res.cpu, res.pids)

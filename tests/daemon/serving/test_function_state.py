@@ -8,7 +8,9 @@ import random
 import pytest
 
 from plat.daemon.drivers.base import RunningInstance
-from plat.daemon.serving.function_state import FunctionState, Instance, NoCapacity, Release
+from plat.daemon.serving.function_state import FunctionState, NoCapacity
+from plat.daemon.serving.instance import Instance
+from plat.daemon.serving.release import Release
 from plat.manifest import validate_manifest
 
 

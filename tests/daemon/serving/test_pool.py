@@ -12,8 +12,8 @@ import aiohttp
 
 from plat.daemon.drivers.base import InstanceSpec, RunningInstance
 from plat.daemon.drivers.container.unpack import ImageUnpacker
-from plat.daemon.serving.function_state import Release
 from plat.daemon.serving.pool import Layout, WarmPool, _link_layout, _make_folders, pool_key
+from plat.daemon.serving.release import Release
 from plat.errors import EngineError
 from plat.manifest import validate_manifest
 

@@ -1,0 +1,65 @@
+"""At start-up: the instances a previous daemon left, matched with what the store says.
+
+Healthy instances of the functions' current versions are adopted (up to the
+function's target), everything else the backend holds for this daemon is removed,
+and the gaps are filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from plat.daemon.serving.autoscaler import Autoscaler
+from plat.daemon.serving.function_state import FunctionState
+from plat.daemon.serving.probe import probe_once
+from plat.daemon.serving.release import Release
+from plat.manifest import validate_manifest
+
+if TYPE_CHECKING:
+    from plat.daemon.serving.controller import Controller
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(controller: Controller) -> None:
+    """Adopt healthy instances of current versions, remove everything else, fill gaps."""
+    store, backend, instances = controller.store, controller.backend, controller.instances
+    records = await store.list_functions()
+    found = await backend.list()
+    known = {r.id for r in await store.list_instances()}
+    adopted: set[str] = set()
+    for record in records:
+        if record.version is None:
+            continue
+        version = await store.get_version(record.name, record.version)
+        if version is None:
+            continue
+        if (backend.name == "process") != version.image.startswith("process:"):
+            log.warning("%s was deployed for another backend; `plat deploy` it again", record.name)
+            continue
+        manifest = validate_manifest(record.manifest, source=f"stored manifest of {record.name}")
+        release = Release(manifest, record.version, version.image, version.mounts)
+        fs = FunctionState(record.name, release, scaler=Autoscaler(controller.scaler_settings))
+        fs.set_target(max(1, manifest.scale.min) if manifest.scale.min else 0)
+        controller.functions[record.name] = fs
+        for running in found:
+            if (
+                running.function == record.name
+                and running.version == record.version
+                and running.running
+                and len(fs.instances) < max(fs.target, 1)
+                and await probe_once(instances.session, running.host, running.port, timeout=2.0)
+            ):
+                since = await store.last_log_ts(running.id)
+                fs.instances.append(await instances.adopt(running, since))
+                adopted.add(running.id)
+        fs.set_target(max(fs.target, len(fs.instances)))
+    stale = [r for r in found if r.id not in adopted]
+    await asyncio.gather(*(instances.discard(r) for r in stale))
+    for instance_id in known - adopted:
+        await store.remove_instance(instance_id)
+    log.info("reconciled: adopted %d instance(s), removed %d", len(adopted), len(stale))
+    for fs in controller.functions.values():
+        controller.ensure(fs)
