@@ -38,6 +38,7 @@ from plat.daemon.serving.function_state import Release
 from plat.daemon.store import Invocation
 from plat.manifest import Manifest, load_manifest
 from plat.paths import Home
+from tests.daemon.http.scripted import Answer, Asked, ScriptedServer
 from tests.functions import write_python_function
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -685,51 +686,30 @@ async def test_metrics_auth_applies_through_the_gateway(tmp_path: Path) -> None:
 # scripted instances: what shims never send
 
 
-class Scripted:
+class Scripted(ScriptedServer):
     """An instance that answers by path, byte for byte, and counts connections."""
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        served = 0
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                path = head.split(b" ")[1]
-                if b"x-plat-probe" in head.lower():
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                    continue
-                self.requests.append(head)
-                served += 1
-                if path == b"/stale" and served > 1:
-                    break  # the instance closed the kept-alive connection: not a byte back
-                if path == b"/stale":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-                elif path == b"/hop":
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"
-                        b"Keep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-                        b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-                    )
-                elif path == b"/untilclose":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end")
-                    break
-                elif path == b"/cut":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-                    break
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def answer(self, asked: Asked) -> Answer:
+        path = asked.path
+        if b"x-plat-probe" in asked.head.lower():
+            return Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        if path == b"/stale" and asked.before:
+            return Answer(hang_up=True)  # the instance closed the kept-alive connection
+        if path == b"/stale":
+            return Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+        if path == b"/hop":
+            return Answer(
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"
+                b"Keep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            )
+        if path == b"/untilclose":
+            until_close = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end"
+            return Answer(until_close, hang_up=True)
+        if path == b"/cut":
+            cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+            return Answer(cut, hang_up=True)
+        return Answer()
 
 
 class ScriptedBackend:

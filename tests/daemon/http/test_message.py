@@ -18,7 +18,7 @@ from plat.daemon.http.message import (
     reason,
 )
 from plat.daemon.http.server import HttpServer
-from tests.daemon.http.test_server import Raw
+from tests.daemon.http.raw import Raw
 
 Script = Callable[[Request, Response], Awaitable[None]]
 

@@ -26,6 +26,7 @@ from plat.daemon.http.upstream import (
     Upstreams,
     socketpair_connect,
 )
+from tests.daemon.http.scripted import Answer, Asked, ScriptedServer
 
 REPO = Path(__file__).resolve().parents[3]
 SHIM = REPO / "runtimes" / "python" / "shim" / "plat_shim.py"
@@ -41,65 +42,23 @@ ANSWERS = {
 }
 
 
-class Scripted:
-    """A real TCP server answering by path; counts connections."""
+class Scripted(ScriptedServer):
+    """Answers by path (see ANSWERS and the special paths below)."""
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.requests.append(head)
-                path = head.split(b" ")[1]
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
-                if path == b"/drop":
-                    break  # close without a byte of answer
-                if path == b"/untilclose":
-                    writer.write(b"HTTP/1.1 200 OK\r\n\r\nall of it")
-                    break
-                if path == b"/echo":
-                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-                elif path == b"/slow":
-                    await asyncio.sleep(0.2)
-                    answer = ANSWERS[b"/cl"]
-                elif path == b"/cut":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-                    break
-                else:
-                    answer = ANSWERS[path]
-                writer.write(answer)
-                await writer.drain()
-                if path == b"/close":
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def hang_up(self) -> None:
-        """Close every connection (as an instance's idle timeout does)."""
-        for writer in self.writers:
-            writer.close()
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
+    def answer(self, asked: Asked) -> Answer:
+        path = asked.path
+        if path == b"/drop":
+            return Answer(hang_up=True)  # close without a byte of answer
+        if path == b"/untilclose":
+            return Answer(b"HTTP/1.1 200 OK\r\n\r\nall of it", hang_up=True)
+        if path == b"/cut":
+            return Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", hang_up=True)
+        if path == b"/echo":
+            body = asked.body
+            return Answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        if path == b"/slow":
+            return Answer(ANSWERS[b"/cl"], delay=0.2)
+        return Answer(ANSWERS[path], hang_up=path == b"/close")
 
 
 class Recorder:
@@ -327,8 +286,7 @@ async def test_idle_connections_swept_and_pools_dropped(
     scripted: tuple[Scripted, UpstreamPool],
 ) -> None:
     server, _ = scripted
-    assert server.server is not None
-    port = server.server.sockets[0].getsockname()[1]
+    port = server.port
     upstreams = Upstreams()
     pool = upstreams.pool("i1", "127.0.0.1", port)
     assert upstreams.pool("i1", "127.0.0.1", port) is pool
