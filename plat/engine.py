@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,9 @@ import requests
 
 from plat.errors import EngineError
 from plat.paths import Home
+from plat.subprocesses import death_signal_hook
 
 log = logging.getLogger(__name__)
-
-# The docker SDK keeps one connection pool per request URL (25 by default), and most
-# URLs name one container: a daemon that has started many kept as many idle sockets
-# to the engine. A few pools keep the hot URLs (listing, events) and bound the rest.
-SDK_POOLS = 4
 
 PODMAN_ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
@@ -198,28 +192,6 @@ def find_engine(
     return None
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGTERM when the daemon dies, even by SIGKILL.
-
-    Without it a killed daemon leaves an orphan podman service behind. prctl is
-    looked up here, in the parent, so the forked child only makes the call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook
-
-
 class PodmanService:
     """``podman system service --time=0 unix://<socket>``, owned by the plat daemon.
 
@@ -271,7 +243,7 @@ class PodmanService:
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         with self.log_file.open("ab") as log:
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = self._proc = await asyncio.create_subprocess_exec(
                 podman,
                 "system",
                 "service",
@@ -283,19 +255,22 @@ class PodmanService:
                 # Own session: a Ctrl-C meant for `plat daemon run` must not kill the
                 # engine before the daemon has stopped its instances.
                 start_new_session=True,
-                preexec_fn=_pdeathsig_hook(),
+                # Without it a killed daemon leaves an orphan podman service behind.
+                preexec_fn=death_signal_hook(signal.SIGTERM),
             )
         deadline = time.monotonic() + timeout
         while True:
-            if self._proc.returncode is not None:
-                code = self._proc.returncode
+            if self._proc is not proc:  # stop() came meanwhile, and terminated it
+                raise EngineError("this podman service was stopped while it started")
+            if proc.returncode is not None:
+                code = proc.returncode
                 self._proc = None
                 raise EngineError(
                     f"`podman system service` exited with code {code}:\n{self._log_tail()}",
                     hint=DOCTOR_HINT,
                 )
             info = await asyncio.to_thread(ping, self.endpoint, 1.0)
-            if info is not None:
+            if info is not None and self._proc is proc:
                 with contextlib.suppress(OSError):
                     os.chmod(self.socket, 0o600)
                 self.info = info
@@ -310,7 +285,7 @@ class PodmanService:
                 )
             # Sleep briefly, waking at once if the service exits.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), 0.05)
+                await asyncio.wait_for(proc.wait(), 0.05)
 
     async def keep_running(self, max_delay: float = 10.0) -> None:
         """Restart the service whenever it exits, until stop(): run it as a task.

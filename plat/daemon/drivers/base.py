@@ -1,7 +1,8 @@
 """Where instances run. One ``Backend`` protocol; implementations are siblings.
 
 A backend starts an instance from an InstanceSpec, stops it, lists the instances
-it holds for this daemon (by label), reports liveness and returns log tails.
+it holds for this daemon (by label), reports liveness and returns log tails, and
+tells when one of its instances exits (``events``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ class OutputLine:
     text: str
 
 
+@dataclass(frozen=True)
+class InstanceExit:
+    """An instance's process ended: it crashed, was killed, or was stopped."""
+
+    instance_id: str
+    backend_ref: str
+    # As a shell reports it: 128 + the signal for a process a signal ended (137: SIGKILL).
+    # None when the backend does not know.
+    exit_code: int | None
+    ts: float  # when it ended, seconds since the epoch
+
+
 class Backend(Protocol):
     name: str
 
@@ -127,5 +140,14 @@ class Backend(Protocol):
         ...
 
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str: ...
+
+    def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
+        """Exits of this daemon's instances as they happen, from ``since`` (a
+        time.time() value; None: from now on), whatever ended them (``stop`` too).
+
+        Raises EngineError when the engine goes away (a caller reconnects with
+        ``since`` and reconciles with ``list``); otherwise ends only when the
+        backend closes."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,9 +1,9 @@
 """The container backend: the Docker Engine API (Podman or Docker).
 
-Starting an instance, the cold-start path, calls the Engine API directly from the
-event loop (aiohttp); the rest goes through the docker SDK, which blocks, in a
-thread. Instances run hardened: no capabilities, no-new-privileges, read-only
-root with a tmpfs /tmp, memory, CPU and pids limits, and an init process.
+Every call goes through one asynchronous Engine API client on the event loop
+(:mod:`plat.daemon.drivers.container.engine`). Instances run hardened: no
+capabilities, no-new-privileges, read-only root with a tmpfs /tmp, memory, CPU
+and pids limits, and an init process.
 
 By default an instance's port is published on 127.0.0.1 only. With
 ``instance_address: direct`` (experimental, see docs/backends.md) the gateway
@@ -19,21 +19,12 @@ done ahead). The start that follows only starts it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-
-import aiohttp
-import docker
-import docker.errors
-import requests
 
 from plat.daemon.drivers.base import (
     INSTANCE_PORT,
@@ -42,13 +33,19 @@ from plat.daemon.drivers.base import (
     LABEL_INSTANCE,
     LABEL_VERSION,
     LOOPBACK,
+    InstanceExit,
     InstanceSpec,
     OutputLine,
     RunningInstance,
     free_port,
 )
+from plat.daemon.drivers.container.cleanup import remove_all as remove_all
+from plat.daemon.drivers.container.cleanup import remove_all_podman as remove_all_podman
+from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.daemon.drivers.container.logstream import demultiplex as demultiplex
+from plat.daemon.drivers.container.logstream import parse_timestamp as parse_timestamp
+from plat.daemon.drivers.container.logstream import timestamped_lines as timestamped_lines
 from plat.daemon.tasks import Finishing
-from plat.engine import SDK_POOLS
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -107,16 +104,6 @@ def create_body(
     return body
 
 
-STREAMS = {1: "stdout", 2: "stderr"}
-
-
-def _message(status: int, data: Any) -> str:
-    """The engine's error message from an error response."""
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return f"HTTP {status}"
-
-
 def direct_reachable(endpoint: str) -> bool:
     """Whether instances' bridge addresses are routable from here: the engine is
     rootful on this Linux host (its socket belongs to root). Rootless engines and
@@ -138,54 +125,6 @@ def bridge_address(settings: Mapping[str, Any] | None) -> str:
         if network and network.get("IPAddress"):
             return str(network["IPAddress"])
     return ""
-
-
-async def demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
-    """Frames of the Docker API's multiplexed log stream: (stream name, payload)."""
-    while True:
-        try:
-            header = await content.readexactly(8)
-        except asyncio.IncompleteReadError:
-            return
-        size = int.from_bytes(header[4:8], "big")
-        try:
-            payload = await content.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            payload = exc.partial
-        yield STREAMS.get(header[0], "stdout"), payload
-
-
-async def timestamped_lines(
-    frames: AsyncIterator[tuple[str, bytes]],
-) -> AsyncIterator[OutputLine]:
-    """Lines from frames that each start with a timestamp; a line may span frames
-    (engines log a partial line as its own entry, timestamp included)."""
-    partial: dict[str, tuple[float, str]] = {}
-    async for stream, payload in frames:
-        stamp, _, text = payload.decode(errors="replace").partition(" ")
-        first_ts, head = partial.pop(stream, (parse_timestamp(stamp), ""))
-        pieces = (head + text).split("\n")
-        for line in pieces[:-1]:
-            yield OutputLine(first_ts, stream, line)
-        if pieces[-1]:
-            partial[stream] = (first_ts if len(pieces) == 1 else parse_timestamp(stamp), pieces[-1])
-    for stream, (ts, rest) in partial.items():
-        yield OutputLine(ts, stream, rest)
-
-
-def parse_timestamp(value: str) -> float:
-    """Seconds since the epoch from an RFC 3339 time with up to nanoseconds."""
-    try:
-        if "." in value:
-            head, _, frac = value.partition(".")
-            digits = "".join(ch for ch in frac if ch.isdigit())
-            zone = frac[len(digits) :]
-            value = f"{head}.{digits[:6]:0<6}{zone}"
-        if value.endswith("Z"):
-            value = value[:-1] + "+00:00"
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return time.time()
 
 
 @dataclass(frozen=True)
@@ -211,70 +150,11 @@ class ContainerBackend:
         # Containers (ids, or names when a create's answer was lost) whose removal
         # failed while the engine was away; ``sweep`` removes them once it answers.
         self._unremoved: set[str] = set()
-        self._client = docker.DockerClient(base_url=endpoint, timeout=60, num_pools=SDK_POOLS)
-        self._engine: aiohttp.ClientSession | None = None
-        if endpoint.startswith("unix://"):
-            self._socket: str | None = endpoint[len("unix://") :]
-            self._api_base = "http://engine/v1.40"
-        else:
-            self._socket = None
-            self._api_base = endpoint.replace("tcp://", "http://", 1).rstrip("/") + "/v1.40"
-
-    def _connector(self) -> aiohttp.BaseConnector:
-        if self._socket is not None:
-            return aiohttp.UnixConnector(path=self._socket)
-        return aiohttp.TCPConnector()
+        self._engine = Engine(endpoint)
 
     @property
     def endpoint(self) -> str:
         return self._endpoint
-
-    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.to_thread(func, *args, **kwargs)
-        except docker.errors.NotFound:
-            raise
-        except docker.errors.APIError as exc:
-            raise EngineError(f"container engine error: {exc.explanation or exc}") from exc
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            # The SDK lets the transport's errors through (the engine's socket gone).
-            raise EngineError(
-                f"container engine at {self._endpoint} failed: {exc}", hint="run `plat doctor`"
-            ) from exc
-
-    def _session(self) -> aiohttp.ClientSession:
-        """The Engine API session of the hot path (created on first use, in the loop)."""
-        if self._engine is None or self._engine.closed:
-            self._engine = aiohttp.ClientSession(
-                connector=self._connector(), timeout=aiohttp.ClientTimeout(total=60)
-            )
-        return self._engine
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-    ) -> tuple[int, Any]:
-        """(status, decoded JSON or None) of one Engine API call; raises EngineError
-        when the engine cannot be reached."""
-        try:
-            async with self._session().request(
-                method, self._api_base + path, params=params, json=body
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise EngineError(
-                f"container engine at {self._endpoint} failed: {exc or type(exc).__name__}",
-                hint="run `plat doctor`",
-            ) from exc
-        try:
-            return status, json.loads(data) if data else None
-        except ValueError:
-            return status, {"message": data.decode(errors="replace")}
 
     async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
         """Create and start the container: two Engine API calls from the event loop.
@@ -322,16 +202,13 @@ class ContainerBackend:
         body = create_body(spec, instance_id, self.daemon_id, port)
         name = container_name(spec, instance_id)
         try:
-            status, data = await self._request(
-                "POST", "/containers/create", params={"name": name}, body=body
-            )
+            return await self._engine.create(body, name), port
+        except EngineAPIError:
+            raise
         except EngineError:
             # The engine may have made the container before the answer was lost.
             self._unremoved.add(name)
             raise
-        if status != 201:
-            raise EngineError(f"container engine error: {_message(status, data)}")
-        return str(data["Id"]), port
 
     async def _start_created(
         self, spec: InstanceSpec, instance_id: str, ref: str, port: int | None
@@ -339,8 +216,11 @@ class ContainerBackend:
         """Start a created container; None when a published port turned out taken (the
         container is removed), EngineError for any other failure."""
         try:
-            status, data = await self._request("POST", f"/containers/{ref}/start")
-            if status in (204, 304):
+            try:
+                await self._engine.start(ref)
+            except EngineAPIError as exc:
+                refused = exc
+            else:
                 host = LOOPBACK if port is not None else await self._address(ref)
                 return RunningInstance(
                     id=instance_id,
@@ -353,11 +233,10 @@ class ContainerBackend:
         except BaseException:
             await self._discard(ref)
             raise
-        message = _message(status, data)
         await self._discard(ref)
-        if port is not None and "address already in use" in message.lower():
+        if port is not None and "address already in use" in refused.explanation.lower():
             return None
-        raise EngineError(f"container engine error: {message}")
+        raise refused
 
     async def prepare(self, spec: InstanceSpec, instance_id: str) -> None:
         """Create the container of the next start of ``spec`` (a standby).
@@ -385,11 +264,11 @@ class ContainerBackend:
 
     async def _address(self, ref: str) -> str:
         """A started container's address on its bridge network."""
-        status, data = await self._request("GET", f"/containers/{ref}/json")
-        address = bridge_address(data.get("NetworkSettings") if status == 200 else None)
+        data = await self._engine.inspect(ref)
+        address = bridge_address((data or {}).get("NetworkSettings"))
         if not address:
             raise EngineError(
-                f"container {ref[:12]} has no bridge address (HTTP {status})",
+                f"container {ref[:12]} has no bridge address",
                 hint="set PLAT_INSTANCE_ADDRESS=published to reach instances by a published port",
             )
         return address
@@ -405,10 +284,11 @@ class ContainerBackend:
         """Remove a container (an id or a name), running or not; quietly, as a
         clean-up. One the engine cannot remove now is removed by ``sweep``."""
         try:
-            status, _ = await self._request("DELETE", f"/containers/{ref}", params={"force": "1"})
+            await self._engine.remove(ref)
+        except EngineAPIError as exc:
+            if exc.http_status >= 500:
+                self._unremoved.add(ref)
         except EngineError:
-            status = 503
-        if status >= 500:
             self._unremoved.add(ref)
 
     async def sweep(self) -> None:
@@ -416,174 +296,92 @@ class ContainerBackend:
             self._unremoved.discard(ref)
             await self._discard(ref)
 
-    def _stop_blocking(self, ref: str, timeout: float) -> None:
-        try:
-            self._client.containers.get(ref).stop(timeout=int(timeout))
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            log.warning("stopping %s: %s", ref, exc)
-
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
-        await self._call(self._stop_blocking, instance.backend_ref, timeout)
-
-    def _remove_blocking(self, ref: str) -> None:
         try:
-            self._client.containers.get(ref).remove(force=True)
-        except docker.errors.NotFound:
-            return
+            await self._engine.stop(instance.backend_ref, timeout)
+        except EngineAPIError as exc:
+            log.warning("stopping %s: %s", instance.backend_ref, exc.explanation)
 
     async def remove(self, instance: RunningInstance) -> None:
-        await self._call(self._remove_blocking, instance.backend_ref)
+        await self._engine.remove(instance.backend_ref)
 
-    async def output(
+    def output(
         self, instance: RunningInstance, since: float | None = None
     ) -> AsyncIterator[OutputLine]:
         """Follow the engine's log stream of the container (demultiplexed, timestamped)."""
-        params = {"follow": "1", "stdout": "1", "stderr": "1", "timestamps": "1"}
-        if since is not None:
-            params["since"] = f"{since:.6f}"
-        url = f"{self._api_base}/containers/{instance.backend_ref}/logs"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        async with (
-            aiohttp.ClientSession(connector=self._connector(), timeout=timeout) as session,
-            session.get(url, params=params) as resp,
-        ):
-            if resp.status != 200:
-                log.warning("log stream of %s: HTTP %s", instance.id, resp.status)
-                return
-            async for line in timestamped_lines(demultiplex(resp.content)):
-                yield line
-
-    def _list_blocking(self) -> list[RunningInstance]:
-        # One listing call: the SDK's containers.list() inspects every container too,
-        # which made the watchdog's poll cost grow with the number of containers.
-        found = []
-        for entry in self._client.api.containers(
-            all=True, filters={"label": f"{LABEL_DAEMON}={self.daemon_id}"}
-        ):
-            labels = entry.get("Labels") or {}
-            host, port = (
-                LOOPBACK,
-                next(
-                    (int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")),
-                    0,
-                ),
-            )
-            if not port:  # not published: reached at its bridge address
-                host, port = bridge_address(entry.get("NetworkSettings")), INSTANCE_PORT
-            found.append(
-                RunningInstance(
-                    id=labels.get(LABEL_INSTANCE, str(entry.get("Id", ""))[:12]),
-                    function=labels.get(LABEL_FUNCTION, ""),
-                    version=labels.get(LABEL_VERSION, ""),
-                    host=host,
-                    port=port,
-                    backend_ref=str(entry.get("Id", "")),
-                    running=entry.get("State") == "running",
-                )
-            )
-        return found
+        return self._engine.follow(instance.backend_ref, since)
 
     async def list(self) -> list[RunningInstance]:
-        return await self._call(self._list_blocking)  # type: ignore[no-any-return]
-
-    def _alive_blocking(self, ref: str) -> bool:
-        try:
-            container = self._client.containers.get(ref)
-        except docker.errors.NotFound:
-            return False
-        return bool(container.status == "running")
+        # One listing call: inspecting every container too made the watchdog's poll
+        # cost grow with the number of containers.
+        entries = await self._engine.containers({"label": [f"{LABEL_DAEMON}={self.daemon_id}"]})
+        return [listed_instance(entry) for entry in entries]
 
     async def is_alive(self, instance: RunningInstance) -> bool:
-        return await self._call(self._alive_blocking, instance.backend_ref)  # type: ignore[no-any-return]
-
-    def _logs_blocking(self, ref: str, tail: int) -> str:
-        try:
-            data = self._client.containers.get(ref).logs(tail=tail)
-        except docker.errors.NotFound:
-            return ""
-        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        data = await self._engine.inspect(instance.backend_ref)
+        return data is not None and (data.get("State") or {}).get("Status") == "running"
 
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
-        return await self._call(self._logs_blocking, instance.backend_ref, tail)  # type: ignore[no-any-return]
-
-    def _rename_blocking(self, ref: str, name: str) -> None:
-        try:
-            self._client.containers.get(ref).rename(name)
-        except docker.errors.NotFound:
-            return
+        return await self._engine.logs(instance.backend_ref, tail)
 
     async def rename(self, instance: RunningInstance, function: str) -> None:
         """``plat-<function>-<id>``, as if started for it (labels cannot change)."""
-        await self._call(
-            self._rename_blocking, instance.backend_ref, f"plat-{function}-{instance.id}"
-        )
+        await self._engine.rename(instance.backend_ref, f"plat-{function}-{instance.id}")
+
+    async def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
+        """Exits of this daemon's containers (the engine's ``die`` events), from
+        ``since`` on; see ``Backend.events``. Raises EngineError when the engine's
+        event stream breaks or ends (the engine stopped or restarted)."""
+        filters = {
+            "type": ["container"],
+            # Docker filters on "die"; Podman 4 on its own name, "died" (either is known).
+            "event": ["die", "died"],
+            "label": [f"{LABEL_DAEMON}={self.daemon_id}"],
+        }
+        async for event in self._engine.events(filters, since):
+            ended = instance_exit(event)
+            if ended is not None:
+                yield ended
 
     async def close(self) -> None:
         await self._preparing.wait()
         for function in list(self._standby):
             await self.unprepare(function)
-        if self._engine is not None:
-            await self._engine.close()
-            self._engine = None
-        await asyncio.to_thread(self._client.close)
+        await self._engine.close()
 
 
-def remove_all(endpoint: str, daemon_id: str, timeout: float = 30.0) -> tuple[list[str], list[str]]:
-    """Remove every container labelled ``plat.daemon=<daemon_id>``, running or not
-    (``podman rm -f``); returns the names removed and those still there afterwards.
-
-    Blocking (the docker SDK); for a daemon that is gone or could not close in
-    time. Raises EngineError when the engine cannot be reached.
-    """
-    filters = {"label": f"{LABEL_DAEMON}={daemon_id}"}
-
-    def names(entry: Mapping[str, Any]) -> str:
-        return ",".join(n.lstrip("/") for n in entry.get("Names") or []) or str(entry.get("Id"))
-
-    try:
-        with docker.APIClient(base_url=endpoint, timeout=int(timeout)) as api:
-            removed = []
-            for entry in api.containers(all=True, filters=filters):
-                try:
-                    api.remove_container(entry["Id"], force=True, v=True)
-                except docker.errors.NotFound:
-                    continue
-                except docker.errors.APIError as exc:  # named in ``remaining`` below
-                    log.warning("removing %s: %s", names(entry), exc.explanation or exc)
-                    continue
-                removed.append(names(entry))
-            remaining = [names(entry) for entry in api.containers(all=True, filters=filters)]
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise EngineError(
-            f"the container engine at {endpoint} did not answer: {exc}", hint="run `plat doctor`"
-        ) from exc
-    return removed, remaining
+def listed_instance(entry: Mapping[str, Any]) -> RunningInstance:
+    """An instance from its container's entry in an Engine API listing (pure)."""
+    labels = entry.get("Labels") or {}
+    ports = entry.get("Ports") or []
+    host, port = LOOPBACK, next((int(p["PublicPort"]) for p in ports if p.get("PublicPort")), 0)
+    if not port:  # not published: reached at its bridge address
+        host, port = bridge_address(entry.get("NetworkSettings")), INSTANCE_PORT
+    return RunningInstance(
+        id=labels.get(LABEL_INSTANCE, str(entry.get("Id", ""))[:12]),
+        function=labels.get(LABEL_FUNCTION, ""),
+        version=labels.get(LABEL_VERSION, ""),
+        host=host,
+        port=port,
+        backend_ref=str(entry.get("Id", "")),
+        running=entry.get("State") == "running",
+    )
 
 
-def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str], list[str]]:
-    """``remove_all`` through the podman CLI, for when no Engine API answers (the
-    daemon's own ``podman system service`` went with it; the containers did not).
-    Raises EngineError when podman is missing or fails."""
-    import shutil
-    import subprocess
-
-    exe = shutil.which(podman)
-    if exe is None:
-        raise EngineError("podman is not installed", hint="run `plat doctor`")
-    listing = [exe, "ps", "-a", "--filter", f"label={LABEL_DAEMON}={daemon_id}"]
-    listing += ["--format", "{{.Names}}"]
-
-    def run(cmd: list[str]) -> list[str]:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise EngineError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
-        return [line for line in proc.stdout.split() if line]
-
-    found = run(listing)
-    if found:
-        with contextlib.suppress(EngineError):  # what stays is named by the listing below
-            run([exe, "rm", "-f", "-t", "0", *found])
-    remaining = run(listing)
-    return [name for name in found if name not in remaining], remaining
+def instance_exit(event: Mapping[str, Any]) -> InstanceExit | None:
+    """The exit an Engine API event tells of (pure); None for any other event."""
+    if event.get("Type", "container") != "container" or (
+        event.get("Action") or event.get("status")
+    ) not in ("die", "died"):
+        return None
+    actor = event.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    ref = str(actor.get("ID") or event.get("id") or "")
+    code = str(attributes.get("exitCode", ""))
+    nanos = event.get("timeNano")
+    return InstanceExit(
+        instance_id=str(attributes.get(LABEL_INSTANCE) or ref[:12]),
+        backend_ref=ref,
+        exit_code=int(code) if code.lstrip("-").isdigit() else None,
+        ts=nanos / 1e9 if isinstance(nanos, int) else float(event.get("time") or 0),
+    )

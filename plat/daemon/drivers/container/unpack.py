@@ -18,7 +18,6 @@ half-unpacked image is never taken for a finished one.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import shutil
@@ -26,12 +25,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-
+from plat.daemon.drivers.container.engine import Engine
 from plat.daemon.serving.function_state import Release
 from plat.daemon.serving.pool import APP_DIR, DEPS_DIR, Layout
-from plat.engine import SDK_POOLS
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -50,16 +46,8 @@ class ImageUnpacker:
     def __init__(self, endpoint: str, root: Path) -> None:
         self.endpoint = endpoint
         self.root = root
-        self._client: docker.DockerClient | None = None
+        self._engine = Engine(endpoint, timeout=120)
         self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = docker.DockerClient(
-                base_url=self.endpoint, timeout=120, num_pools=SDK_POOLS
-            )
-        return self._client
 
     def _image_folder(self, release: Release) -> Path:
         return self.root / _folder_name(release.image)
@@ -78,7 +66,7 @@ class ImageUnpacker:
         lock = self._locks.setdefault(release.image, asyncio.Lock())
         async with lock:
             if not (folder / "done").exists():
-                await asyncio.to_thread(self._unpack, release.image, folder)
+                await self._unpack(release.image, folder)
         self._locks.pop(release.image, None)
         return self.layout(release)
 
@@ -97,41 +85,54 @@ class ImageUnpacker:
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _unpack(self, image: str, folder: Path) -> None:
+    async def _unpack(self, image: str, folder: Path) -> None:
         tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        await asyncio.to_thread(_fresh_folder, tmp)
         try:
-            container = self.client.containers.create(image, command=["true"], labels={})
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"cannot unpack {image}: {exc}") from exc
+            ref = await self._engine.create({"Image": image, "Cmd": ["true"], "Labels": {}})
+        except EngineError as exc:
+            raise EngineError(f"cannot unpack {image}: {exc.message}") from exc
         try:
             for path, name in ((APP_DIR, "app"), (DEPS_DIR, "deps")):
-                try:
-                    stream, _stat = container.get_archive(path)
-                except docker.errors.NotFound:
-                    continue  # no dependencies
-                data = io.BytesIO(b"".join(stream))
-                with tarfile.open(fileobj=data) as archive:
-                    archive.extractall(tmp / ".x", **SAFE_EXTRACT)
-                (tmp / ".x" / os.path.basename(path)).rename(tmp / name)
-            shutil.rmtree(tmp / ".x", ignore_errors=True)
-            if not (tmp / "app").is_dir():
-                raise EngineError(f"{image} has no {APP_DIR}")
-            for dirpath, _dirs, _files in os.walk(tmp):
-                os.chmod(dirpath, 0o755)
-            (tmp / "done").touch()
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)
-        except (docker.errors.DockerException, tarfile.TarError, OSError) as exc:
-            raise EngineError(f"cannot unpack {image}: {exc}") from exc
+                archive = tmp / f"{name}.tar"
+                if await self._engine.get_archive(ref, path, archive):  # else: no dependencies
+                    await asyncio.to_thread(_extract, archive, os.path.basename(path), tmp / name)
+            await asyncio.to_thread(_finish, image, tmp, folder)
+        except (EngineError, tarfile.TarError, OSError) as exc:
+            message = exc.message if isinstance(exc, EngineError) else str(exc)
+            raise EngineError(f"cannot unpack {image}: {message}") from exc
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
             try:
-                container.remove(force=True)
-            except docker.errors.DockerException as exc:
-                log.warning("removing the unpack container of %s: %s", image, exc)
+                await self._engine.remove(ref)
+            except EngineError as exc:
+                log.warning("removing the unpack container of %s: %s", image, exc.message)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await asyncio.to_thread(self._client.close)
+        await self._engine.close()
+
+
+def _fresh_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
+
+def _extract(archive: Path, top: str, target: Path) -> None:
+    """Extract the export of one folder (its entries under ``top``) as ``target``."""
+    scratch = target.with_name(".x")
+    with tarfile.open(archive) as tar:
+        tar.extractall(scratch, **SAFE_EXTRACT)
+    archive.unlink()
+    (scratch / top).rename(target)
+
+
+def _finish(image: str, tmp: Path, folder: Path) -> None:
+    """Check what was unpacked, make it readable, and rename it into place."""
+    shutil.rmtree(tmp / ".x", ignore_errors=True)
+    if not (tmp / "app").is_dir():
+        raise EngineError(f"{image} has no {APP_DIR}")
+    for dirpath, _dirs, _files in os.walk(tmp):
+        os.chmod(dirpath, 0o755)
+    (tmp / "done").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)

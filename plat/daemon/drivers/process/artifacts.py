@@ -26,142 +26,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
-import platform
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from plat.daemon.drivers.container.build import BuildOutcome
+from plat.daemon.drivers.process.dependencies import DependencyFiles, install_deps, toolchain_tag
+from plat.daemon.drivers.process.layout import (
+    ARTIFACT_META,
+    DEPS_ROOT,
+    EMPTY_DEPS,
+    POOL_DIR,
+    TMP_PREFIX,
+    artifact_dir,
+    image_ref,
+    rename_into_place,
+)
 from plat.daemon.serving.function_state import Release
 from plat.daemon.serving.pool import Layout
-from plat.errors import BuildError, PlatError
-from plat.ignore import (
-    IgnoreRules,
-    content_entries,
-    copy_entries,
-    copy_regular,
-    digest_files,
-    open_regular,
-)
+from plat.errors import PlatError
+from plat.ignore import IgnoreRules, content_entries, copy_entries, digest_files
 from plat.manifest import Manifest
 from plat.runtimes import Runtime, get_runtime
 
-PROCESS_IMAGE_PREFIX = "process:"
-POOL_DIR = "_pool"
-DEPS_ROOT = "_deps"
-TMP_PREFIX = ".tmp-"
-EMPTY_DEPS = "empty"
-# Beside app/ and deps: which runtime's shim serves the folder (read by the backend).
-ARTIFACT_META = "artifact.json"
-# How many lines of a failed install's output the BuildError carries.
-TAIL_LINES = 25
 # A dependency folder used (or made) this recently is never pruned: another
 # function's preparation may be about to link it.
 DEPS_GRACE_SECONDS = 600.0
 # Leftovers of a preparation killed with the daemon (no `finally` ran) older than this go.
 STALE_TMP_SECONDS = 3600.0
-
-# One install per dependency folder at a time within this daemon; across
-# processes the rename into place settles who wins.
-_install_locks: dict[Path, asyncio.Lock] = {}
-
-
-def image_ref(artifact: Path) -> str:
-    """The ``InstanceSpec.image`` of an artifact folder."""
-    return f"{PROCESS_IMAGE_PREFIX}{artifact}"
-
-
-def artifact_dir(image: str) -> Path:
-    """The artifact folder named by an ``InstanceSpec.image`` of the process backend.
-
-    Raises PlatError when ``image`` is not a ``process:<dir>`` reference (e.g. an
-    image built for the container backend).
-    """
-    if not image.startswith(PROCESS_IMAGE_PREFIX) or len(image) == len(PROCESS_IMAGE_PREFIX):
-        raise PlatError(
-            f"{image!r} is not a process artifact (expected 'process:<folder>')",
-            hint="redeploy the function so it is prepared for the process backend",
-        )
-    return Path(image[len(PROCESS_IMAGE_PREFIX) :])
-
-
-def artifact_runtime(artifact: Path) -> str:
-    """The runtime an artifact folder was prepared for; PlatError if it is not one."""
-    try:
-        meta = json.loads((artifact / ARTIFACT_META).read_text())
-        runtime = meta["runtime"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PlatError(
-            f"{artifact} is not a prepared function folder (it may have been pruned)",
-            hint="deploy the function again",
-        ) from None
-    return str(runtime)
-
-
-def python_packages(requirements: str) -> bool:
-    """Whether a requirements file names anything to install (not only comments/blanks)."""
-    return any(
-        line.strip() and not line.strip().startswith("#") for line in requirements.splitlines()
-    )
-
-
-def node_packages(package_json: str, source: str = "package.json") -> bool:
-    """Whether a package.json declares (optional) dependencies; dev ones are never installed.
-
-    Raises BuildError when it is not a JSON object.
-    """
-    try:
-        data = json.loads(package_json)
-    except ValueError as exc:
-        raise BuildError(
-            f"{source} is not valid JSON: {exc}", hint="fix the file and deploy again"
-        ) from None
-    if not isinstance(data, dict):
-        raise BuildError(f"{source} must be a JSON object", hint="fix the file and deploy again")
-    wanted = 0
-    for key in ("dependencies", "optionalDependencies"):
-        section = data.get(key) or {}
-        if isinstance(section, dict):
-            wanted += len(section)
-    return wanted > 0
-
-
-@functools.cache
-def _node_abi(node: str | None) -> str:
-    """``process.versions.modules`` of ``node`` (native addons are built for it)."""
-    if node is None:
-        return "none"
-    try:
-        result = subprocess.run(
-            [node, "-p", "process.versions.modules"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
-
-
-def _toolchain_tag(runtime: str, env: Mapping[str, str]) -> str:
-    """What installed packages depend on besides the dependency files.
-
-    Compiled wheels and native addons only work with the interpreter they were
-    installed for, so its identity is part of the dependency folder's key.
-    """
-    if runtime == "python":
-        return f"{sys.implementation.cache_tag}-{platform.machine()}"
-    return f"node-abi{_node_abi(shutil.which('node', path=env.get('PATH')))}-{platform.machine()}"
 
 
 class _Plan:
@@ -171,15 +67,15 @@ class _Plan:
         self.runtime = runtime
         self.source = source
         self.entries = IgnoreRules(source).entries()
-        self.dependencies = content_entries(self.entries, runtime.dependencies)
-        self.dependency_files = list(self.dependencies)
-        self.has_packages = self._has_packages()
-        if self.has_packages:
-            tag = _toolchain_tag(runtime.name, env)
-            names = "\0".join(self.dependency_files)
+        self.deps = DependencyFiles(
+            runtime.name, source, content_entries(self.entries, runtime.dependencies)
+        )
+        if self.deps.has_packages:
+            tag = toolchain_tag(runtime.name, env)
+            names = "\0".join(self.deps.files)
             deps_digest = digest_files(
                 source,
-                list(self.dependencies.values()),
+                list(self.deps.files.values()),
                 f"{runtime.name}\0{tag}\0{names}\0".encode(),
             )
             self.deps_key = f"{runtime.name}-{deps_digest[:16]}"
@@ -191,17 +87,6 @@ class _Plan:
             source, self.entries, f"{runtime.name}\0{self.deps_key}\0".encode()
         )
         self.version = code_digest[:12]
-
-    def _read(self, name: str) -> str:
-        with open_regular(self.source, self.dependencies[name].path) as fh:
-            return fh.read().decode(errors="replace")
-
-    def _has_packages(self) -> bool:
-        if self.runtime.name == "python" and "requirements.txt" in self.dependencies:
-            return python_packages(self._read("requirements.txt"))
-        if self.runtime.name == "node" and "package.json" in self.dependencies:
-            return node_packages(self._read("package.json"), str(self.source / "package.json"))
-        return False
 
 
 async def prepare_artifact(
@@ -237,9 +122,9 @@ async def prepare_artifact(
     target = function_root / plan.version
     deps_dir = work_root / DEPS_ROOT / plan.deps_key
 
-    deps_ready = await asyncio.to_thread(_deps_exists, deps_dir)
+    deps_ready = await asyncio.to_thread(deps_dir.is_dir)
     if not deps_ready:
-        await _install_deps(plan, deps_dir, env, on_line)
+        await install_deps(plan.deps, deps_dir, env, on_line)
     else:
         # Mark it used, so prune keeps it (see DEPS_GRACE_SECONDS).
         with contextlib.suppress(OSError):
@@ -251,14 +136,10 @@ async def prepare_artifact(
     else:
         await asyncio.to_thread(_lay_out, plan, target, deps_dir, manifest.name)
         on_line(f"prepared {manifest.name} {plan.version} ({len(plan.entries)} files) in {target}")
-    if not await asyncio.to_thread(_deps_exists, deps_dir):
+    if not await asyncio.to_thread(deps_dir.is_dir):
         # `plat rm` of the last other function using it removed it meanwhile.
-        await _install_deps(plan, deps_dir, env, on_line)
+        await install_deps(plan.deps, deps_dir, env, on_line)
     return plan.version, image_ref(target), cached
-
-
-def _deps_exists(deps_dir: Path) -> bool:
-    return deps_dir.is_dir()
 
 
 def _lay_out(plan: _Plan, target: Path, deps_dir: Path, name: str) -> None:
@@ -276,147 +157,10 @@ def _lay_out(plan: _Plan, target: Path, deps_dir: Path, name: str) -> None:
         if plan.runtime.name == "node":
             # ES modules ignore NODE_PATH but look in ../node_modules of app/.
             (tmp / "node_modules").symlink_to(Path("deps") / "node_modules")
-        try:
-            tmp.rename(target)
-        except OSError:
-            # Another preparation of the same version got there first: same content.
-            if not target.is_dir():
-                raise
+        rename_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def _install_deps(
-    plan: _Plan, deps_dir: Path, env: Mapping[str, str], on_line: Callable[[str], None]
-) -> None:
-    lock = _install_locks.setdefault(deps_dir, asyncio.Lock())
-    async with lock:
-        if await asyncio.to_thread(_deps_exists, deps_dir):
-            return  # installed by the preparation we waited for
-        deps_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = deps_dir.parent / f"{TMP_PREFIX}{deps_dir.name}-{secrets.token_hex(4)}"
-        tmp.mkdir()
-        try:
-            if plan.runtime.name == "node":
-                (tmp / "node_modules").mkdir()
-            if not plan.has_packages:
-                files = ", ".join(plan.dependency_files) or "no dependency file"
-                on_line(f"no dependencies to install ({files})")
-            else:
-                # Installed from copies, as in the image build: the folder records its input.
-                for name, entry in plan.dependencies.items():
-                    copy_regular(plan.source, entry.path, tmp / name)
-                if plan.runtime.name == "python":
-                    await _pip_install(tmp, env, on_line)
-                else:
-                    await _npm_install(tmp, plan.dependency_files, env, on_line)
-            try:
-                tmp.rename(deps_dir)
-            except OSError:
-                if not deps_dir.is_dir():
-                    raise
-        finally:
-            if tmp.exists():
-                await asyncio.to_thread(shutil.rmtree, tmp, True)
-
-
-async def _pip_install(
-    target: Path, env: Mapping[str, str], on_line: Callable[[str], None]
-) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--no-input",
-        "--disable-pip-version-check",
-        "--no-warn-script-location",
-        "--target",
-        str(target),
-        "-r",
-        str(target / "requirements.txt"),
-    ]
-    await _run_installer(
-        cmd,
-        target,
-        {
-            **env,
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "PIP_NO_INPUT": "1",
-            # Installing into a private --target folder is fine as root.
-            "PIP_ROOT_USER_ACTION": "ignore",
-        },
-        on_line,
-        what="requirements.txt",
-        hint="check requirements.txt: every line must name a package pip can install "
-        "(e.g. humanize==4.17.0); pip's error is in the lines above",
-    )
-
-
-async def _npm_install(
-    target: Path, present: list[str], env: Mapping[str, str], on_line: Callable[[str], None]
-) -> None:
-    npm = shutil.which("npm", path=env.get("PATH"))
-    if npm is None:
-        raise BuildError(
-            "npm is not installed, and package.json lists dependencies",
-            hint="install Node.js with npm, or use the container backend",
-        )
-    verb = "ci" if "package-lock.json" in present else "install"
-    cmd = [npm, verb, "--omit=dev", "--no-audit", "--no-fund", "--update-notifier=false"]
-    await _run_installer(
-        cmd,
-        target,
-        dict(env),
-        on_line,
-        what="package.json",
-        hint="check the dependencies in package.json (and package-lock.json); "
-        "npm's error is in the lines above",
-    )
-
-
-async def _run_installer(
-    cmd: list[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    on_line: Callable[[str], None],
-    *,
-    what: str,
-    hint: str,
-) -> None:
-    """Run an installer, streaming its merged output; BuildError with the tail on failure."""
-    on_line("$ " + " ".join(cmd))
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        cwd=cwd,
-        env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        # Own group, so cancelling stops pip's or npm's children too.
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    try:
-        async for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            tail.append(line)
-            on_line(line)
-        code = await proc.wait()
-    except BaseException:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        raise
-    if code != 0:
-        raise BuildError(
-            f"installing the dependencies from {what} failed ({Path(cmd[0]).name} exit {code})",
-            log_tail="\n".join(tail),
-            hint=hint,
-        )
 
 
 def prune_artifacts(work_root: Path, name: str, keep: set[str]) -> None:

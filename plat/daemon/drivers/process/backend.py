@@ -23,27 +23,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from plat.daemon.drivers.base import (
     LOOPBACK,
+    InstanceExit,
     InstanceSpec,
     OutputLine,
     RunningInstance,
     free_port,
 )
-from plat.daemon.drivers.process.artifacts import artifact_dir, artifact_runtime
+from plat.daemon.drivers.process.environment import instance_environment
+from plat.daemon.drivers.process.layout import artifact_dir, artifact_runtime
 from plat.errors import ConflictError, PlatError
 from plat.runtimes import runtimes_root
+from plat.subprocesses import death_signal_hook
 
 # Lines of output kept per instance: what output() replays to a reader that
 # attaches after start, and what logs() can return.
@@ -54,24 +56,8 @@ READ_CHUNK = 64 * 1024
 # After the process is gone, how long stop() waits for its pipes to reach EOF
 # (a grandchild in another session could hold them open).
 PIPE_DRAIN_SECONDS = 2.0
-# Host variables an instance inherits; everything else of the daemon's
-# environment stays out (credentials, PLAT_*, the daemon's own PYTHONPATH...).
-PASSED_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-)
+# Exits kept for an ``events(since=...)`` reader that subscribes after them.
+EXITS_KEPT = 256
 # -S: no `site`, so a handler imports the standard library and its own
 # dependencies only, as in the image, never the daemon's packages or the user's
 # ~/.local ones (a missing requirement fails here too, not first in a container).
@@ -81,72 +67,6 @@ SHIMS = {
     "python": Path("python") / "shim" / "plat_shim.py",
     "node": Path("node") / "shim" / "plat-shim.cjs",
 }
-
-_PR_SET_PDEATHSIG = 1
-
-
-def death_signal_hook(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel send ``sig`` to the child when the daemon dies.
-
-    SIGKILL rather than SIGTERM: with the daemon gone nobody routes requests or
-    reads the output, so a graceful drain has no audience, and a handler that
-    ignores SIGTERM must not linger. If the daemon died between fork and prctl,
-    the child is already orphaned and kills itself. None where prctl does not
-    exist (not Linux): instances then outlive a killed daemon.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    # Strictly the signal comes when the forking *thread* ends: the daemon forks
-    # from its event loop thread, which lives as long as the daemon.
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sig)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
-
-    return hook
-
-
-def _prepend(first: str, rest: str | None) -> str:
-    return f"{first}{os.pathsep}{rest}" if rest else first
-
-
-def instance_environment(
-    spec: InstanceSpec, artifact: Path, runtime: str, port: int, host_env: Mapping[str, str]
-) -> dict[str, str]:
-    """The environment of one instance (pure).
-
-    A minimal base from ``host_env`` (PASSED_ENV), then ``spec.env`` (the
-    manifest's env and ``PLAT_HANDLER``), then what plat sets: ``PORT``,
-    ``PLAT_HOST``, ``PLAT_FUNCTION``, ``PLAT_VERSION`` and the dependency path,
-    which goes before a ``PYTHONPATH``/``NODE_PATH`` the manifest sets.
-    """
-    env = {key: host_env[key] for key in PASSED_ENV if host_env.get(key)}
-    env.setdefault("PATH", os.defpath)
-    env.update(spec.env)
-    deps = artifact / "deps"
-    if runtime == "python":
-        env["PYTHONPATH"] = _prepend(str(deps), spec.env.get("PYTHONPATH"))
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env["PYTHONUNBUFFERED"] = "1"
-    elif runtime == "node":
-        env["NODE_PATH"] = _prepend(str(deps / "node_modules"), spec.env.get("NODE_PATH"))
-        # As in the node image: libraries pick their production behaviour.
-        env.setdefault("NODE_ENV", "production")
-    env.update(
-        {
-            "PORT": str(port),
-            "PLAT_HOST": LOOPBACK,
-            "PLAT_FUNCTION": spec.function,
-            "PLAT_VERSION": spec.version,
-        }
-    )
-    return env
 
 
 @dataclass(eq=False)
@@ -160,6 +80,7 @@ class _Instance:
     open_streams: int = 2
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None  # tells ``events`` readers of the exit
 
     @property
     def alive(self) -> bool:
@@ -197,6 +118,9 @@ class ProcessBackend:
         self._instances: dict[str, _Instance] = {}
         self._starting_ports: set[int] = set()
         self._starting_ids: set[str] = set()
+        self._exits: deque[InstanceExit] = deque(maxlen=EXITS_KEPT)
+        self._subscribers: set[asyncio.Queue[InstanceExit | None]] = set()
+        self._closed = False
 
     @property
     def endpoint(self) -> str:
@@ -246,7 +170,10 @@ class ProcessBackend:
                 # Its own group: stop() signals the shim and whatever the handler spawned,
                 # and a Ctrl-C meant for `plat daemon run` does not reach instances.
                 start_new_session=True,
-                preexec_fn=death_signal_hook(),
+                # SIGKILL: with the daemon gone nobody routes requests or reads the output,
+                # so a graceful drain has no audience, and a handler that ignores SIGTERM
+                # must not linger.
+                preexec_fn=death_signal_hook(signal.SIGKILL),
             )
         except OSError as exc:
             raise PlatError(
@@ -271,8 +198,21 @@ class ProcessBackend:
             asyncio.create_task(self._read(inst, proc.stdout, "stdout"), name=f"out-{instance_id}"),
             asyncio.create_task(self._read(inst, proc.stderr, "stderr"), name=f"err-{instance_id}"),
         ]
+        inst.watcher = asyncio.create_task(self._watch(inst), name=f"exit-{instance_id}")
         self._instances[instance_id] = inst
         return running
+
+    async def _watch(self, inst: _Instance) -> None:
+        code = await inst.proc.wait()
+        ended = InstanceExit(
+            instance_id=inst.running.id,
+            backend_ref=inst.running.backend_ref,
+            exit_code=128 - code if code < 0 else code,  # -9 (SIGKILL) -> 137, as a shell says
+            ts=time.time(),
+        )
+        self._exits.append(ended)
+        for queue in self._subscribers:
+            queue.put_nowait(ended)
 
     def _pick_port(self) -> int:
         """A free port that no instance of ours holds or is about to bind.
@@ -358,6 +298,8 @@ class ProcessBackend:
         if inst.alive:
             await self.stop(instance, timeout=0.0)
         await self._drain(inst)
+        if inst.watcher is not None:  # the exit is told before the instance is forgotten
+            await asyncio.wait([inst.watcher])
         self._instances.pop(instance.id, None)
 
     async def output(
@@ -420,8 +362,30 @@ class ProcessBackend:
         lines = list(inst.lines)[-tail:]
         return "".join(f"{line.text}\n" for line in lines)
 
+    async def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
+        """Exits of the processes this object started, whatever ended them (``stop``
+        too), from ``since`` on (the last EXITS_KEPT exits are kept for it). The exit
+        code is as a shell reports it: 128 + the signal for a killed process. Ends when
+        the backend closes; never fails (no engine to lose)."""
+        queue: asyncio.Queue[InstanceExit | None] = asyncio.Queue()
+        for past in self._exits:
+            if since is not None and past.ts >= since:
+                queue.put_nowait(past)
+        if self._closed:
+            queue.put_nowait(None)
+        self._subscribers.add(queue)
+        try:
+            while (ended := await queue.get()) is not None:
+                yield ended
+        finally:
+            self._subscribers.discard(queue)
+
     async def close(self) -> None:
-        """Stop and forget every instance (used when the daemon shuts down)."""
+        """Stop and forget every instance (used when the daemon shuts down); ``events``
+        readers get those exits, then their iteration ends."""
         instances = [inst.running for inst in self._instances.values()]
         await asyncio.gather(*(self.stop(running) for running in instances))
         await asyncio.gather(*(self.remove(running) for running in instances))
+        self._closed = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)

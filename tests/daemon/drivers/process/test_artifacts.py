@@ -1,4 +1,5 @@
-"""plat.daemon.drivers.process.artifacts: the folders the process backend runs (real pip, npm)."""
+"""plat.daemon.drivers.process.artifacts and .dependencies: the folders the process backend
+runs (real pip, npm)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.drivers.process import artifacts
-from plat.daemon.drivers.process.artifacts import (
+from plat.daemon.drivers.process import artifacts, dependencies
+from plat.daemon.drivers.process.artifacts import prepare_artifact, prune_artifacts
+from plat.daemon.drivers.process.dependencies import node_packages, python_packages
+from plat.daemon.drivers.process.layout import (
     ARTIFACT_META,
     DEPS_ROOT,
+    TMP_PREFIX,
     artifact_dir,
     artifact_runtime,
-    node_packages,
-    prepare_artifact,
-    prune_artifacts,
-    python_packages,
 )
 from plat.errors import BuildError, PlatError
 from plat.ignore import UnsafeFolderError
@@ -53,7 +53,7 @@ async def prepare(
 
 
 def leftovers(work: Path) -> list[Path]:
-    return [p for p in work.rglob(f"{artifacts.TMP_PREFIX}*")]
+    return [p for p in work.rglob(f"{TMP_PREFIX}*")]
 
 
 async def test_layout_and_image_ref(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ async def test_cancelled_install_leaves_no_half_folder(
         started.set()
         await asyncio.sleep(60)
 
-    monkeypatch.setattr(artifacts, "_pip_install", slow_install)
+    monkeypatch.setattr(dependencies, "_pip_install", slow_install)
     source = python_function(tmp_path / "src", "humanize==4.17.0\n")
     work = tmp_path / "work"
     task = asyncio.create_task(prepare(source, work))
@@ -222,7 +222,9 @@ async def test_cancelling_the_installer_kills_it(tmp_path: Path) -> None:
     cmd = ["sh", "-c", f"echo $$ > {pid_file}; echo working; exec sleep 60"]
     lines: list[str] = []
     task = asyncio.create_task(
-        artifacts._run_installer(cmd, tmp_path, dict(os.environ), lines.append, what="x", hint="y")
+        dependencies._run_installer(
+            cmd, tmp_path, dict(os.environ), lines.append, what="x", hint="y"
+        )
     )
     for _ in range(500):
         if "working" in lines:
@@ -239,11 +241,11 @@ async def test_cancelling_the_installer_kills_it(tmp_path: Path) -> None:
 async def test_failed_installer_tail_is_bounded(tmp_path: Path) -> None:
     cmd = ["sh", "-c", "for i in $(seq 1 100); do echo line-$i; done; exit 3"]
     with pytest.raises(BuildError) as info:
-        await artifacts._run_installer(
+        await dependencies._run_installer(
             cmd, tmp_path, dict(os.environ), lambda _l: None, what="x", hint="y"
         )
     tail = info.value.log_tail.splitlines()
-    assert len(tail) == artifacts.TAIL_LINES
+    assert len(tail) == dependencies.TAIL_LINES
     assert tail[-1] == "line-100"
     assert "exit 3" in info.value.message
 
@@ -291,8 +293,8 @@ def test_prune_keeps_what_is_asked_and_collects_unused_deps(tmp_path: Path) -> N
         folder = work / name / version
         (folder / "app").mkdir(parents=True)
         (folder / "deps").symlink_to(os.path.relpath(deps_root / key, folder))
-    stale_tmp = work / "fn" / f"{artifacts.TMP_PREFIX}ddd-1234"
-    fresh_tmp = work / "fn" / f"{artifacts.TMP_PREFIX}eee-5678"
+    stale_tmp = work / "fn" / f"{TMP_PREFIX}ddd-1234"
+    fresh_tmp = work / "fn" / f"{TMP_PREFIX}eee-5678"
     stale_tmp.mkdir()
     fresh_tmp.mkdir()
     long_ago = time.time() - 2 * artifacts.STALE_TMP_SECONDS

@@ -24,8 +24,8 @@ from plat.daemon.drivers.process.backend import (
     MAX_LINE_BYTES,
     ProcessBackend,
     _Instance,
-    instance_environment,
 )
+from plat.daemon.drivers.process.environment import instance_environment
 from plat.daemon.serving.probe import PROBE_HEADER, wait_ready
 from plat.errors import ConflictError, PlatError
 from plat.manifest import Manifest

@@ -8,6 +8,7 @@ import shutil
 
 from plat.daemon.drivers.container.builders import BuildJob, LineSink
 from plat.errors import BuildError
+from plat.subprocesses import stream_lines
 
 TRANSIENT = "layer not known"
 STEP_RE = re.compile(r"^(STEP \d+(?:/\d+)?: .*)$")
@@ -71,22 +72,13 @@ class BuildahBuilder:
     async def _build(self, job: BuildJob, on_line: LineSink) -> None:
         cmd = build_command(job)
         on_line("$ " + " ".join(cmd))
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        assert proc.stdout is not None
         lines: list[str] = []
-        try:
-            async for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                lines.append(line)
-                on_line(line)
-            code = await proc.wait()
-        except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            raise
+
+        def keep(line: str) -> None:
+            lines.append(line)
+            on_line(line)
+
+        code = await stream_lines(cmd, keep)
         if code != 0:
             step = failing_step(lines)
             where = f" at {step}" if step else ""

@@ -2,85 +2,75 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
-from typing import Any
-
-import docker
-import docker.errors
+import json
 
 from plat.daemon.drivers.container.builders import BuildJob, LineSink
-from plat.engine import SDK_POOLS
+from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.errors import BuildError
+
+# The longest a build may go without a line of output (seconds).
+QUIET_TIMEOUT = 600.0
+# The name a Containerfile from outside the context has in the context sent.
+OUTSIDE_CONTAINERFILE = ".plat.outside.Containerfile"
+
+
+def build_params(job: BuildJob) -> dict[str, str]:
+    """The query of ``POST /build`` for ``job`` (pure)."""
+    dockerfile = (
+        str(job.containerfile.relative_to(job.context))
+        if job.containerfile.is_relative_to(job.context)
+        else OUTSIDE_CONTAINERFILE
+    )
+    params = {"t": job.tag, "dockerfile": dockerfile, "rm": "1", "pull": "0"}
+    if job.labels:
+        params["labels"] = json.dumps(job.labels)
+    if job.build_args:
+        params["buildargs"] = json.dumps(job.build_args)
+    return params
 
 
 class EngineBuilder:
+    """The daemon does not close builders: each call has a connection of its own,
+    closed when it ends."""
+
     name = "engine"
 
     def __init__(self, endpoint: str) -> None:
-        self._client = docker.APIClient(base_url=endpoint, timeout=600, num_pools=SDK_POOLS)
+        self.endpoint = endpoint
 
     async def image_exists(self, tag: str) -> bool:
-        def check() -> bool:
-            try:
-                self._client.inspect_image(tag)
-                return True
-            except docker.errors.ImageNotFound:
-                return False
-
-        return await asyncio.to_thread(check)
+        async with Engine(self.endpoint) as engine:
+            return await engine.image_exists(tag)
 
     async def remove_image(self, tag: str) -> None:
-        def remove() -> None:
-            with contextlib.suppress(docker.errors.APIError):
-                self._client.remove_image(tag)
-
-        await asyncio.to_thread(remove)
+        async with Engine(self.endpoint) as engine:
+            with contextlib.suppress(EngineAPIError):  # in use, or gone already
+                await engine.remove_image(tag)
 
     async def build(self, job: BuildJob, on_line: LineSink) -> None:
-        loop = asyncio.get_running_loop()
         lines: list[str] = []
-        cancelled = threading.Event()
 
         def emit(line: str) -> None:
             lines.append(line)
-            loop.call_soon_threadsafe(on_line, line)
+            on_line(line)
 
-        def run() -> str | None:
-            dockerfile = (
-                str(job.containerfile.relative_to(job.context))
-                if job.containerfile.is_relative_to(job.context)
-                else str(job.containerfile)
-            )
-            stream: Any = self._client.build(
-                path=str(job.context),
-                dockerfile=dockerfile,
-                tag=job.tag,
-                labels=job.labels,
-                buildargs=job.build_args,
-                rm=True,
-                decode=True,
-                pull=False,
-            )
-            for chunk in stream:
-                if cancelled.is_set():
-                    return "cancelled"
-                if "stream" in chunk:
-                    for line in str(chunk["stream"]).splitlines():
-                        emit(line)
-                if "error" in chunk:
-                    emit(str(chunk["error"]))
-                    return str(chunk["error"]).strip()
-            return None
-
+        error = None
+        extra = {}
+        if not job.containerfile.is_relative_to(job.context):
+            extra[OUTSIDE_CONTAINERFILE] = job.containerfile
         try:
-            error = await asyncio.to_thread(run)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        except docker.errors.APIError as exc:
-            raise BuildError(f"build of {job.tag} failed: {exc.explanation or exc}") from exc
+            async with Engine(self.endpoint, timeout=QUIET_TIMEOUT) as engine:
+                async for chunk in engine.build(job.context, build_params(job), extra):
+                    if "stream" in chunk:
+                        for line in str(chunk["stream"]).splitlines():
+                            emit(line)
+                    if "error" in chunk:
+                        emit(str(chunk["error"]))
+                        error = str(chunk["error"]).strip()
+                        break
+        except EngineAPIError as exc:
+            raise BuildError(f"build of {job.tag} failed: {exc.explanation}") from exc
         if error:
             step = next((ln for ln in reversed(lines) if ln.upper().startswith("STEP ")), None)
             raise BuildError(

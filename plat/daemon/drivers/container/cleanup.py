@@ -1,0 +1,74 @@
+"""Removing every container of a daemon that is gone, or could not close in time.
+
+Blocking, for ``plat daemon stop``: through the Engine API when it answers, else
+through the podman CLI (the daemon's own ``podman system service`` went with it;
+its containers did not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+from plat.daemon.drivers.base import LABEL_DAEMON
+from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+def remove_all(endpoint: str, daemon_id: str, timeout: float = 30.0) -> tuple[list[str], list[str]]:
+    """Remove every container labelled ``plat.daemon=<daemon_id>``, running or not
+    (``podman rm -f``); returns the names removed and those still there afterwards.
+
+    Blocking (it runs its own event loop: call it from a thread or the CLI). Raises
+    EngineError when the engine cannot be reached.
+    """
+    return asyncio.run(_remove_all(endpoint, daemon_id, timeout))
+
+
+def _names(entry: Mapping[str, Any]) -> str:
+    return ",".join(n.lstrip("/") for n in entry.get("Names") or []) or str(entry.get("Id"))
+
+
+async def _remove_all(endpoint: str, daemon_id: str, timeout: float) -> tuple[list[str], list[str]]:
+    filters = {"label": [f"{LABEL_DAEMON}={daemon_id}"]}
+    async with Engine(endpoint, timeout=timeout) as engine:
+        removed = []
+        for entry in await engine.containers(filters):
+            try:
+                await engine.remove(str(entry["Id"]), volumes=True)
+            except EngineAPIError as exc:  # named in ``remaining`` below
+                log.warning("removing %s: %s", _names(entry), exc.explanation)
+                continue
+            removed.append(_names(entry))
+        remaining = [_names(entry) for entry in await engine.containers(filters)]
+    return removed, remaining
+
+
+def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str], list[str]]:
+    """``remove_all`` through the podman CLI, for when no Engine API answers.
+    Raises EngineError when podman is missing or fails."""
+    exe = shutil.which(podman)
+    if exe is None:
+        raise EngineError("podman is not installed", hint="run `plat doctor`")
+    listing = [exe, "ps", "-a", "--filter", f"label={LABEL_DAEMON}={daemon_id}"]
+    listing += ["--format", "{{.Names}}"]
+
+    def run(cmd: list[str]) -> list[str]:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise EngineError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+        return [line for line in proc.stdout.split() if line]
+
+    found = run(listing)
+    if found:
+        with contextlib.suppress(EngineError):  # what stays is named by the listing below
+            run([exe, "rm", "-f", "-t", "0", *found])
+    remaining = run(listing)
+    return [name for name in found if name not in remaining], remaining
