@@ -124,6 +124,25 @@ def other_release(fs: FunctionState, version: str) -> Release:
     return Release(fs.manifest, version, f"img-{version}")
 
 
+def taken(fs: FunctionState) -> Instance:
+    """A slot taken at once (an instance must have one free)."""
+    inst = fs.take()
+    assert inst is not None
+    return inst
+
+
+async def queue(
+    fs: FunctionState, count: int, *, queue_limit: int = 10
+) -> list[asyncio.Task[Instance]]:
+    """``count`` callers queued for a slot, in this order."""
+    tasks = [
+        asyncio.create_task(fs.wait_for_slot(queue_limit=queue_limit, timeout=5.0))
+        for _ in range(count)
+    ]
+    await asyncio.sleep(0)
+    return tasks
+
+
 async def test_capacity_counts_ready_instances_and_starts_of_the_current_code() -> None:
     fs = make_state(instances=2)
     fs.instances[1].state = "suspect"
@@ -162,10 +181,8 @@ async def test_take_picks_the_least_busy_ready_instance_with_a_free_slot() -> No
 
 async def test_a_full_queue_refuses_with_too_many_requests() -> None:
     fs = make_state()
-    first = fs.take()
-    assert first is not None
-    queued = [asyncio.create_task(fs.wait_for_slot(queue_limit=2, timeout=5.0)) for _ in range(2)]
-    await asyncio.sleep(0)
+    first = taken(fs)
+    queued = await queue(fs, 2, queue_limit=2)
     with pytest.raises(TooManyRequests, match="2 requests are already waiting"):
         await fs.wait_for_slot(queue_limit=2, timeout=5.0)
     for task in queued:  # each slot, freed, goes to the next in the queue
@@ -178,8 +195,7 @@ async def test_a_full_queue_refuses_with_too_many_requests() -> None:
 async def test_starts_under_way_make_room_in_the_queue_for_their_slots() -> None:
     fs = make_state(concurrency=2, instances=0)
     fs.starting.add(Start(fs.release))
-    queued = [asyncio.create_task(fs.wait_for_slot(queue_limit=0, timeout=5.0)) for _ in range(2)]
-    await asyncio.sleep(0)
+    queued = await queue(fs, 2, queue_limit=0)
     assert len(fs.waiters) == 2
     with pytest.raises(TooManyRequests):
         await fs.wait_for_slot(queue_limit=0, timeout=5.0)
@@ -199,8 +215,7 @@ async def test_no_instance_within_the_timeout_is_no_capacity() -> None:
 
 async def test_waiters_are_served_in_the_order_they_came() -> None:
     fs = make_state()
-    first = fs.take()
-    assert first is not None
+    first = taken(fs)
     served: list[int] = []
 
     async def caller(n: int) -> None:
@@ -220,8 +235,7 @@ async def test_waiters_are_served_in_the_order_they_came() -> None:
 
 async def test_an_instance_that_gets_ready_takes_waiters_up_to_its_concurrency() -> None:
     fs = make_state(concurrency=2, instances=0)
-    queued = [asyncio.create_task(fs.wait_for_slot(queue_limit=10, timeout=5.0)) for _ in range(3)]
-    await asyncio.sleep(0)
+    queued = await queue(fs, 3)
     fs.dispatch()  # nothing ready: nobody served
     assert len(fs.waiters) == 3
     running = RunningInstance("new", "f", "v1", "127.0.0.1", 2000, "refnew")
@@ -238,10 +252,8 @@ async def test_an_instance_that_gets_ready_takes_waiters_up_to_its_concurrency()
 
 async def test_a_slot_freed_on_a_draining_instance_goes_to_no_waiter() -> None:
     fs = make_state()
-    inst = fs.take()
-    assert inst is not None
-    queued = asyncio.create_task(fs.wait_for_slot(queue_limit=10, timeout=5.0))
-    await asyncio.sleep(0)
+    inst = taken(fs)
+    [queued] = await queue(fs, 1)
     inst.state = "draining"
     fs.release_slot(inst)
     await asyncio.sleep(0)
@@ -254,8 +266,8 @@ async def test_a_slot_freed_on_a_draining_instance_goes_to_no_waiter() -> None:
 
 async def test_the_books_catch_a_slot_taken_behind_their_back() -> None:
     fs = make_state(concurrency=2)
-    inst = fs.take()
-    assert inst is not None and fs.admission().ok
+    inst = taken(fs)
+    assert fs.admission().ok
     inst.inflight += 1  # not through take(): nobody holds it
     assert not fs.admission().ok
     inst.inflight -= 1
