@@ -11,7 +11,6 @@ of the function folder, and a build can be made to fail or to wait.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import socket
@@ -20,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from plat.daemon.deployer import Deployer
 from plat.daemon.drivers.base import (
@@ -362,14 +363,24 @@ def release(spec: Manifest, version: str = "v1") -> Release:
     return Release(spec, version, image_of(spec.name, version))
 
 
-@contextlib.asynccontextmanager
-async def opened_store(path: Path) -> AsyncIterator[Store]:
-    store = Store(path)
+# The fixtures a test module gets by importing them (named here to keep the import
+# apart from the parameter): ``from tests.daemon.fakes import backend_fixture, ...``.
+
+
+@pytest.fixture(name="store")
+async def store_fixture(tmp_path: Path) -> AsyncIterator[Store]:
+    """The real store, in a fresh SQLite file."""
+    store = Store(tmp_path / "plat.db")
     await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(name="backend")
+async def backend_fixture() -> AsyncIterator[FakeBackend]:
+    backend = FakeBackend()
+    yield backend
+    await backend.close()
 
 
 def make_controller(store: Store, backend: FakeBackend, **settings: Any) -> Controller:

@@ -22,30 +22,18 @@ from plat.daemon.serving.pool import WarmPool
 from plat.daemon.store import Store
 from plat.errors import EngineError, NotFoundError, PlatError
 from plat.manifest import Manifest
-from tests.daemon.fakes import (
+from tests.daemon.fakes import (  # noqa: F401 (fixtures)
     FakeBackend,
     FakeSources,
+    backend_fixture,
     eventually,
     make_controller,
     manifest,
-    opened_store,
     release,
+    store_fixture,
 )
 
 MakeController = Callable[..., Controller]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with opened_store(tmp_path / "plat.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[FakeBackend]:
-    fake = FakeBackend()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture
