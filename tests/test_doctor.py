@@ -6,16 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from plat.doctor import (
-    DROP_IN,
-    BaseImageFacts,
-    Check,
-    Facts,
-    cgroup_layout,
-    failed,
-    judge,
-    merge_containers_conf,
-)
+from plat.doctor.checks import DROP_IN, Check, failed, judge
+from plat.doctor.facts import BaseImageFacts, Facts
+from plat.doctor.host import cgroup_layout, merge_containers_conf
 from plat.engine import EngineInfo
 
 PODMAN = EngineInfo("unix:///run/podman/podman.sock", "podman", "4.3.1", "1.41")

@@ -24,7 +24,9 @@ def doctor(
 
     from plat.config import load_config
     from plat.console import out
-    from plat.doctor import facts_to_json, failed, gather_facts, judge
+    from plat.doctor.checks import failed, judge
+    from plat.doctor.facts import facts_to_json
+    from plat.doctor.host import gather_facts
 
     env = dict(os.environ)
     home = Home.from_env(env)
