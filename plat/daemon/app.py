@@ -19,11 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from plat import __version__
 from plat import engine as engines
+from plat.api import PoolStatus, Status
 from plat.config import Config
 from plat.credentials import basic_header, ensure_password
 from plat.daemon.collector import LogCollector
-from plat.daemon.control import control_runner
+from plat.daemon.control import control_routes, control_runner
 from plat.daemon.deployer import Artifacts, Deployer
 from plat.daemon.drivers.base import Backend
 from plat.daemon.drivers.container.backend import ContainerBackend
@@ -34,6 +36,7 @@ from plat.daemon.drivers.container.builders.engine import EngineBuilder
 from plat.daemon.drivers.container.unpack import ImageUnpacker
 from plat.daemon.drivers.process.artifacts import ProcessArtifacts
 from plat.daemon.drivers.process.backend import ProcessBackend
+from plat.daemon.functions import Functions
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
 from plat.daemon.http.fdlimit import connection_cap, raise_open_files
@@ -70,6 +73,12 @@ def choose_builder(config: Config, engine_name: str, endpoint: str) -> Builder:
     return EngineBuilder(endpoint)
 
 
+def pool_status(pool: WarmPool | None) -> PoolStatus:
+    if pool is None or not pool.enabled:
+        return {"size": 0, "pools": []}
+    return {"size": pool.size, "pools": [state._asdict() for state in pool.states()]}  # type: ignore[misc]
+
+
 class Daemon:
     def __init__(self, home: Home, config: Config, env: Mapping[str, str]) -> None:
         self.home = home
@@ -89,6 +98,7 @@ class Daemon:
         self.controller: Controller
         self.gateway: Gateway
         self.deployer: Deployer
+        self.functions: Functions
         self.journal: Journal
         self.collector: LogCollector
         self.metrics: Metrics
@@ -153,11 +163,14 @@ class Daemon:
         )
         await self.controller.start()
         self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
+        self.functions = Functions(
+            self.store, self.controller, self.deployer, self.metrics, url_of=self.function_url
+        )
 
         self.auth_header = basic_header(password)
         # The gateway port's other routes, served by aiohttp behind the gateway.
         others = web.Application(client_max_size=self.config.max_body + 1)
-        others.add_routes(health_routes(self))
+        others.add_routes(health_routes(self.store, backend, self.started_at))
         others.add_routes(
             metrics_routes(
                 self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
@@ -268,7 +281,15 @@ class Daemon:
         self._stack.push_async_callback(server.close)
         self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
 
-        runner = control_runner(self)
+        routes = control_routes(
+            self.functions,
+            self.store,
+            self.journal,
+            self.tasks,
+            status=self.status,
+            shutdown=self.stop_event.set,
+        )
+        runner = control_runner(routes)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         sock_path = self.home.socket
@@ -282,6 +303,24 @@ class Daemon:
         os.chmod(sock_path, 0o600)
         self._stack.callback(lambda: sock_path.unlink(missing_ok=True))
         log.info("gateway on %s, control socket %s", self.gateway_url, sock_path)
+
+    def function_url(self, name: str) -> str:
+        return f"{self.gateway_url}/function/{name}"
+
+    def status(self) -> Status:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime": time.time() - self.started_at,
+            "home": str(self.home.root),
+            "gateway_url": self.gateway_url,
+            "backend": self.backend.name,
+            "backend_warning": self.backend_warning,
+            "engine": self.engine_description,
+            "builder": self.functions.builder,
+            "functions": len(self.functions),
+            "pool": pool_status(self.controller.pool),
+        }
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from plat.api import DeployEvent, Timings, message
 from plat.daemon.drivers.container.build import BuildOutcome
 from plat.daemon.drivers.container.builders import LineSink
 from plat.daemon.metrics import Metrics
@@ -23,7 +24,7 @@ from plat.daemon.store import Store
 from plat.errors import BuildError
 from plat.manifest import Manifest
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[DeployEvent], None]
 
 
 class Artifacts(Protocol):
@@ -93,16 +94,16 @@ class Deployer:
             )
             release = Release(manifest, outcome.version, outcome.image, dict(outcome.mounts))
             fs = self.controller.functions.get(manifest.name)
-            timings = {"build": outcome.seconds, "start": 0.0, "ready": 0.0, "swap": 0.0}
+            timings: Timings = {"build": outcome.seconds, "start": 0.0, "ready": 0.0, "swap": 0.0}
             if fs is not None and fs.release == release and fs.ready_instances():
-                emit({"type": "event", "message": "already serving this version"})
+                emit(message("already serving this version"))
             else:
                 emit({"type": "phase", "phase": "start"})
                 before_swap = time.monotonic()
                 fs = await self.controller.deploy(
                     release,
                     str(source.resolve()),
-                    on_event=lambda m: emit({"type": "event", "message": m}),
+                    on_event=lambda m: emit(message(m)),
                 )
                 new = [i for i in fs.instances if i.ready_seconds is not None]
                 timings["start"] = max((i.start_seconds or 0.0) for i in new) if new else 0.0

@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from plat.daemon.drivers.base import Backend
+from plat.daemon.store import Store
 from plat.errors import PlatError
 
-if TYPE_CHECKING:
-    from plat.daemon.app import Daemon
 
-
-def health_routes(daemon: Daemon) -> list[web.RouteDef]:
+def health_routes(store: Store, backend: Backend, started_at: float) -> list[web.RouteDef]:
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "uptime": time.time() - daemon.started_at})
+        return web.json_response({"status": "ok", "uptime": time.time() - started_at})
 
     async def readyz(request: web.Request) -> web.Response:
         checks: dict[str, str] = {}
         try:
-            await asyncio.wait_for(daemon.store.ping(), timeout=2)
+            await asyncio.wait_for(store.ping(), timeout=2)
             checks["store"] = "ok"
         except (PlatError, TimeoutError, OSError) as exc:
             checks["store"] = f"unreachable: {exc}"
         try:
-            await asyncio.wait_for(daemon.backend.list(), timeout=5)
+            await asyncio.wait_for(backend.list(), timeout=5)
             checks["engine"] = "ok"
         except (PlatError, TimeoutError, OSError) as exc:
             checks["engine"] = f"unreachable: {exc}"

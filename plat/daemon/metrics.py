@@ -27,11 +27,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from plat import __version__
+from plat.api import InstanceCount, PoolState, ScalerState
 from plat.credentials import check_basic
+from plat.daemon.serving.instance import INSTANCE_STATES
 
 log = logging.getLogger(__name__)
 
-InstanceStates = Callable[[], Iterable[tuple[str, str, int]]]
+InstanceStates = Callable[[], Iterable[InstanceCount]]
 
 # Proxy hops of a fraction of a millisecond up to the default 30 s timeout.
 INVOCATION_BUCKETS = (
@@ -56,7 +58,6 @@ COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
 # A cached build is a digest lookup; a real one installs dependencies (minutes).
 BUILD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
-INSTANCE_STATES = ("starting", "ready", "suspect", "draining")
 BUILD_RESULTS = ("built", "cached", "failed")
 
 
@@ -116,7 +117,7 @@ class _InstancesCollector(Collector):
         return [family]
 
 
-ScalerStates = Callable[[], Iterable[tuple[str, int, int, float, bool]]]
+ScalerStates = Callable[[], Iterable[ScalerState]]
 
 
 class _ScalerCollector(Collector):
@@ -153,7 +154,7 @@ class _ScalerCollector(Collector):
         return families
 
 
-PoolStates = Callable[[], Iterable[tuple[str, int, int, int, int]]]
+PoolStates = Callable[[], Iterable[PoolState]]
 
 
 class _PoolCollector(Collector):

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from plat.api import InstanceCount, ScalerState
 from plat.daemon.collector import LogCollector
 from plat.daemon.drivers.base import Backend
 from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
@@ -115,7 +116,7 @@ class Controller:
             raise no_function(name)
         return fs
 
-    def instance_states(self) -> list[tuple[str, str, int]]:
+    def instance_states(self) -> list[InstanceCount]:
         """(function, state, count) of every instance, for the metrics."""
         counts: dict[tuple[str, str], int] = {}
         for fs in self.functions.values():
@@ -126,7 +127,7 @@ class Controller:
                 counts[(fs.name, "starting")] = len(fs.starting)
         for name, count in self.instances.draining_counts().items():
             counts[(name, "draining")] = counts.get((name, "draining"), 0) + count
-        return [(fn, state, n) for (fn, state), n in counts.items()]
+        return [InstanceCount(fn, state, n) for (fn, state), n in counts.items()]
 
     def live_instances(self, name: str) -> list[Instance]:
         """Every instance of ``name`` the controller holds: starting, serving, draining
@@ -343,15 +344,14 @@ class Controller:
             except Exception:
                 log.exception("autoscaler tick failed")
 
-    def scaler_states(self) -> list[tuple[str, int, int, float, bool]]:
-        """(function, desired, actual, observed concurrency, panicking) for the metrics."""
+    def scaler_states(self) -> list[ScalerState]:
+        """Each function's autoscaler, for the metrics."""
         out = []
         for fs in self.functions.values():
             d = fs.decision
             observed = d.observed_stable if d else 0.0
-            out.append(
-                (fs.name, fs.target, len(fs.ready_instances()), observed, bool(d and d.panicking))
-            )
+            ready = len(fs.ready_instances())
+            out.append(ScalerState(fs.name, fs.target, ready, observed, bool(d and d.panicking)))
         return out
 
     # repair

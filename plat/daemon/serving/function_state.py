@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from plat.api import AdmissionView
 from plat.daemon.serving.autoscaler import Autoscaler, Decision
 from plat.daemon.serving.instance import Instance, Start
 from plat.daemon.serving.release import Release
@@ -47,7 +48,7 @@ class Admission:
     waiting: int  # callers queued for a slot
     ok: bool  # held == inflight, and each instance's count matches its slots
 
-    def as_dict(self) -> dict[str, int | bool]:
+    def as_dict(self) -> AdmissionView:
         return {
             "inflight": self.inflight,
             "held": self.held,

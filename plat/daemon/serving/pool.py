@@ -35,6 +35,7 @@ from typing import Protocol
 
 import aiohttp
 
+from plat.api import PoolState
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
 from plat.daemon.serving.probe import NotReady, wait_ready
 from plat.daemon.serving.release import Release
@@ -422,10 +423,10 @@ class WarmPool:
                 asyncio.to_thread(shutil.rmtree, folder, True), name=f"pool-forget-{instance_id}"
             )
 
-    def states(self) -> list[tuple[str, int, int, int, int]]:
-        """(key label, ready, starting, claimed, misses) per pool, for metrics and status."""
+    def states(self) -> list[PoolState]:
+        """Each pool's counts, for metrics and status."""
         return [
-            (p.key.label, len(p.ready), p.starting, p.claimed, p.misses)
+            PoolState(p.key.label, len(p.ready), p.starting, p.claimed, p.misses)
             for p in self.pools.values()
         ]
 

@@ -1,0 +1,200 @@
+"""What crosses the control API and the daemon's module seams, typed once.
+
+The CLI and the daemon import these alike. Only ``typing`` here: the CLI starts
+fast. Bodies are JSON objects (TypedDicts); the daemon's in-process states are
+NamedTuples (rendered as metrics and status).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple, TypedDict
+
+# deploy: POST /v1/functions answers NDJSON, one event a line, in this order:
+# phase(build), log*, built, phase(start)?, event*, done, function; or error at any point.
+
+
+class PhaseEvent(TypedDict):
+    type: Literal["phase"]
+    phase: Literal["build", "start"]
+
+
+class LogEvent(TypedDict):
+    type: Literal["log"]
+    line: str
+
+
+class BuiltEvent(TypedDict):
+    type: Literal["built"]
+    version: str
+    image: str
+    cached: bool
+    hot: bool  # a code-only change served from a mount (plat dev)
+    seconds: float
+
+
+class MessageEvent(TypedDict):
+    type: Literal["event"]
+    message: str
+
+
+class Timings(TypedDict):
+    build: float
+    start: float
+    ready: float
+    swap: float
+
+
+class DoneEvent(TypedDict):
+    type: Literal["done"]
+    version: str
+    cached: bool
+    hot: bool
+    build_seconds: float
+    ready_seconds: float
+    timings: Timings
+    seconds: float
+
+
+class FunctionSummary(TypedDict, total=False):
+    name: str
+    runtime: str | None
+    version: str | None
+    image: str
+    auth: str
+    url: str | None
+    instances: int  # ready ones
+    desired: int
+    updated_at: float
+
+
+class FunctionEvent(TypedDict):
+    type: Literal["function"]
+    function: FunctionSummary
+
+
+class ErrorEvent(TypedDict, total=False):
+    type: Literal["error"]
+    error: str  # a PlatError's code, "superseded" or "internal"
+    message: str
+    hint: str
+    log_tail: str
+
+
+DeployEvent = (
+    PhaseEvent | LogEvent | BuiltEvent | MessageEvent | DoneEvent | FunctionEvent | ErrorEvent
+)
+
+
+def message(text: str) -> MessageEvent:
+    return {"type": "event", "message": text}
+
+
+# describe: GET /v1/functions/{name}
+
+
+class AutoscalerView(TypedDict):
+    desired: int
+    actual: int
+    starting: int
+    observed_concurrency: float
+    panic_concurrency: float
+    panicking: bool
+    in_flight: int
+    queued: int
+
+
+class AdmissionView(TypedDict):
+    inflight: int  # calls that were handed a slot and have not returned it
+    held: int  # slots taken on instances (draining ones included) and not returned
+    waiting: int  # callers queued for a slot
+    ok: bool  # held == inflight, and each instance's count matches its slots
+
+
+class VersionView(TypedDict):
+    version: str
+    image: str
+    status: str
+    builder: str | None
+    build_seconds: float | None
+    created_at: float
+
+
+class InstanceView(TypedDict):
+    id: str
+    version: str
+    address: str
+    state: str
+    started_at: float
+    ready_seconds: float | None
+
+
+class Description(FunctionSummary, total=False):
+    manifest: dict[str, Any]
+    source_dir: str
+    created_at: float
+    scale_override: dict[str, Any] | None
+    autoscaler: AutoscalerView
+    admission: AdmissionView
+    versions: list[VersionView]
+    instance_list: list[InstanceView]
+
+
+class ScaleResult(TypedDict):
+    function: str
+    scale: dict[str, Any]
+    override: dict[str, Any] | None
+
+
+# status: GET /v1/status
+
+
+class PoolView(TypedDict):
+    key: str
+    ready: int
+    starting: int
+    claimed: int
+    misses: int
+
+
+class PoolStatus(TypedDict):
+    size: int
+    pools: list[PoolView]
+
+
+class Status(TypedDict):
+    pid: int
+    version: str
+    uptime: float
+    home: str
+    gateway_url: str
+    backend: str
+    backend_warning: str | None
+    engine: dict[str, Any]
+    builder: str
+    functions: int
+    pool: PoolStatus
+
+
+# in-process states, read by the metrics and the status
+
+
+class PoolState(NamedTuple):
+    key: str  # runtime/memory/cpu/pids
+    ready: int
+    starting: int
+    claimed: int
+    misses: int
+
+
+class ScalerState(NamedTuple):
+    function: str
+    desired: int
+    actual: int
+    observed: float  # the stable window's average concurrency
+    panicking: bool
+
+
+class InstanceCount(NamedTuple):
+    function: str
+    state: str
+    instances: int
