@@ -29,6 +29,7 @@ HEAVY = (
     "watchfiles",
     "http.client",
     "plat.client",
+    "plat.connect",
     "plat.console",
     "plat.manifest",
     "plat.runtimes",

@@ -10,7 +10,7 @@ auth_app = typer.Typer(help="Gateway credentials (basic auth, user admin).", no_
 @auth_app.command()
 def password() -> None:
     """Print the gateway password, e.g. curl -u admin:$(plat auth password) URL."""
-    from plat.client import connect
+    from plat.connect import connect
     from plat.credentials import read_password
 
     client = connect()  # the daemon generates the password at first start

@@ -38,7 +38,7 @@ def deploy(
     """
     from rich.markup import escape
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import err, out
     from plat.ignore import scan
     from plat.manifest import load_manifest

@@ -28,7 +28,7 @@ def dev(
     """
     if backend is not None and backend not in ("container", "process"):
         raise PlatError(f"unknown backend {backend!r}", hint="use container or process")
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import err
     from plat.devloop import DevSession
     from plat.manifest import load_manifest

@@ -21,7 +21,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     """List deployed functions."""
     from rich.table import Table
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import err, out
 
     items: list[dict[str, Any]] = connect().request("GET", "/v1/functions")
@@ -54,7 +54,7 @@ def describe(
     """Show a function's manifest, versions and instances."""
     from rich.table import Table
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import out
     from plat.units import format_duration
 
@@ -117,7 +117,7 @@ def describe(
 
 def rm(name: str = typer.Argument(..., help="The function to remove.")) -> None:
     """Remove a function: stop its instances and delete its metadata."""
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import out
 
     connect().request("DELETE", f"/v1/functions/{name}")

@@ -52,7 +52,7 @@ def invoke(
     import http.client
     from urllib.parse import urlsplit
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import err
     from plat.credentials import basic_header, read_password
 

@@ -41,7 +41,7 @@ def logs(
     """
     from urllib.parse import urlencode
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import out
 
     client = connect()

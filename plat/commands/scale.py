@@ -23,7 +23,7 @@ def scale(
     With no option, prints the current settings. `--reset` drops what `plat scale`
     set and goes back to plat.yaml's `scale:`.
     """
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import out
 
     client = connect()

@@ -22,7 +22,7 @@ def stats(
 
     from rich.table import Table
 
-    from plat.client import connect
+    from plat.connect import connect
     from plat.console import err, out
 
     query = {"since": since}

@@ -247,7 +247,7 @@ def test_the_daemon_refuses_links_out_even_when_the_cli_does_not_check(
     (folder / "notes.txt").symlink_to(tmp_path / "secret.txt")
     code = (
         "import json, sys\n"
-        "from plat.client import connect\n"
+        "from plat.connect import connect\n"
         "events = list(connect().stream('POST', '/v1/functions', {'path': sys.argv[1]}))\n"
         "print(json.dumps(events))\n"
     )

@@ -25,21 +25,15 @@ from plat.daemon.serving.function_state import FunctionState, NoCapacity
 from plat.daemon.serving.instance import Instance, Start
 from plat.daemon.serving.instances import EventSink, InstanceFailed, Instances, instance_spec
 from plat.daemon.serving.pool import WarmPool
-from plat.daemon.serving.probe import Health, probe_health
 from plat.daemon.serving.reconcile import reconcile
 from plat.daemon.serving.release import Release
+from plat.daemon.serving.repair import Repair
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
 from plat.errors import NotFoundError, PlatError, no_function
 from plat.manifest import Manifest
 
 log = logging.getLogger(__name__)
-
-# Why an unhealthy instance is replaced, by what its health check found.
-_UNHEALTHY: dict[Health, str] = {
-    "down": "exited or stopped answering",
-    "busy": "has every worker stuck in calls that outran their timeout",
-}
 
 __all__ = ["Controller", "EventSink", "InstanceFailed"]
 
@@ -78,6 +72,7 @@ class Controller:
         )
         self.functions: dict[str, FunctionState] = {}
         self.tasks = TaskGroup(log)
+        self.repair = Repair(self.functions, self.instances, backend, self.ensure, self.tasks)
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -88,10 +83,13 @@ class Controller:
         """Reconcile with the backend, then watch instances and autoscale. Idempotent."""
         if self._loops:
             return
-        await reconcile(self)
+        found = await reconcile(self.store, self.backend, self.instances, self.scaler_settings)
+        self.functions.update((fs.name, fs) for fs in found)
+        for fs in found:
+            self.ensure(fs)
         self._sync_pool(*(fs.release for fs in self.functions.values()))
         self._loops = [
-            asyncio.create_task(self._watch(), name="controller-watchdog"),
+            asyncio.create_task(self.repair.watch(self.watch_interval), name="controller-watchdog"),
             asyncio.create_task(self._autoscale(), name="autoscaler"),
         ]
 
@@ -354,64 +352,15 @@ class Controller:
             out.append(ScalerState(fs.name, fs.target, ready, observed, bool(d and d.panicking)))
         return out
 
-    # repair
+    # repair (see Repair)
 
     def suspect(self, inst: Instance) -> None:
         """The gateway could not talk to ``inst``: no traffic until a check clears it."""
-        if inst.state != "ready":
-            return
-        inst.state = "suspect"
-        self.tasks.spawn(self._check(inst), name=f"check-{inst.id}")
-
-    async def _check(self, inst: Instance) -> None:
-        health = await self._health(inst)
-        if health == "ready" and inst.state == "suspect":
-            inst.state = "ready"
-            fs = self.functions.get(inst.function)
-            if fs is not None:
-                fs.dispatch()
-        elif health != "ready":
-            await self._replace(inst, health)
+        self.repair.suspect(inst)
 
     def timed_out(self, inst: Instance) -> None:
-        """A call on ``inst`` outran its timeout: replace it if it is wedged (every
-        worker stuck in a handler that never returns, or no answer at all)."""
-        if inst.state != "ready" or inst.checking:
-            return
-        inst.checking = True
-        self.tasks.spawn(self._check_wedged(inst), name=f"wedged-{inst.id}")
-
-    async def _check_wedged(self, inst: Instance) -> None:
-        try:
-            health = await self._health(inst)
-        finally:
-            inst.checking = False
-        if health != "ready" and inst.state == "ready":
-            await self._replace(inst, health)
-
-    async def _health(self, inst: Instance) -> Health:
-        running = inst.running
-        try:
-            if not await self.backend.is_alive(running):
-                return "down"
-        except PlatError as exc:  # the engine is away: the probe alone tells
-            log.warning("could not ask the engine about instance %s: %s", inst.id, exc)
-        return await probe_health(self.instances.session, running.host, running.port, timeout=2.0)
-
-    async def _replace(self, inst: Instance, health: Health) -> None:
-        """Take ``inst`` out of service and start its successor. A busy (wedged) one
-        drains first: its calls end at their deadlines with the function's 504."""
-        fs = self.functions.get(inst.function)
-        if fs is None or inst not in fs.instances:
-            return
-        why = _UNHEALTHY[health]
-        log.warning("instance %s of %s %s; replacing it", inst.id, fs.name, why)
-        fs.instances.remove(inst)
-        self.ensure(fs)
-        if health == "busy":
-            await self.instances.drain(inst, why)
-        else:
-            await self.instances.stop(inst, why, timeout=1.0)
+        """A call on ``inst`` outran its timeout: replaced if it is wedged."""
+        self.repair.timed_out(inst)
 
     def ensure(self, fs: FunctionState) -> None:
         """Start what is missing to reach the function's target (after a death, at start)."""
@@ -422,23 +371,3 @@ class Controller:
             missing = max(missing, 1 - fs.capacity)
         if missing > 0:
             self._scale_up(fs, missing)
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.watch_interval)
-            # An instance started after the listing began is missing from it, not dead.
-            listed_at = time.time()
-            try:
-                alive = {r.backend_ref for r in await self.backend.list() if r.running}
-            except Exception as exc:  # the watchdog outlives any engine outage
-                log.warning("watchdog could not list instances: %s", exc)
-                continue
-            await self.instances.sweep()
-            for fs in list(self.functions.values()):
-                for inst in list(fs.instances):
-                    if (
-                        inst.state in ("ready", "suspect")
-                        and inst.running.backend_ref not in alive
-                        and inst.started_at < listed_at
-                    ):
-                        self.tasks.spawn(self._replace(inst, "down"), name=f"replace-{inst.id}")

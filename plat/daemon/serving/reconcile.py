@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
-from plat.daemon.serving.autoscaler import Autoscaler
+from plat.daemon.drivers.base import Backend
+from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.serving.function_state import FunctionState
+from plat.daemon.serving.instances import Instances
 from plat.daemon.serving.probe import probe_once
 from plat.daemon.serving.release import Release
+from plat.daemon.store import Store
 from plat.manifest import validate_manifest
-
-if TYPE_CHECKING:
-    from plat.daemon.serving.controller import Controller
 
 log = logging.getLogger(__name__)
 
 
-async def reconcile(controller: Controller) -> None:
-    """Adopt healthy instances of current versions, remove everything else, fill gaps."""
-    store, backend, instances = controller.store, controller.backend, controller.instances
+async def reconcile(
+    store: Store, backend: Backend, instances: Instances, scaler: ScalerSettings
+) -> list[FunctionState]:
+    """Adopt healthy instances of current versions and remove everything else; the
+    deployed functions, each with its target (the caller fills the gaps)."""
+    functions: list[FunctionState] = []
     records = await store.list_functions()
     found = await backend.list()
     known = {r.id for r in await store.list_instances()}
@@ -41,9 +43,9 @@ async def reconcile(controller: Controller) -> None:
             continue
         manifest = validate_manifest(record.manifest, source=f"stored manifest of {record.name}")
         release = Release(manifest, record.version, version.image, version.mounts)
-        fs = FunctionState(record.name, release, scaler=Autoscaler(controller.scaler_settings))
+        fs = FunctionState(record.name, release, scaler=Autoscaler(scaler))
         fs.set_target(max(1, manifest.scale.min) if manifest.scale.min else 0)
-        controller.functions[record.name] = fs
+        functions.append(fs)
         for running in found:
             if (
                 running.function == record.name
@@ -61,5 +63,4 @@ async def reconcile(controller: Controller) -> None:
     for instance_id in known - adopted:
         await store.remove_instance(instance_id)
     log.info("reconciled: adopted %d instance(s), removed %d", len(adopted), len(stale))
-    for fs in controller.functions.values():
-        controller.ensure(fs)
+    return functions
