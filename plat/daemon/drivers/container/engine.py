@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1.40"
 # Short calls at once on pooled connections; more wait for one to come free.
 POOL_LIMIT = 16
-# An idle pooled connection is closed after this long (seconds).
+# An idle pooled connection is closed after this long (seconds); aiohttp looks at
+# them every KEEPALIVE_SECONDS, so one may stay up to twice as long.
 KEEPALIVE_SECONDS = 4.0
 CALL_TIMEOUT = 60.0
 ARCHIVE_CHUNK = 1024 * 1024

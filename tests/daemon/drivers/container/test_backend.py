@@ -10,14 +10,13 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from plat.baseimages import resolve_base_sync
 from plat.daemon.drivers.base import (
     LABEL_DAEMON,
     LABEL_FUNCTION,
@@ -30,7 +29,6 @@ from plat.daemon.drivers.container.backend import ContainerBackend, container_na
 from plat.daemon.serving.probe import wait_ready
 from plat.engine import PodmanService
 from plat.errors import EngineError
-from plat.runtimes import get_runtime
 
 
 def body(host_port: int = 31000, **changes: Any) -> dict[str, Any]:
@@ -169,24 +167,6 @@ def test_spec_env_not_mutated() -> None:
 
 
 # --- against a real engine: podman system service on a socket of the test's own ---
-
-
-@pytest.fixture(scope="module")
-def server_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A small image whose server answers on 8080 (the python base + http.server)."""
-    base = resolve_base_sync(get_runtime("python"), pull=False)
-    folder = tmp_path_factory.mktemp("image")
-    (folder / "Containerfile").write_text(
-        f'FROM {base}\nCMD ["python3", "-m", "http.server", "8080"]\n'
-    )
-    tag = f"localhost/plat-test/http-server:{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["buildah", "build", "--pull=never", "-t", tag, str(folder)],
-        check=True,
-        capture_output=True,
-    )
-    yield tag
-    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
 
 
 @contextlib.asynccontextmanager
