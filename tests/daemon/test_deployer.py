@@ -28,6 +28,8 @@ from tests.daemon.fakes import (  # noqa: F401 (fixtures)
     store_fixture,
 )
 
+pytestmark = pytest.mark.timeout(30)  # a hang fails fast, not at the suite's limit
+
 
 @dataclass
 class Rig:
@@ -173,7 +175,7 @@ async def test_a_newer_dev_deploy_supersedes_the_one_in_progress(
     second = asyncio.create_task(rig.deploy(newer, dev=True))
     rig.deployer.supersede("fn", second)
     with pytest.raises(asyncio.CancelledError):
-        await first
+        await asyncio.wait_for(first, timeout=2.0)  # not a TimeoutError: it was cancelled
     rig.artifacts.gate.set()
     await second
     assert rig.serving() == FakeArtifacts.version_of(manifest(), newer)

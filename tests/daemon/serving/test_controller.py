@@ -33,6 +33,8 @@ from tests.daemon.fakes import (  # noqa: F401 (fixtures)
     store_fixture,
 )
 
+pytestmark = pytest.mark.timeout(30)  # a hang fails fast, not at the suite's limit
+
 MakeController = Callable[..., Controller]
 
 
