@@ -7,7 +7,7 @@ NamedTuples (rendered as metrics and status).
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, Required, TypedDict, cast
 
 # deploy: POST /v1/functions answers NDJSON, one event a line, in this order:
 # phase(build), log*, built, phase(start)?, event*, done, function; or error at any point.
@@ -73,7 +73,7 @@ class FunctionEvent(TypedDict):
 
 
 class ErrorEvent(TypedDict, total=False):
-    type: Literal["error"]
+    type: Required[Literal["error"]]
     error: str  # a PlatError's code, "superseded" or "internal"
     message: str
     hint: str
@@ -87,6 +87,11 @@ DeployEvent = (
 
 def message(text: str) -> MessageEvent:
     return {"type": "event", "message": text}
+
+
+def deploy_event(data: dict[str, Any]) -> DeployEvent:
+    """One line of a deploy's NDJSON answer, as the daemon wrote it."""
+    return cast(DeployEvent, data)
 
 
 # describe: GET /v1/functions/{name}

@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import watchfiles
 from rich.console import Console
 from rich.markup import escape
 
+from plat.api import DoneEvent, ErrorEvent, deploy_event
 from plat.client import DaemonClient
 from plat.errors import PlatError
 from plat.ignore import IgnoreRules, digest_files
@@ -114,7 +114,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def reload_line(number: int, event: dict[str, Any], detect: float | None) -> str:
+def reload_line(number: int, event: DoneEvent, detect: float | None) -> str:
     t = event["timings"]
     kind = "hot" if event.get("hot") else ("cached" if event.get("cached") else "built")
     parts = [f"detect {ms(detect)}"] if detect is not None else []
@@ -152,18 +152,18 @@ class DevSession:
         if not dev:
             self.sent = content_digest(self.folder, self.own)
         try:
-            done: dict[str, Any] | None = None
-            for event in self.client.stream(
+            done: DoneEvent | None = None
+            for data in self.client.stream(
                 "POST", "/v1/functions", {"path": str(self.folder), "dev": dev}
             ):
-                kind = event.get("type")
-                if kind == "done":
+                event = deploy_event(data)
+                if event["type"] == "done":
                     done = event
-                elif kind == "function":
-                    self.url = event["function"]["url"]
-                elif kind == "log" and str(event.get("line", "")).startswith("STEP "):
-                    self.say(f"[dim]  build: {escape(str(event['line'])[:100])}[/dim]")
-                elif kind == "error":
+                elif event["type"] == "function":
+                    self.url = event["function"].get("url")
+                elif event["type"] == "log" and event["line"].startswith("STEP "):
+                    self.say(f"[dim]  build: {escape(event['line'][:100])}[/dim]")
+                elif event["type"] == "error":
                     self._failed(event)
                     return False
         except PlatError as exc:
@@ -184,7 +184,7 @@ class DevSession:
             )
         return True
 
-    def _failed(self, event: dict[str, Any]) -> None:
+    def _failed(self, event: ErrorEvent) -> None:
         if event.get("error") == "superseded":
             self.say("[dim]↷ superseded by a newer change[/dim]")
             return

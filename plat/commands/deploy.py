@@ -5,14 +5,14 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from plat.api import DoneEvent, ErrorEvent, FunctionSummary, deploy_event
 from plat.errors import BuildError, PlatError
 
 
-def _fail(event: dict[str, Any]) -> None:
+def _fail(event: ErrorEvent) -> None:
     from rich.markup import escape
 
     from plat.console import err
@@ -48,35 +48,35 @@ def deploy(
     manifest = load_manifest(path)  # validated here, before anything is sent
     scan(path)  # links that leave the folder, special files (the daemon checks again)
     client = connect()
-    done: dict[str, Any] | None = None
-    function: dict[str, Any] | None = None
+    done: DoneEvent | None = None
+    function: FunctionSummary | None = None
     with err.status(f"building {manifest.name}...", spinner="dots") as status:
-        for event in client.stream(
+        for data in client.stream(
             "POST", "/v1/functions", {"path": str(path.resolve()), "force": force}
         ):
-            kind = event.get("type")
-            if kind == "log":
-                line = str(event.get("line", ""))
+            event = deploy_event(data)
+            if event["type"] == "log":
+                line = event["line"]
                 if verbose:
                     err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
                 elif line.startswith("STEP "):
                     status.update(f"building {manifest.name}: {escape(line[:90])}")
-            elif kind == "built":
+            elif event["type"] == "built":
                 what = "unchanged, reused" if event["cached"] else "built"
                 err.print(
                     f"[green]✓[/green] image {escape(event['image'])} {what} "
                     f"in {format_duration(event['seconds'])}"
                 )
                 status.update(f"starting {manifest.name}...")
-            elif kind == "event":
+            elif event["type"] == "event":
                 if verbose:
-                    err.print(f"[dim]{escape(str(event['message']))}[/dim]")
-            elif kind == "error":
+                    err.print(f"[dim]{escape(event['message'])}[/dim]")
+            elif event["type"] == "error":
                 status.stop()
                 _fail(event)
-            elif kind == "done":
+            elif event["type"] == "done":
                 done = event
-            elif kind == "function":
+            elif event["type"] == "function":
                 function = event["function"]
     if done is None or function is None:
         raise PlatError("the daemon ended the deploy without a result; see `plat daemon status`")
@@ -86,11 +86,12 @@ def deploy(
         f"[green]✓[/green] deployed [bold]{fn['name']}[/bold] version {fn['version']} "
         f"in {format_duration(elapsed)} (ready in {format_duration(done['ready_seconds'])})"
     )
-    out.print(f"  URL:  {fn['url']}")
+    url = fn["url"] or ""  # a deployed function always has one
+    out.print(f"  URL:  {url}")
     if fn["auth"] == "public":
-        out.print(f"  curl: curl {shlex.quote(fn['url'])}")
+        out.print(f"  curl: curl {shlex.quote(url)}")
     else:
-        out.print(f"  curl: curl -u admin:$(plat auth password) {shlex.quote(fn['url'])}")
+        out.print(f"  curl: curl -u admin:$(plat auth password) {shlex.quote(url)}")
     out.print(f'  or:   plat invoke {fn["name"]} -d \'{{"name": "Ada"}}\'')
 
 
