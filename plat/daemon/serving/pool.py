@@ -37,6 +37,8 @@ import aiohttp
 
 from plat.api import PoolState
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
+from plat.daemon.drivers.layout import APP_DIR, DEPS_DIR, Layout
+from plat.daemon.serving.links import link_layout, make_folders
 from plat.daemon.serving.probe import NotReady, wait_ready
 from plat.daemon.serving.release import Release
 from plat.daemon.tasks import TaskGroup
@@ -45,8 +47,6 @@ from plat.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 
-APP_DIR = "/home/app"
-DEPS_DIR = "/opt/plat/deps"
 SPECIALIZE_PATH = "/.plat/specialize"
 TOKEN_HEADER = "X-Plat-Pool-Token"
 POOL_VERSION = "pool"
@@ -74,14 +74,6 @@ def pool_key(release: Release) -> PoolKey | None:
         return None
     res = manifest.resources
     return PoolKey(manifest.runtime, res.memory, res.cpu, res.pids)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A version's files on the host: its code, and its dependency folder if it has one."""
-
-    app: Path
-    deps: Path | None
 
 
 class Sources(Protocol):
@@ -237,7 +229,7 @@ class WarmPool:
             folder = self.folder / instance_id
             mounts = {str(folder / "app"): APP_DIR, str(folder / "deps"): DEPS_DIR}
             if self.link:
-                await asyncio.to_thread(_make_folders, folder)
+                await asyncio.to_thread(make_folders, folder)
             token = secrets.token_urlsafe(24)
             runtime = get_runtime(pool.key.runtime)
             spec = InstanceSpec(
@@ -334,7 +326,7 @@ class WarmPool:
         pool.claimed += 1
         try:
             if self.link:
-                await asyncio.to_thread(_link_layout, layout, member.folder)
+                await asyncio.to_thread(link_layout, layout, member.folder)
                 await self._specialize(member, release, env, handler)
             else:
                 await self._specialize(member, release, env, handler, layout)
@@ -435,43 +427,3 @@ def _forget(pool: _Pool, waiter: asyncio.Future[_Member | None]) -> None:
     waiter.cancel()
     with contextlib.suppress(ValueError):
         pool.waiters.remove(waiter)
-
-
-def _make_folders(folder: Path) -> None:
-    for sub in ("app", "deps"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for path in (folder, folder / "app", folder / "deps"):
-        os.chmod(path, 0o755)
-
-
-def _link_layout(layout: Layout, folder: Path) -> None:
-    """Hard-link the version's files into an instance's (empty, mounted) folders."""
-    _link_tree(layout.app, folder / "app")
-    if layout.deps is not None:
-        _link_tree(layout.deps, folder / "deps")
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard links of every file of ``source`` under the existing folder ``target``.
-
-    Falls back to copying across filesystems. Symbolic links stay links.
-    """
-    for dirpath, dirnames, filenames in os.walk(source):
-        rel = os.path.relpath(dirpath, source)
-        dest = target if rel == "." else target / rel
-        for name in dirnames:
-            src = os.path.join(dirpath, name)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dest / name)
-            else:
-                (dest / name).mkdir()
-                os.chmod(dest / name, 0o755)
-        for name in filenames:
-            src = os.path.join(dirpath, name)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dest / name)
-                continue
-            try:
-                os.link(src, dest / name)
-            except OSError:
-                shutil.copy2(src, dest / name)

@@ -12,7 +12,9 @@ import aiohttp
 
 from plat.daemon.drivers.base import InstanceSpec, RunningInstance
 from plat.daemon.drivers.container.unpack import ImageUnpacker
-from plat.daemon.serving.pool import Layout, WarmPool, _link_layout, _make_folders, pool_key
+from plat.daemon.drivers.layout import Layout
+from plat.daemon.serving.links import link_layout, make_folders
+from plat.daemon.serving.pool import WarmPool, pool_key
 from plat.daemon.serving.release import Release
 from plat.errors import EngineError
 from plat.manifest import validate_manifest
@@ -49,8 +51,8 @@ def test_link_layout_hard_links_files_and_keeps_symlinks(tmp_path: Path) -> None
     os.symlink("left-pad", deps / "node_modules" / "alias")
 
     target = tmp_path / "instance"
-    _make_folders(target)
-    _link_layout(Layout(app, deps), target)
+    make_folders(target)
+    link_layout(Layout(app, deps), target)
 
     linked = target / "app" / "handler.py"
     assert linked.read_text().startswith("def handle")
@@ -67,8 +69,8 @@ def test_link_layout_without_dependencies_leaves_deps_empty(tmp_path: Path) -> N
     app = tmp_path / "app"
     app.mkdir()
     (app / "handler.py").write_text("")
-    _make_folders(tmp_path / "inst")
-    _link_layout(Layout(app, None), tmp_path / "inst")
+    make_folders(tmp_path / "inst")
+    link_layout(Layout(app, None), tmp_path / "inst")
     assert list((tmp_path / "inst" / "deps").iterdir()) == []
 
 
