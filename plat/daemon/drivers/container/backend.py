@@ -157,12 +157,11 @@ class ContainerBackend:
         return self._endpoint
 
     async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
-        """Create and start the container: two Engine API calls from the event loop.
+        """Create and start the container: two Engine API calls (no inspect call on
+        the cold start path, but for a direct instance's address).
 
-        The SDK's ``containers.run`` adds an inspect call and a thread hop to every
-        cold start. A start that fails or is cancelled part-way leaves no container
-        behind: once sent, the engine calls run to their end, then what they made is
-        removed.
+        A start that fails or is cancelled part-way leaves no container behind: once
+        sent, the engine calls run to their end, then what they made is removed.
         """
         starting = asyncio.ensure_future(self._start(spec, instance_id))
         try:

@@ -143,13 +143,10 @@ class Engine:
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=self._connector(pooled=True),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
+            self._session = aiohttp.ClientSession(connector=self._connector(pooled=True))
         return self._session
 
-    def unreachable(self, exc: BaseException) -> EngineError:
+    def _unreachable(self, exc: BaseException) -> EngineError:
         return EngineError(
             f"container engine at {self._endpoint} failed: {exc or type(exc).__name__}",
             hint=DOCTOR_HINT,
@@ -166,7 +163,7 @@ class Engine:
     ) -> Reply:
         """One short call on a pooled connection: its status and decoded body.
         Raises EngineError when the engine cannot be reached."""
-        limit = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+        limit = aiohttp.ClientTimeout(total=self.timeout if timeout is None else timeout)
         try:
             async with self._pool().request(
                 method, self._base + path, params=params, json=body, timeout=limit
@@ -174,7 +171,7 @@ class Engine:
                 data = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self.unreachable(exc) from exc
+            raise self._unreachable(exc) from exc
         try:
             return Reply(status, json.loads(data) if data else None)
         except ValueError:
@@ -217,7 +214,7 @@ class Engine:
                 )
                 yield resp
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self.unreachable(exc) from exc
+            raise self._unreachable(exc) from exc
 
     # --- containers ---
 

@@ -434,8 +434,7 @@ async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_s
     line = EngineLine(info.endpoint[len("unix://") :], tmp_path / "line.sock")
     try:
         async with line as endpoint:
-            # The SDK client asks the engine its version: through the line, off the loop.
-            backend = await asyncio.to_thread(ContainerBackend, endpoint, daemon_id)
+            backend = ContainerBackend(endpoint, daemon_id)
             try:
                 line.losing = True
                 with pytest.raises(EngineError):

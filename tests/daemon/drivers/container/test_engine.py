@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tarfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,6 +55,27 @@ async def test_an_engine_that_is_not_there_is_an_engine_error_naming_it(tmp_path
         with pytest.raises(EngineError, match="failed"):
             async for _event in engine.events({"type": ["container"]}):
                 pass
+
+
+async def test_a_call_the_engine_never_answers_times_out(tmp_path: Path) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # and never answers
+
+    server = await asyncio.start_unix_server(swallow, path=str(tmp_path / "mute.sock"))
+    try:
+        async with Engine(f"unix://{tmp_path}/mute.sock", timeout=0.5) as engine:
+            started = time.monotonic()
+            with pytest.raises(EngineError, match="failed"):
+                await engine.inspect("anything")
+            assert time.monotonic() - started < 5
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+        await server.wait_closed()
 
 
 @pytest.fixture
