@@ -110,7 +110,8 @@ class FakeBackend:
 
     Knobs: ``fail_starts`` and ``unready_starts`` (how many of the next starts raise
     EngineError, or start an instance that never listens), ``start_delay``,
-    ``away`` (every call raises EngineError), ``kill``, ``wedge``, ``make_ready``.
+    ``unlisted``, ``away`` (every call raises EngineError), ``kill``, ``wedge``,
+    ``make_ready``.
     Records: ``started``, ``stopped``, ``removed`` (instance ids, each once),
     ``prepared``, ``unprepared``, ``renamed``, ``sweeps``.
     """
@@ -122,6 +123,7 @@ class FakeBackend:
         self.fail_starts = 0
         self.unready_starts = 0
         self.start_delay = 0.0
+        self.unlisted: set[str] = set()  # ids ``list`` misses (just started, being renamed)
         self._away = False
         self.started: list[str] = []
         self.stopped: list[str] = []
@@ -237,7 +239,11 @@ class FakeBackend:
 
     async def list(self) -> list[RunningInstance]:
         self._engine()
-        return [replace(f.running, running=f.alive) for f in self.instances.values()]
+        return [
+            replace(f.running, running=f.alive)
+            for f in self.instances.values()
+            if f.running.id not in self.unlisted
+        ]
 
     async def rename(self, instance: RunningInstance, function: str) -> None:
         self._engine()
