@@ -13,14 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import (
-    PlatRunner,
-    copy_example,
-    daemon_session,
-    make_runner,
-    wait_for,
-)
-from tests.functions import write_python_function
+from tests.daemon.serving.e2e import FAST_AUTOSCALER, daemon, deploy_python, running
+from tests.fixtures import PlatRunner, copy_example, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -49,20 +43,9 @@ NODE_HANDLER = """module.exports = async (event, context) => ({
 
 @pytest.fixture(scope="module")
 def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunner, Path]]:
-    root = tmp_path_factory.mktemp("pool")
-    runner = make_runner(root)
-    runner.env.update(
-        {
-            "PLAT_POOL_SIZE": "2",
-            "PLAT_AUTOSCALE_TICK": "250ms",
-            "PLAT_SCALE_TO_ZERO_AFTER": "5s",
-            # A cold start may panic the autoscaler for a stable window: keep it short.
-            "PLAT_STABLE_WINDOW": "4s",
-            "PLAT_PANIC_WINDOW": "1s",
-        }
-    )
-    with daemon_session(runner):
-        yield runner, root
+    settings = {**FAST_AUTOSCALER, "PLAT_POOL_SIZE": "2", "PLAT_SCALE_TO_ZERO_AFTER": "5s"}
+    with daemon(tmp_path_factory.mktemp("pool"), settings) as served:
+        yield served
 
 
 def _status(plat: PlatRunner) -> dict[str, Any]:
@@ -77,15 +60,10 @@ def _pool(plat: PlatRunner, runtime: str) -> dict[str, Any]:
 
 
 def _deploy_python(plat: PlatRunner, root: Path, name: str, mark: str) -> Path:
-    folder = write_python_function(
-        root,
-        name,
-        GREET.replace("MARK", mark),
-        extra_manifest="env: {GREETING: hello}\nscale: {min: 0, max: 1}\n",
-        requirements="humanize==4.17.0\n",
+    manifest = "env: {GREETING: hello}\nscale: {min: 0, max: 1}\n"
+    return deploy_python(
+        plat, root, name, GREET.replace("MARK", mark), manifest, "humanize==4.17.0\n"
     )
-    plat.run("deploy", str(folder))
-    return folder
 
 
 def _unpacked(plat: PlatRunner, name: str) -> set[str]:
@@ -95,7 +73,7 @@ def _unpacked(plat: PlatRunner, name: str) -> set[str]:
 
 def _cold(plat: PlatRunner, name: str) -> dict[str, Any]:
     """Wait until ``name`` is at zero instances, then call it once (a cold start)."""
-    assert wait_for(lambda: plat.instances_of(name, "status=running") == [], timeout=30)
+    assert wait_for(lambda: running(plat, name) == 0, timeout=30)
     res = plat.http("GET", f"/function/{name}")
     assert res.status == 200, res.body
     body = res.json()
@@ -123,7 +101,7 @@ def test_a_cold_start_specialises_a_pool_instance(pooled: tuple[PlatRunner, Path
 
     # The serving container is a pool instance, renamed after the function, hardened
     # like any instance, with its code and dependencies mounted read-only.
-    assert wait_for(lambda: len(plat.instances_of("greet", "status=running")) == 1, timeout=10)
+    assert wait_for(lambda: running(plat, "greet") == 1, timeout=10)
     (name,) = plat.instances_of("greet", "status=running")
     info = _inspect(name)
     assert info["Config"]["Labels"]["plat.function"] == "pool-python"

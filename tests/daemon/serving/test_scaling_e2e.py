@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import HttpResult, PlatRunner, daemon_session, make_runner, wait_for
-from tests.functions import write_python_function
+from tests.daemon.serving.e2e import FAST_AUTOSCALER, daemon, deploy_python, running
+from tests.fixtures import HttpResult, PlatRunner, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -40,34 +40,23 @@ def handle(event, context):
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PlatRunner, Path]]:
-    root = tmp_path_factory.mktemp("scaling")
-    runner = make_runner(root)
-    runner.env.update(
-        {
-            "PLAT_AUTOSCALE_TICK": "250ms",
-            "PLAT_STABLE_WINDOW": "4s",
-            "PLAT_PANIC_WINDOW": "1s",
-            "PLAT_SCALE_TO_ZERO_AFTER": "2s",
-            "PLAT_QUEUE_LIMIT": "4",
-            "PLAT_QUEUE_TIMEOUT": "20s",
-        }
-    )
-    with daemon_session(runner):
-        yield runner, root
+    settings = {
+        **FAST_AUTOSCALER,
+        "PLAT_SCALE_TO_ZERO_AFTER": "2s",
+        "PLAT_QUEUE_LIMIT": "4",
+        "PLAT_QUEUE_TIMEOUT": "20s",
+    }
+    with daemon(tmp_path_factory.mktemp("scaling"), settings) as served:
+        yield served
 
 
 def _deploy(plat: PlatRunner, root: Path, name: str, scale: str) -> None:
-    folder = write_python_function(root, name, PEAK, extra_manifest=f"scale: {scale}\n")
-    plat.run("deploy", str(folder))
+    deploy_python(plat, root, name, PEAK, f"scale: {scale}\n")
 
 
 def _burst(plat: PlatRunner, path: str, n: int) -> list[HttpResult]:
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(lambda _: plat.http("GET", path, timeout=60), range(n)))
-
-
-def _running(plat: PlatRunner, name: str) -> int:
-    return len(plat.instances_of(name, "status=running"))
 
 
 def test_an_instance_never_sees_more_than_concurrency(scaled: tuple[PlatRunner, Path]) -> None:
@@ -99,23 +88,23 @@ def test_autoscaler_adds_instances_under_load_and_removes_them(
     _deploy(plat, root, "elastic", "{min: 1, max: 3, concurrency: 1}")
     stop = time.monotonic() + 6
     with ThreadPoolExecutor(4) as pool:
-        futures = []
+        futures: list[Future[HttpResult]] = []
         while time.monotonic() < stop:
             futures = [f for f in futures if not f.done()]
             while len(futures) < 4:
                 futures.append(pool.submit(plat.http, "GET", "/function/elastic?sleep=0.3"))
             time.sleep(0.05)
-            if _running(plat, "elastic") == 3:
+            if running(plat, "elastic") == 3:
                 break
-        assert wait_for(lambda: _running(plat, "elastic") == 3, timeout=20)
+        assert wait_for(lambda: running(plat, "elastic") == 3, timeout=20)
         results = [f.result() for f in futures]
     assert all(r.status == 200 for r in results), [(r.status, r.body[:200]) for r in results]
     described = json.loads(plat.run("describe", "elastic", "--json").stdout)
     assert described["autoscaler"]["desired"] <= 3  # max holds
     # Load gone: back down to min (1), never below.
-    assert wait_for(lambda: _running(plat, "elastic") == 1, timeout=40)
+    assert wait_for(lambda: running(plat, "elastic") == 1, timeout=40)
     time.sleep(3)
-    assert _running(plat, "elastic") == 1
+    assert running(plat, "elastic") == 1
 
 
 def test_scale_to_zero_and_a_burst_shares_one_cold_start(
@@ -123,7 +112,7 @@ def test_scale_to_zero_and_a_burst_shares_one_cold_start(
 ) -> None:
     plat, root = scaled
     _deploy(plat, root, "sleepy", "{min: 0, max: 2, concurrency: 8}")
-    assert wait_for(lambda: _running(plat, "sleepy") == 0, timeout=30)
+    assert wait_for(lambda: running(plat, "sleepy") == 0, timeout=30)
     results = _burst(plat, "/function/sleepy?sleep=0.1", 6)
     assert [r.status for r in results] == [200] * 6
     assert len({r.json()["host"] for r in results}) == 1  # type: ignore[index]
@@ -133,20 +122,20 @@ def test_scale_to_zero_and_a_burst_shares_one_cold_start(
     assert 'plat_cold_starts_total{function="sleepy"} 6.0' in metrics
     # The burst shared one cold start; the autoscaler may add one more afterwards
     # (6 in flight exceed 8 x 0.7 target utilization), never one per request.
-    assert 1 <= _running(plat, "sleepy") <= 2
+    assert 1 <= running(plat, "sleepy") <= 2
 
 
 def test_plat_scale_applies_now_and_survives_a_restart(scaled: tuple[PlatRunner, Path]) -> None:
     plat, root = scaled
     _deploy(plat, root, "manual", "{min: 1, max: 2, concurrency: 4}")
     plat.run("scale", "manual", "--min", "2", "--max", "3")
-    assert wait_for(lambda: _running(plat, "manual") == 2, timeout=30)
+    assert wait_for(lambda: running(plat, "manual") == 2, timeout=30)
     bad = plat.run("scale", "manual", "--min", "5", "--max", "3", check=False)
     assert bad.returncode == 1
     assert "min" in bad.stderr
     plat.run("daemon", "stop")
     plat.run("daemon", "start")
-    assert wait_for(lambda: _running(plat, "manual") == 2, timeout=30)
+    assert wait_for(lambda: running(plat, "manual") == 2, timeout=30)
     shown = plat.run("scale", "manual").stdout
     assert "min 2, max 3, concurrency 4" in shown
     # A redeploy keeps what `plat scale` set; --reset goes back to plat.yaml.
@@ -159,18 +148,15 @@ def test_plat_scale_applies_now_and_survives_a_restart(scaled: tuple[PlatRunner,
 def test_without_the_pool_scale_to_zero_leaves_a_standby_that_the_next_request_starts(
     tmp_path: Path,
 ) -> None:
-    runner = make_runner(tmp_path)
-    runner.env.update(
-        {
-            "PLAT_POOL_SIZE": "0",
-            "PLAT_AUTOSCALE_TICK": "250ms",
-            "PLAT_STABLE_WINDOW": "1s",
-            "PLAT_SCALE_TO_ZERO_AFTER": "1s",
-        }
-    )
-    with daemon_session(runner) as plat:
+    settings = {
+        "PLAT_POOL_SIZE": "0",
+        "PLAT_AUTOSCALE_TICK": "250ms",
+        "PLAT_STABLE_WINDOW": "1s",
+        "PLAT_SCALE_TO_ZERO_AFTER": "1s",
+    }
+    with daemon(tmp_path, settings) as (plat, _):
         _deploy(plat, tmp_path, "standby", "{min: 0, max: 1}")
-        assert wait_for(lambda: _running(plat, "standby") == 0, timeout=30)
+        assert wait_for(lambda: running(plat, "standby") == 0, timeout=30)
         # The next container is created, not started: no process runs for the function.
         assert wait_for(lambda: len(plat.instances_of("standby", "status=created")) == 1, 10)
         (created,) = plat.instances_of("standby", "status=created")
@@ -179,7 +165,7 @@ def test_without_the_pool_scale_to_zero_leaves_a_standby_that_the_next_request_s
         assert plat.instances_of("standby", "status=running") == [created]
         assert plat.instances_of("standby", "status=created") == []
         # Removing the function removes a standby too (the session fails on leftovers).
-        assert wait_for(lambda: _running(plat, "standby") == 0, timeout=30)
+        assert wait_for(lambda: running(plat, "standby") == 0, timeout=30)
         assert wait_for(lambda: len(plat.instances_of("standby", "status=created")) == 1, 10)
         plat.run("rm", "standby")
         assert plat.instances_of("standby") == []
