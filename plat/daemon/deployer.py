@@ -67,10 +67,11 @@ class Deployer:
     async def remove(self, name: str) -> None:
         """Remove function ``name``: its instances, its records, and what was stored for
         it under the home (artifacts, snapshots). Raises NotFoundError when unknown."""
+        # A dev deploy under way holds the lock until its build ends: cancelled first.
+        task = self._dev.pop(name, None)
+        if task is not None and not task.done():
+            task.cancel()
         async with self.locks[name]:
-            task = self._dev.pop(name, None)
-            if task is not None and not task.done():
-                task.cancel()
             await self.controller.remove(name)
             await self.artifacts.forget(name)
 

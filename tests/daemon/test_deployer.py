@@ -222,3 +222,16 @@ async def test_remove_during_a_dev_deploy_leaves_no_function_behind(rig: Rig, so
     assert "fn" not in rig.controller.functions and await rig.store.get_function("fn") is None
     await eventually(lambda: rig.backend.alive() == [], what="every instance's stop")
     assert rig.artifacts.forgotten == ["fn"]
+
+
+async def test_remove_cancels_a_dev_deploy_stuck_in_its_build(rig: Rig, source: Path) -> None:
+    await rig.deploy(source)
+    rig.artifacts.gate = asyncio.Event()  # never set: the build never ends
+    rollout = asyncio.create_task(rig.deploy(source, manifest(min=2), dev=True))
+    rig.deployer.supersede("fn", rollout)
+    await rig.artifacts.waiting.wait()
+    await asyncio.wait_for(rig.deployer.remove("fn"), timeout=2.0)
+    with pytest.raises(asyncio.CancelledError):
+        await rollout
+    assert "fn" not in rig.controller.functions and await rig.store.get_function("fn") is None
+    assert rig.artifacts.forgotten == ["fn"]

@@ -244,6 +244,20 @@ async def test_remove_stops_every_instance_and_the_function_is_gone(
         await controller.remove("fn")
 
 
+async def test_remove_while_the_engine_is_away_succeeds_and_its_instances_go_once_it_is_back(
+    controller: Controller, backend: FakeBackend, store: Store
+) -> None:
+    fs = await deployed(controller, manifest(min=2))
+    ids = sorted(i.id for i in fs.instances)
+    backend.away = True
+    await controller.remove("fn")
+    assert "fn" not in controller.functions and await store.get_function("fn") is None
+    assert backend.removed == []
+    backend.away = False
+    await controller.instances.sweep()
+    await eventually(lambda: sorted(backend.removed) == ids, what="the leftovers' removal")
+
+
 async def test_remove_fails_queued_calls_and_takes_back_the_slots_still_held(
     controller: Controller,
 ) -> None:
