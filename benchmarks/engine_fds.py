@@ -82,7 +82,16 @@ def write_handler(folder: Path, round_: int) -> None:
     )
 
 
-def probe(rounds: int, settle: float, home: Path) -> list[Sample]:
+def log_problems(home: Path) -> list[str]:
+    """The daemon log's warnings and errors (an engine call that failed shows there)."""
+    try:
+        text = (home / "daemon.log").read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
+
+
+def probe(rounds: int, settle: float, home: Path) -> tuple[list[Sample], list[str]]:
     env = {**os.environ, "PLAT_HOME": str(home), "PLAT_PORT": str(free_port())}
     plat(env, "daemon", "start")
     try:
@@ -105,9 +114,9 @@ def probe(rounds: int, settle: float, home: Path) -> list[Sample]:
             sample = Sample(round_, open_fds(pid), engine_sockets(pid, sock))
             print(json.dumps(asdict(sample)), file=sys.stderr)
             samples.append(sample)
-        return samples
     finally:
         plat(env, "daemon", "stop")
+    return samples, log_problems(home)
 
 
 def main() -> None:
@@ -116,7 +125,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before each count")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="plat-fds-") as tmp:
-        samples = probe(args.rounds, args.settle, Path(tmp))
+        samples, problems = probe(args.rounds, args.settle, Path(tmp))
+    for line in problems:
+        print(line, file=sys.stderr)
     first, last = samples[0], samples[-1]
     summary = {
         "rounds": args.rounds,
@@ -127,6 +138,7 @@ def main() -> None:
             max(s.engine_sockets for s in samples),
         ],
         "fd_growth_percent": round(100 * (last.fds - first.fds) / first.fds, 1),
+        "log_warnings": len(problems),
     }
     print(json.dumps(summary))
 

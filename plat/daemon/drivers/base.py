@@ -145,9 +145,10 @@ class Backend(Protocol):
         """Exits of this daemon's instances as they happen, from ``since`` (a
         time.time() value; None: from now on), whatever ended them (``stop`` too).
 
-        Raises EngineError when the engine goes away (a caller reconnects with
-        ``since`` and reconciles with ``list``); otherwise ends only when the
-        backend closes."""
+        The container backend's raises EngineError when the engine's stream breaks
+        or ends (the engine went away: a caller reconnects with ``since`` and
+        reconciles with ``list``); the process backend's ends when it closes. A
+        reader stops reading by closing the iterator (or cancelling its task)."""
         ...
 
     async def close(self) -> None: ...
