@@ -1,81 +1,34 @@
 """The controller against an in-memory backend whose instances are tiny loopback HTTP
-servers: blue/green deploys, removal, admission, on-demand starts, scaling, health
-checks and replacement, the watchdog, restart reconciliation and the warm pool.
-No container engine is involved."""
+servers: blue/green deploys, removal, admission, on-demand starts, scaling and
+restart reconciliation. No container engine is involved."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from plat.daemon.serving.autoscaler import ScalerSettings
 from plat.daemon.serving.controller import Controller, InstanceFailed
-from plat.daemon.serving.function_state import FunctionState, NoCapacity, TooManyRequests
-from plat.daemon.serving.instance import Instance
+from plat.daemon.serving.function_state import NoCapacity, TooManyRequests
 from plat.daemon.serving.instances import instance_spec
-from plat.daemon.serving.pool import WarmPool
 from plat.daemon.store import Store
 from plat.errors import EngineError, NotFoundError, PlatError
-from plat.manifest import Manifest
-from tests.daemon.fakes import (  # noqa: F401 (fixtures)
+from tests.daemon.fakes import (
     FakeBackend,
-    FakeSources,
-    backend_fixture,
     eventually,
     make_controller,
     manifest,
     release,
-    store_fixture,
+)
+from tests.daemon.serving.controllers import (
+    MakeController,
+    deployed,
+    scaled_to_zero,
 )
 
 pytestmark = pytest.mark.timeout(30)  # a hang fails fast, not at the suite's limit
-
-MakeController = Callable[..., Controller]
-
-
-@pytest.fixture
-async def controllers(store: Store, backend: FakeBackend) -> AsyncIterator[MakeController]:
-    """Makes controllers on the test's store and backend; closes them afterwards."""
-    made: list[Controller] = []
-
-    def make(**settings: Any) -> Controller:
-        made.append(make_controller(store, backend, **settings))
-        return made[-1]
-
-    yield make
-    for controller in reversed(made):
-        await controller.close()
-
-
-@pytest.fixture
-def controller(controllers: MakeController) -> Controller:
-    return controllers()
-
-
-async def deployed(controller: Controller, spec: Manifest, version: str = "v1") -> FunctionState:
-    return await controller.deploy(release(spec, version), "/src/fn")
-
-
-async def scaled_to_zero(controller: Controller, backend: FakeBackend) -> FunctionState:
-    """A min-0 function that has served nothing, after the autoscaler took it to zero."""
-    fs = await deployed(controller, manifest(min=0))
-    first = fs.instances[0]
-    controller.autoscale_once(time.monotonic() + 1000)
-    await eventually(lambda: first.id in backend.removed and backend.prepared, what="scale to 0")
-    assert fs.instances == [] and fs.target == 0
-    return fs
-
-
-def ready_except(fs: FunctionState, gone: Instance) -> bool:
-    """Whether ``fs`` serves again from an instance other than ``gone``."""
-    ready = fs.ready_instances()
-    return bool(ready) and gone not in ready
-
 
 # deploy
 
@@ -448,140 +401,6 @@ async def test_the_autoscaler_leaves_a_function_alone_while_it_deploys(
     assert fs.version == "v2" and fs.ready_instances()
 
 
-# repair
-
-
-async def test_a_suspect_instance_that_answers_its_check_serves_again(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    fs = await deployed(controller, manifest())
-    [inst] = fs.instances
-    controller.suspect(inst)
-    assert inst.state == "suspect" and fs.ready_instances() == []
-    await eventually(lambda: inst.state == "ready", what="the check")
-    assert backend.started == [inst.id] and backend.stopped == []
-
-
-async def test_a_suspect_instance_that_is_down_is_replaced(
-    controller: Controller, backend: FakeBackend, store: Store
-) -> None:
-    fs = await deployed(controller, manifest())
-    [inst] = fs.instances
-    backend.kill(inst.id)
-    controller.suspect(inst)
-    await eventually(lambda: ready_except(fs, inst), what="the replacement")
-    await eventually(lambda: inst.id in backend.removed, what="the dead instance's removal")
-    assert inst.state == "stopped" and len(backend.started) == 2
-    assert [r.id for r in await store.list_instances("fn")] == [fs.instances[0].id]
-
-
-async def test_a_suspect_instance_that_answers_stays_while_the_engine_is_away(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    fs = await deployed(controller, manifest())
-    [inst] = fs.instances
-    backend.away = True
-    controller.suspect(inst)
-    await eventually(lambda: inst.state == "ready", what="the check by probe alone")
-    backend.away = False
-    assert fs.instances == [inst] and backend.started == [inst.id]
-
-
-async def test_a_call_timing_out_on_a_wedged_instance_drains_it_and_starts_a_successor(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    fs = await deployed(controller, manifest())
-    wedged, _ = await controller.acquire("fn")
-    backend.wedge(wedged.id)
-    controller.timed_out(wedged)
-    await eventually(lambda: ready_except(fs, wedged), what="the successor")
-    assert wedged.state == "draining" and wedged.id not in backend.stopped
-    controller.release(wedged)  # its call ends at its deadline
-    await eventually(lambda: wedged.id in backend.removed, what="the drained instance's stop")
-    assert fs.admission().ok and fs.admission().held == 0
-
-
-async def test_a_call_timing_out_on_a_healthy_instance_keeps_it(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    fs = await deployed(controller, manifest())
-    inst, _ = await controller.acquire("fn")
-    controller.timed_out(inst)
-    assert inst.checking
-    controller.timed_out(inst)  # one check at a time
-    await eventually(lambda: not inst.checking, what="the check")
-    assert inst.state == "ready" and fs.instances == [inst] and backend.started == [inst.id]
-    controller.release(inst)
-
-
-async def test_the_watchdog_replaces_an_instance_that_died(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    await controller.start()
-    fs = await deployed(controller, manifest())
-    [dead] = fs.instances
-    backend.kill(dead.id)
-    await eventually(lambda: ready_except(fs, dead), what="the replacement")
-    await eventually(lambda: dead.id in backend.removed, what="the dead instance's removal")
-    assert len(fs.instances) == 1
-
-
-async def test_the_watchdog_never_replaces_a_healthy_instance_even_one_a_listing_missed(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    await controller.start()
-    fs = await deployed(controller, manifest(min=2))
-    backend.unlisted.add(fs.instances[0].id)  # the engine says it runs when asked
-    await asyncio.sleep(0.3)  # six rounds
-    assert sorted(backend.started) == sorted(i.id for i in fs.instances)
-    assert [i.state for i in fs.instances] == ["ready", "ready"]
-    assert backend.stopped == [] and backend.sweeps >= 2
-
-
-async def test_ensure_starts_only_what_the_target_misses(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    fs = await deployed(controller, manifest(min=1))
-    backend.fail_starts = 1
-    controller.rescale("fn", manifest(min=2))  # its start fails
-    await eventually(lambda: fs.starts == 0, what="the failed start")
-    assert len(fs.instances) == 1 and fs.target == 2
-    controller.ensure(fs)
-    await eventually(lambda: len(fs.ready_instances()) == 2)
-    controller.ensure(fs)
-    await asyncio.sleep(0.05)
-    assert len(backend.started) == 2 and backend.stopped == []
-
-
-async def test_instances_stopped_while_the_engine_is_away_are_removed_once_it_is_back(
-    controller: Controller, backend: FakeBackend
-) -> None:
-    await controller.start()
-    fs = await deployed(controller, manifest(min=2))
-    before = list(fs.instances)
-    backend.away = True
-    controller.rescale("fn", manifest(min=1, max=1))
-    [kept] = fs.instances
-    [gone] = [i for i in before if i is not kept]
-    await eventually(lambda: gone in controller.instances.leftovers, what="the failed stop")
-    assert gone in controller.live_instances("fn")
-    await asyncio.sleep(0.2)  # watchdog rounds while the engine is away
-    assert backend.instance(gone.id).alive and kept.state == "ready"
-    backend.away = False
-    await eventually(lambda: gone.id in backend.removed, what="the sweep")
-    assert not controller.instances.leftovers and gone not in controller.live_instances("fn")
-    assert fs.instances == [kept] and len(backend.started) == 2
-
-
-async def test_close_stops_every_instance(store: Store, backend: FakeBackend) -> None:
-    controller = make_controller(store, backend)
-    await controller.start()
-    await deployed(controller, manifest(min=2))
-    await controller.close()
-    assert backend.alive() == [] and len(backend.removed) == 2
-    assert await store.list_instances() == []
-
-
 # restart
 
 
@@ -622,67 +441,3 @@ async def test_a_restarted_controller_adopts_healthy_current_instances_and_remov
     inst, waited = await second.acquire("fn")
     assert waited == 0.0
     second.release(inst)
-
-
-# the warm pool
-
-
-@pytest.fixture
-async def pooled(
-    store: Store, backend: FakeBackend, tmp_path: Path
-) -> AsyncIterator[tuple[Controller, WarmPool]]:
-    """A controller whose cold starts claim from a pool of one (specialised over HTTP)."""
-    controller: Controller
-
-    async def image_for(runtime: str) -> str:
-        return f"localhost/plat/pool-{runtime}:v1"
-
-    pool = WarmPool(
-        backend,
-        FakeSources(tmp_path / "app"),
-        image_for,
-        tmp_path / "pool",
-        size=1,
-        session=lambda: controller.instances.session,
-        ready_timeout=2.0,
-        link=False,
-    )
-    await pool.start()
-    controller = make_controller(store, backend, pool=pool)
-    yield controller, pool
-    await controller.close()
-
-
-async def test_two_cold_starts_at_once_are_both_specialised_from_a_pool_of_one(
-    pooled: tuple[Controller, WarmPool], backend: FakeBackend
-) -> None:
-    controller, pool = pooled
-    pool.want([release(manifest())])
-    await eventually(lambda: pool.states()[0].ready == 1, what="the pool's first member")
-    fs = await deployed(controller, manifest(min=2))
-    assert [i.pooled for i in fs.instances] == [True, True]
-    ids = {i.id for i in fs.instances}
-    assert len(ids) == 2 and {i for i, _ in backend.renamed} == ids
-    for inst in fs.instances:
-        assert inst.function == "fn" and inst.state == "ready"
-        assert backend.instance(inst.id).requests == ["POST /.plat/specialize HTTP/1.1"]
-    assert pool.states()[0].claimed == 2
-    await eventually(lambda: pool.states()[0].ready == 1, what="the pool's refill")
-
-
-async def test_a_deploy_cancelled_while_its_claim_waits_for_a_pool_member_leaks_nothing(
-    pooled: tuple[Controller, WarmPool], backend: FakeBackend
-) -> None:
-    controller, pool = pooled
-    backend.start_delay = 0.2
-    pool.want([release(manifest())])  # a member starts, slowly
-    rollout = asyncio.create_task(deployed(controller, manifest()))
-    await asyncio.sleep(0.05)  # the claim waits for that member
-    rollout.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await rollout
-    assert "fn" not in controller.functions
-    await eventually(lambda: pool.states()[0][1:3] == (1, 0), what="the pool settling")
-    alive = backend.alive()
-    assert [f.running.function for f in alive] == ["pool-python"]
-    assert alive[0].requests == []  # never specialised
