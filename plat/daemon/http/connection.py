@@ -20,15 +20,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast
 
 from plat.daemon.http.flow_control import FlowControl
 from plat.daemon.http.message import ClientGone, Request, Response
 from plat.daemon.http.reader import RequestReader
 from plat.daemon.http.rules import AT_CAPACITY, Refusal, timed_out
 
-if TYPE_CHECKING:
-    from plat.daemon.http.server import HttpServer
+Handler = Callable[[Request, Response], Awaitable[None]]
+
+
+class Host(Protocol):
+    """What a connection asks of the server that accepted it (``HttpServer``)."""
+
+    loop: asyncio.AbstractEventLoop
+    connections: set[ServerConnection]
+    max_connections: int
+    handler: Handler
+    head_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    linger_timeout: float
+
+    def shed(self) -> bool:
+        """Close the idlest connection to make room; False when none can go."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +56,7 @@ _TEXT_PLAIN = b"Content-Type: text/plain; charset=utf-8\r\n"
 class ServerConnection(FlowControl, RequestReader):
     """One client connection: runs the handler for each request, in order."""
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: Host) -> None:
         super().__init__()
         self.server = server
         self.loop = server.loop

@@ -24,14 +24,11 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable
 
-from plat.daemon.http.connection import ServerConnection
-from plat.daemon.http.message import Request, Response
+from plat.daemon.http.connection import Handler, ServerConnection
 
 __all__ = ["Handler", "HttpServer", "ServerConnection"]
 
-Handler = Callable[[Request, Response], Awaitable[None]]
 
 # Idle keep-alive connections are closed after this long (aiohttp's default).
 KEEPALIVE_TIMEOUT = 75.0
