@@ -132,6 +132,7 @@ class FakeBackend:
         self.unprepared: list[str] = []
         self.renamed: list[tuple[str, str]] = []  # (instance id, function)
         self.sweeps = 0
+        self.listings = 0
         self.exits: list[InstanceExit] = []
         self._news = asyncio.Event()  # replaced (after being set) at every exit
         self._closed = False
@@ -239,6 +240,7 @@ class FakeBackend:
 
     async def list(self) -> list[RunningInstance]:
         self._engine()
+        self.listings += 1
         return [
             replace(f.running, running=f.alive)
             for f in self.instances.values()

@@ -1,10 +1,13 @@
 """Instances that fail: checked when a call found them failing, replaced when they
 are down or wedged, and noticed by the watchdog when they die between calls.
 
-A ``suspect`` instance (the gateway could not talk to it) takes no traffic until a
-health check clears it; one whose call outran its timeout (``timed_out``) is
-checked for being wedged (every worker stuck). A replacement starts first (the
-function's target), then the old one drains (busy) or stops (down).
+The watchdog follows the backend's exit events (a listing on each reconnection
+covers what the stream missed); an instance a listing misses is replaced only
+once the engine confirms it is gone. A ``suspect`` instance (the gateway could
+not talk to it) takes no traffic until a health check clears it; one whose call
+outran its timeout (``timed_out``) is checked for being wedged (every worker
+stuck). A replacement starts first (the function's target), then the old one
+drains (busy) or stops (down).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.base import Backend, InstanceExit
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.serving.instance import Instance
 from plat.daemon.serving.instances import Instances
@@ -104,25 +107,70 @@ class Repair:
             await self.instances.stop(inst, why, timeout=1.0)
 
     async def watch(self, interval: float) -> None:
-        """Every ``interval`` s: replace instances that died; retry failed removals."""
+        """Notice instances that die between calls, from the backend's exit events.
+
+        On every (re)connection to the event stream one listing covers what the
+        stream missed meanwhile (the engine restarted, the daemon just started).
+        Removals that failed while the engine was away are retried every
+        ``interval`` s."""
+        sweeper = asyncio.create_task(self._sweep_every(interval), name="sweeper")
+        since: float | None = None
+        try:
+            while True:
+                connected = time.time()
+                try:
+                    await self._listen(since if since is not None else connected)
+                except PlatError as exc:
+                    log.warning("lost the engine's event stream (reconnecting): %s", exc.message)
+                except Exception:  # the watchdog outlives anything a backend does
+                    log.exception("the instance event stream failed; reconnecting")
+                since = connected if since is None else since
+                await asyncio.sleep(interval)
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+
+    async def _listen(self, since: float) -> None:
+        """Exits since ``since`` (a listing first: instances gone before that), until
+        the stream ends."""
+        events = self.backend.events(since)
+        try:
+            await self._check_listing(since)
+            async for exit in events:
+                self._exited(exit)
+        finally:
+            close = getattr(events, "aclose", None)  # an async generator's
+            if close is not None:
+                await close()
+
+    def _exited(self, exit: InstanceExit) -> None:
+        for fs in list(self.functions.values()):
+            for inst in fs.instances:
+                if inst.running.backend_ref == exit.backend_ref and inst.state in (
+                    "ready",
+                    "suspect",
+                ):
+                    log.warning(
+                        "instance %s of %s exited (code %s)", inst.id, fs.name, exit.exit_code
+                    )
+                    self.tasks.spawn(self.replace(inst, "down"), name=f"replace-{inst.id}")
+                    return
+
+    async def _check_listing(self, listed_at: float) -> None:
+        alive = {r.backend_ref for r in await self.backend.list() if r.running}
+        for fs in list(self.functions.values()):
+            for inst in list(fs.instances):
+                if (
+                    inst.state in ("ready", "suspect")
+                    and inst.running.backend_ref not in alive
+                    and inst.started_at < listed_at
+                ):
+                    self.tasks.spawn(self._confirm_down(inst), name=f"confirm-{inst.id}")
+
+    async def _sweep_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            # An instance started after the listing began is missing from it, not dead.
-            listed_at = time.time()
-            try:
-                alive = {r.backend_ref for r in await self.backend.list() if r.running}
-            except Exception as exc:  # the watchdog outlives any engine outage
-                log.warning("watchdog could not list instances: %s", exc)
-                continue
             await self.instances.sweep()
-            for fs in list(self.functions.values()):
-                for inst in list(fs.instances):
-                    if (
-                        inst.state in ("ready", "suspect")
-                        and inst.running.backend_ref not in alive
-                        and inst.started_at < listed_at
-                    ):
-                        self.tasks.spawn(self._confirm_down(inst), name=f"confirm-{inst.id}")
 
     async def _confirm_down(self, inst: Instance) -> None:
         """A listing missed ``inst``: replace it only if the engine says it is gone (a

@@ -100,6 +100,34 @@ async def test_the_watchdog_replaces_an_instance_that_died(
     assert len(fs.instances) == 1
 
 
+async def test_the_watchdog_learns_of_a_death_from_the_exit_event_not_by_polling(
+    controller: Controller, backend: FakeBackend
+) -> None:
+    await controller.start()
+    fs = await deployed(controller, manifest())
+    await asyncio.sleep(0.3)  # six watch intervals
+    listings = backend.listings
+    assert listings <= 2  # start-up's reconcile and the stream's first connection
+    [dead] = fs.instances
+    backend.kill(dead.id)
+    await eventually(lambda: ready_except(fs, dead), what="the replacement")
+    assert backend.listings == listings
+
+
+async def test_the_watchdog_reconnects_after_an_engine_outage_and_still_sees_deaths(
+    controller: Controller, backend: FakeBackend
+) -> None:
+    await controller.start()
+    fs = await deployed(controller, manifest())
+    backend.away = True  # the event stream breaks
+    await asyncio.sleep(0.2)
+    backend.away = False
+    await asyncio.sleep(0.2)  # reconnected
+    [dead] = fs.instances
+    backend.kill(dead.id)
+    await eventually(lambda: ready_except(fs, dead), what="the replacement")
+
+
 async def test_the_watchdog_never_replaces_a_healthy_instance_even_one_a_listing_missed(
     controller: Controller, backend: FakeBackend
 ) -> None:
