@@ -26,7 +26,7 @@ from plat.config import Config
 from plat.credentials import basic_header, ensure_password
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, control_runner
-from plat.daemon.deployer import Artifacts, Deployer
+from plat.daemon.deployer import Deployer
 from plat.daemon.drivers.base import Backend
 from plat.daemon.drivers.container.backend import ContainerBackend
 from plat.daemon.drivers.container.build import ImageBuilder
@@ -36,6 +36,7 @@ from plat.daemon.drivers.container.builders.engine import EngineBuilder
 from plat.daemon.drivers.container.unpack import ImageUnpacker
 from plat.daemon.drivers.process.artifacts import ProcessArtifacts
 from plat.daemon.drivers.process.backend import ProcessBackend
+from plat.daemon.drivers.versions import Artifacts, Sources
 from plat.daemon.functions import Functions
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
@@ -45,7 +46,7 @@ from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
 from plat.daemon.serving.autoscaler import ScalerSettings
 from plat.daemon.serving.controller import Controller
-from plat.daemon.serving.pool import Sources, WarmPool
+from plat.daemon.serving.pool import WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup, cancel_and_wait
 from plat.errors import DaemonError, EngineError

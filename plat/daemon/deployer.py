@@ -12,38 +12,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from plat.api import DeployEvent, Timings, message
-from plat.daemon.drivers.container.build import BuildOutcome
-from plat.daemon.drivers.container.builders import LineSink
+from plat.daemon.drivers.versions import Artifacts, BuildOutcome, Release
 from plat.daemon.metrics import Metrics
 from plat.daemon.serving.controller import Controller
-from plat.daemon.serving.release import Release
 from plat.daemon.store import Store
 from plat.errors import BuildError
 from plat.manifest import Manifest
 
 Emit = Callable[[DeployEvent], None]
-
-
-class Artifacts(Protocol):
-    """Turns a function folder into something a backend runs (an image, a process dir)."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def build(
-        self, manifest: Manifest, source: Path, on_line: LineSink, *, force: bool = False
-    ) -> BuildOutcome: ...
-
-    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
-        """A fast artifact for a code-only change, or None when a real build is needed."""
-        ...
-
-    async def forget(self, name: str) -> None:
-        """Delete what was stored for function ``name`` (it was removed); idempotent."""
-        ...
 
 
 class Deployer:

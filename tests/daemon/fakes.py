@@ -30,13 +30,10 @@ from plat.daemon.drivers.base import (
     OutputLine,
     RunningInstance,
 )
-from plat.daemon.drivers.container.build import BuildOutcome
-from plat.daemon.drivers.container.builders import LineSink
+from plat.daemon.drivers.versions import BuildOutcome, Layout, LineSink, Release
 from plat.daemon.metrics import Metrics
 from plat.daemon.serving.controller import Controller
-from plat.daemon.serving.pool import Layout
 from plat.daemon.serving.probe import PROBE_HEADER, STATUS_HEADER
-from plat.daemon.serving.release import Release
 from plat.daemon.store import Store
 from plat.errors import BuildError, EngineError
 from plat.manifest import Manifest, validate_manifest

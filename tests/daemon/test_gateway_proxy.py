@@ -30,11 +30,10 @@ from multidict import CIMultiDict
 
 from plat.config import load_config
 from plat.daemon.app import Daemon
-from plat.daemon.deployer import Artifacts
 from plat.daemon.drivers.base import InstanceSpec, OutputLine, RunningInstance
 from plat.daemon.drivers.process.artifacts import ProcessArtifacts
+from plat.daemon.drivers.versions import Artifacts, Release
 from plat.daemon.gateway import CALL_ID_RE
-from plat.daemon.serving.function_state import Release
 from plat.daemon.store import Invocation
 from plat.manifest import Manifest, load_manifest
 from plat.paths import Home

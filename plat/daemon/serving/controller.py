@@ -20,13 +20,13 @@ from collections.abc import Callable
 from plat.api import InstanceCount, ScalerState
 from plat.daemon.collector import LogCollector
 from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.serving.function_state import FunctionState, NoCapacity
 from plat.daemon.serving.instance import Instance, Start
 from plat.daemon.serving.instances import EventSink, InstanceFailed, Instances, instance_spec
 from plat.daemon.serving.pool import WarmPool
 from plat.daemon.serving.reconcile import reconcile
-from plat.daemon.serving.release import Release
 from plat.daemon.serving.repair import Repair
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup

@@ -20,9 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from plat.api import AdmissionView
+from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.autoscaler import Autoscaler, Decision
 from plat.daemon.serving.instance import Instance, Start
-from plat.daemon.serving.release import Release
 from plat.errors import PlatError
 from plat.manifest import Manifest
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plat.daemon.drivers.base import RunningInstance
-from plat.daemon.serving.release import Release
+from plat.daemon.drivers.versions import Release
 
 # starting: not ready yet; ready: takes traffic; suspect: a call failed on it, a
 # check decides; draining: no new calls, its own end; stopped: gone or going.

@@ -22,10 +22,10 @@ import aiohttp
 
 from plat.daemon.collector import LogCollector
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
+from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.instance import Instance, InstanceState, Start
 from plat.daemon.serving.pool import WarmPool
 from plat.daemon.serving.probe import NotReady, wait_ready
-from plat.daemon.serving.release import Release
 from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import Finishing, TaskGroup
 from plat.errors import PlatError

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from plat.daemon.drivers.layout import Layout
+from plat.daemon.drivers.versions import Layout
 
 
 def make_folders(folder: Path) -> None:

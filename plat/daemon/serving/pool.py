@@ -37,10 +37,9 @@ import aiohttp
 
 from plat.api import PoolState
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
-from plat.daemon.drivers.layout import APP_DIR, DEPS_DIR, Layout
+from plat.daemon.drivers.versions import APP_DIR, DEPS_DIR, Layout, Release
 from plat.daemon.serving.links import link_layout, make_folders
 from plat.daemon.serving.probe import NotReady, wait_ready
-from plat.daemon.serving.release import Release
 from plat.daemon.tasks import TaskGroup
 from plat.errors import PlatError
 from plat.runtimes import get_runtime

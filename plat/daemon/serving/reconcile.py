@@ -11,11 +11,11 @@ import asyncio
 import logging
 
 from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.serving.instances import Instances
 from plat.daemon.serving.probe import probe_once
-from plat.daemon.serving.release import Release
 from plat.daemon.store import Store
 from plat.manifest import validate_manifest
 

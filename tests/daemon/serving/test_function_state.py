@@ -8,10 +8,10 @@ import random
 import pytest
 
 from plat.daemon.drivers.base import RunningInstance
+from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.autoscaler import Decision
 from plat.daemon.serving.function_state import FunctionState, NoCapacity, TooManyRequests
 from plat.daemon.serving.instance import Instance, Start
-from plat.daemon.serving.release import Release
 from plat.manifest import validate_manifest
 
 

@@ -12,10 +12,9 @@ import aiohttp
 
 from plat.daemon.drivers.base import InstanceSpec, RunningInstance
 from plat.daemon.drivers.container.unpack import ImageUnpacker
-from plat.daemon.drivers.layout import Layout
+from plat.daemon.drivers.versions import Layout, Release
 from plat.daemon.serving.links import link_layout, make_folders
 from plat.daemon.serving.pool import WarmPool, pool_key
-from plat.daemon.serving.release import Release
 from plat.errors import EngineError
 from plat.manifest import validate_manifest
 

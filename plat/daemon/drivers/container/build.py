@@ -12,11 +12,12 @@ import re
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from plat import baseimages
-from plat.daemon.drivers.container.builders import Builder, BuildJob, LineSink
+from plat.daemon.drivers.container.builders import Builder, BuildJob
+from plat.daemon.drivers.versions import APP_DIR, BuildOutcome, LineSink
 from plat.errors import BuildError
 from plat.ignore import (
     Entry,
@@ -48,18 +49,6 @@ CA_CANDIDATES = (
 
 
 @dataclass(frozen=True)
-class BuildOutcome:
-    version: str
-    image: str
-    cached: bool
-    seconds: float
-    builder: str
-    log: str
-    # Read-only mounts the instances need (a dev release's code): {host path: target}.
-    mounts: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class _Plan:
     runtime: Runtime
     entries: list[Entry]
@@ -82,7 +71,6 @@ def image_tag(function: str, version: str) -> str:
     return f"localhost/plat/{function}:{version}"
 
 
-APP_DIR = "/home/app"
 DEV_SNAPSHOTS_KEPT = 4
 
 

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from plat.daemon.drivers.container.engine import Engine
-from plat.daemon.serving.function_state import Release
-from plat.daemon.serving.pool import APP_DIR, DEPS_DIR, Layout
+from plat.daemon.drivers.versions import APP_DIR, DEPS_DIR, Layout, Release
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from plat.daemon.drivers.container.build import BuildOutcome
 from plat.daemon.drivers.process.dependencies import DependencyFiles, install_deps, toolchain_tag
 from plat.daemon.drivers.process.layout import (
     ARTIFACT_META,
@@ -46,8 +45,7 @@ from plat.daemon.drivers.process.layout import (
     image_ref,
     rename_into_place,
 )
-from plat.daemon.serving.function_state import Release
-from plat.daemon.serving.pool import Layout
+from plat.daemon.drivers.versions import BuildOutcome, Layout, Release
 from plat.errors import PlatError
 from plat.ignore import IgnoreRules, content_entries, copy_entries, digest_files
 from plat.manifest import Manifest

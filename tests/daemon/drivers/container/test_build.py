@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from plat.daemon.drivers.container.build import ImageBuilder
-from plat.daemon.drivers.container.builders import BuildJob, LineSink
+from plat.daemon.drivers.container.builders import BuildJob
+from plat.daemon.drivers.versions import LineSink
 from plat.ignore import UnsafeFolderError
 from plat.manifest import Manifest
 

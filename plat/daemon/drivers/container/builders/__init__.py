@@ -6,12 +6,13 @@ otherwise the engine's own build API builds straight into the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LineSink = Callable[[str], None]
+from plat.daemon.drivers.versions import LineSink
+
+__all__ = ["BuildJob", "Builder", "LineSink"]
 
 
 @dataclass(frozen=True)
