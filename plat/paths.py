@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,15 @@ class Home:
         env = os.environ if env is None else env
         raw = env.get("PLAT_HOME") or str(Path.home() / ".plat")
         return cls(Path(raw).expanduser().resolve())
+
+    def daemon_id(self) -> str:
+        """A stable id for this home, put on every container as the plat.daemon label."""
+        path = self.root / "daemon-id"
+        if path.is_file():
+            return path.read_text().strip()
+        value = secrets.token_hex(8)
+        path.write_text(value + "\n")
+        return value
 
     @property
     def run_dir(self) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -28,15 +27,9 @@ from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, control_runner
 from plat.daemon.deployer import Deployer
 from plat.daemon.drivers.base import Backend
-from plat.daemon.drivers.container.backend import ContainerBackend
-from plat.daemon.drivers.container.build import ImageBuilder
-from plat.daemon.drivers.container.builders import Builder
-from plat.daemon.drivers.container.builders.buildah import BuildahBuilder, buildah_available
-from plat.daemon.drivers.container.builders.engine import EngineBuilder
-from plat.daemon.drivers.container.unpack import ImageUnpacker
-from plat.daemon.drivers.process.artifacts import ProcessArtifacts
-from plat.daemon.drivers.process.backend import ProcessBackend
-from plat.daemon.drivers.versions import Artifacts, Sources
+from plat.daemon.drivers.container.driver import container_driver
+from plat.daemon.drivers.process.driver import process_driver
+from plat.daemon.drivers.versions import Driver
 from plat.daemon.functions import Functions
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
@@ -55,25 +48,6 @@ from plat.paths import Home
 log = logging.getLogger(__name__)
 
 
-def daemon_id(home: Home) -> str:
-    """A stable id for this PLAT_HOME, put on every container as the plat.daemon label."""
-    path = home.root / "daemon-id"
-    if path.is_file():
-        return path.read_text().strip()
-    value = secrets.token_hex(8)
-    path.write_text(value + "\n")
-    return value
-
-
-def choose_builder(config: Config, engine_name: str, endpoint: str) -> Builder:
-    """buildah when it shares storage with the engine (Podman); else the engine's build API."""
-    if config.builder == "buildah" or (
-        config.builder == "auto" and engine_name == "podman" and buildah_available()
-    ):
-        return BuildahBuilder()
-    return EngineBuilder(endpoint)
-
-
 def pool_status(pool: WarmPool | None) -> PoolStatus:
     if pool is None or not pool.enabled:
         return {"size": 0, "pools": []}
@@ -81,8 +55,13 @@ def pool_status(pool: WarmPool | None) -> PoolStatus:
 
 
 class Daemon:
-    def __init__(self, home: Home, config: Config, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, home: Home, config: Config, env: Mapping[str, str], driver: Driver | None = None
+    ) -> None:
+        """``driver``: what runs functions; None chooses one by ``config`` (an engine
+        when one answers or can be started, else local processes)."""
         self.home = home
+        self._driver = driver
         self.config = config
         self.env = env
         self.started_at = time.time()
@@ -115,9 +94,12 @@ class Daemon:
         await self.store.open()
         stack.push_async_callback(self.store.close)
 
-        backend, artifacts = await self._backend()
+        driver = self._driver or await self._choose_driver()
+        backend, artifacts = driver.backend, driver.artifacts
         self.backend = backend
         stack.push_async_callback(backend.close)
+        for close in driver.closers:
+            stack.push_async_callback(close)
 
         self.journal = Journal(
             self.store,
@@ -136,7 +118,7 @@ class Daemon:
         )
         stack.push_async_callback(self.collector.close)
 
-        pool = await self._pool(backend, artifacts)
+        pool = await self._pool(driver)
         self.controller = Controller(
             self.store,
             backend,
@@ -190,34 +172,25 @@ class Daemon:
         stack.push_async_callback(self.tasks.close)
         await self._serve()
 
-    async def _pool(self, backend: Backend, artifacts: Artifacts) -> WarmPool | None:
-        """The pre-warmed pool: images unpacked for containers; processes need no unpacking."""
+    async def _pool(self, driver: Driver) -> WarmPool | None:
+        """The pre-warmed pool of generic runtime instances, specialised on a start."""
         if self.config.pool_size == 0:
             return None
-        sources: Sources
-        if isinstance(artifacts, ImageBuilder):
-            unpacker = ImageUnpacker(backend.endpoint, self.home.root / "unpacked")
-            self._stack.push_async_callback(unpacker.close)
-            sources, pool_image = unpacker, artifacts.pool_image
-        elif isinstance(artifacts, ProcessArtifacts):
-            sources, pool_image = artifacts, artifacts.pool_image
-        else:
-            return None
         pool = WarmPool(
-            backend,
-            sources,
-            pool_image,
+            driver.backend,
+            driver.sources,
+            driver.artifacts.pool_image,
             self.home.root / "pool",
             size=self.config.pool_size,
             session=lambda: self.controller.instances.session,
             ready_timeout=self.config.ready_timeout,
-            link=isinstance(artifacts, ImageBuilder),
+            link=driver.link,
         )
         await pool.start()
         return pool
 
-    async def _backend(self) -> tuple[Backend, Artifacts]:
-        """The configured backend; `auto` falls back to processes when no engine answers."""
+    async def _choose_driver(self) -> Driver:
+        """The configured driver; `auto` falls back to processes when no engine answers."""
         choice = self.config.backend
         if choice != "process":
             try:
@@ -243,17 +216,9 @@ class Daemon:
                     "version": info.version,
                     "started_by_plat": service is not None,
                 }
-                builder = choose_builder(self.config, info.name, info.endpoint)
-                images = ImageBuilder(
-                    builder, self.home.builds_dir, self.env, self.home.root / "dev"
-                )
-                backend = ContainerBackend(
-                    info.endpoint, daemon_id(self.home), self.config.instance_address
-                )
-                return backend, images
+                return container_driver(self.home, self.config, self.env, info)
         self.engine_description = {"name": "none", "endpoint": "local processes"}
-        process = ProcessBackend(daemon_id(self.home))
-        return process, ProcessArtifacts(self.home.root / "artifacts", self.env)
+        return process_driver(self.home, self.env)
 
     async def _serve(self) -> None:
         config = self.config

@@ -220,14 +220,13 @@ def _record_choices(home: Home, daemon: Daemon, explicit_backend: str | None) ->
 
 
 async def _remove_containers(daemon: Daemon) -> None:
-    from plat.daemon.app import daemon_id
-    from plat.daemon.drivers.container.backend import remove_all
+    from plat.daemon.drivers.container.cleanup import remove_all
 
     if getattr(daemon, "backend", None) is None or daemon.backend.name != "container":
         return
     try:
         removed, remaining = await asyncio.to_thread(
-            remove_all, daemon.backend.endpoint, daemon_id(daemon.home)
+            remove_all, daemon.backend.endpoint, daemon.home.daemon_id()
         )
     except PlatError as exc:
         log.error("removing this daemon's containers failed: %s", exc.message)
@@ -426,7 +425,7 @@ def _removers(home: Home, env: Mapping[str, str], recorded: str) -> Iterator[Rem
     """Ways to remove a daemon's containers, each tried only if the one before failed:
     the engine it used, the one that answers now, the podman CLI (the daemon's own
     `podman system service` goes with it; its containers do not)."""
-    from plat.daemon.drivers.container.backend import remove_all, remove_all_podman
+    from plat.daemon.drivers.container.cleanup import remove_all, remove_all_podman
     from plat.engine import find_engine
 
     yield functools.partial(remove_all, recorded)

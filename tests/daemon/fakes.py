@@ -248,6 +248,9 @@ class FakeBackend:
         self._engine()
         self.renamed.append((instance.id, function))
 
+    def runs(self, image: str) -> bool:
+        return not image.startswith("process:")
+
     async def is_alive(self, instance: RunningInstance) -> bool:
         self._engine()
         fake = self.instances.get(instance.id)

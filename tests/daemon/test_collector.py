@@ -11,7 +11,7 @@ import pytest
 
 from plat.daemon.collector import LogCollector, TokenBucket, line_time, split_call_id
 from plat.daemon.drivers.base import OutputLine, RunningInstance
-from plat.daemon.drivers.container.backend import demultiplex, parse_timestamp, timestamped_lines
+from plat.daemon.drivers.container.logstream import demultiplex, parse_timestamp, timestamped_lines
 from plat.daemon.journal import Journal
 from plat.daemon.store import Store
 

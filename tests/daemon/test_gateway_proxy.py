@@ -30,9 +30,9 @@ from multidict import CIMultiDict
 
 from plat.config import load_config
 from plat.daemon.app import Daemon
-from plat.daemon.drivers.base import InstanceSpec, OutputLine, RunningInstance
+from plat.daemon.drivers.base import InstanceExit, InstanceSpec, OutputLine, RunningInstance
 from plat.daemon.drivers.process.artifacts import ProcessArtifacts
-from plat.daemon.drivers.versions import Artifacts, Release
+from plat.daemon.drivers.versions import Driver, Release
 from plat.daemon.gateway import CALL_ID_RE
 from plat.daemon.store import Invocation
 from plat.manifest import Manifest, load_manifest
@@ -749,6 +749,13 @@ class ScriptedBackend:
     async def is_alive(self, instance: RunningInstance) -> bool:
         return True
 
+    def runs(self, image: str) -> bool:
+        return True
+
+    async def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
+        await asyncio.Event().wait()  # its instance never exits
+        yield  # type: ignore[misc]  # an async generator
+
     async def sweep(self) -> None:
         return None
 
@@ -757,13 +764,6 @@ class ScriptedBackend:
 
     async def close(self) -> None:
         return None
-
-
-class ScriptedDaemon(Daemon):
-    backend_for_test: ScriptedBackend
-
-    async def _backend(self) -> tuple[ScriptedBackend, Artifacts]:  # type: ignore[override]
-        return self.backend_for_test, ProcessArtifacts(self.home.root / "artifacts", self.env)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -775,8 +775,9 @@ async def scripted(
     root = tmp_path_factory.mktemp("scripted")
     home = Home(root / "home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAT_")}
-    daemon = ScriptedDaemon(home, config_for(home, env), env)
-    daemon.backend_for_test = ScriptedBackend(port)
+    artifacts = ProcessArtifacts(home.root / "artifacts", env)
+    driver = Driver(ScriptedBackend(port), artifacts, artifacts, link=False)
+    daemon = Daemon(home, config_for(home, env), env, driver=driver)
     await daemon.start()
     manifest = Manifest(name="script", runtime="python", auth="public", scale={"min": 1, "max": 1})
     await daemon.controller.deploy(Release(manifest, "v1", "scripted:v1"), str(root))

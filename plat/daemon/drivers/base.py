@@ -134,6 +134,11 @@ class Backend(Protocol):
 
     async def is_alive(self, instance: RunningInstance) -> bool: ...
 
+    def runs(self, image: str) -> bool:
+        """Whether ``image`` is an artifact of this backend (a function deployed with
+        another backend must be deployed again)."""
+        ...
+
     async def sweep(self) -> None:
         """Retry the clean-ups that failed while the engine was away (the watchdog
         calls it once the engine answers again)."""

@@ -20,6 +20,8 @@ from plat.manifest import Manifest
 
 APP_DIR = "/home/app"
 DEPS_DIR = "/opt/plat/deps"
+# A process driver's artifact reference: ``process:<folder>`` (an image otherwise).
+PROCESS_IMAGE_PREFIX = "process:"
 
 LineSink = Callable[[str], None]
 

@@ -38,7 +38,7 @@ async def reconcile(
         version = await store.get_version(record.name, record.version)
         if version is None:
             continue
-        if (backend.name == "process") != version.image.startswith("process:"):
+        if not backend.runs(version.image):
             log.warning("%s was deployed for another backend; `plat deploy` it again", record.name)
             continue
         manifest = validate_manifest(record.manifest, source=f"stored manifest of {record.name}")

@@ -39,12 +39,8 @@ from plat.daemon.drivers.base import (
     RunningInstance,
     free_port,
 )
-from plat.daemon.drivers.container.cleanup import remove_all as remove_all
-from plat.daemon.drivers.container.cleanup import remove_all_podman as remove_all_podman
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
-from plat.daemon.drivers.container.logstream import demultiplex as demultiplex
-from plat.daemon.drivers.container.logstream import parse_timestamp as parse_timestamp
-from plat.daemon.drivers.container.logstream import timestamped_lines as timestamped_lines
+from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.daemon.tasks import Finishing
 from plat.errors import EngineError
 
@@ -315,6 +311,9 @@ class ContainerBackend:
         # cost grow with the number of containers.
         entries = await self._engine.containers({"label": [f"{LABEL_DAEMON}={self.daemon_id}"]})
         return [listed_instance(entry) for entry in entries]
+
+    def runs(self, image: str) -> bool:
+        return not image.startswith(PROCESS_IMAGE_PREFIX)
 
     async def is_alive(self, instance: RunningInstance) -> bool:
         data = await self._engine.inspect(instance.backend_ref)

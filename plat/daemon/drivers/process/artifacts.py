@@ -109,7 +109,7 @@ async def prepare_artifact(
     leaves no partial folder.
     """
     runtime = get_runtime(manifest.runtime)
-    if runtime.name == "dockerfile" or runtime.shim_dir is None:
+    if not runtime.poolable or runtime.shim_dir is None:  # its own image: a container
         raise PlatError(
             f"the process backend cannot run `{runtime.name}` functions",
             hint="use the container backend: `plat daemon start --backend container`",

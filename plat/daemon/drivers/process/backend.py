@@ -43,6 +43,7 @@ from plat.daemon.drivers.base import (
 )
 from plat.daemon.drivers.process.environment import instance_environment
 from plat.daemon.drivers.process.layout import artifact_dir, artifact_runtime
+from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.errors import ConflictError, PlatError
 from plat.runtimes import runtimes_root
 from plat.subprocesses import death_signal_hook
@@ -346,6 +347,9 @@ class ProcessBackend:
 
     async def rename(self, instance: RunningInstance, function: str) -> None:
         """Nothing to do: processes have no names (and the process backend has no pool)."""
+
+    def runs(self, image: str) -> bool:
+        return image.startswith(PROCESS_IMAGE_PREFIX)
 
     async def is_alive(self, instance: RunningInstance) -> bool:
         inst = self._instances.get(instance.id)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.errors import PlatError
 
-PROCESS_IMAGE_PREFIX = "process:"
 POOL_DIR = "_pool"
 DEPS_ROOT = "_deps"
 TMP_PREFIX = ".tmp-"
