@@ -21,7 +21,14 @@ from collections import deque
 import httptools
 
 from plat.daemon.http.message import Request, Response
-from plat.daemon.http.rules import HEAD_TOO_LARGE, MAX_HEAD, Refusal, check_head, parser_refusal
+from plat.daemon.http.rules import (
+    BAD_CODING,
+    HEAD_TOO_LARGE,
+    MAX_HEAD,
+    Refusal,
+    check_head,
+    parser_refusal,
+)
 
 # Reads larger than this are parsed a slice at a time; parsing stops while this
 # many requests (or more) are queued, the rest of the read is kept as bytes.
@@ -197,6 +204,7 @@ class RequestReader(asyncio.Protocol):
         upgrade = False
         content_length: int | None = None
         chunked = expects_continue = False
+        codings = b""
         host = authorization = None
         for name, value in headers:
             lower = name.lower()
@@ -205,6 +213,7 @@ class RequestReader(asyncio.Protocol):
                     content_length = int(value)
                 elif lower == b"transfer-encoding":
                     chunked = True
+                    codings = value
                 elif lower == b"host":
                     hosts += 1
                     if host is None:
@@ -238,6 +247,10 @@ class RequestReader(asyncio.Protocol):
         if not request.has_body:
             request.body_done = True
         if upgrade and parser.should_upgrade():
+            # llhttp stops at an upgrade request's head, before it checks the framing.
+            if chunked and codings.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+                self._refusal = BAD_CODING._replace(head_only=method == b"HEAD")
+                raise _Refused()
             self._upgrading = request
         self._parsing = request
         if self._active is None and not self._queue:

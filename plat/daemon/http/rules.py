@@ -43,6 +43,7 @@ NO_HOST = Refusal(400, "bad_request", "an HTTP/1.1 request needs a Host header")
 TWO_HOSTS = Refusal(400, "bad_request", "the request has more than one Host header")
 HTTP09 = Refusal(400, "bad_request", "HTTP/0.9 requests are not served; send HTTP/1.1")
 ASTERISK = Refusal(400, "bad_request", "the target * is only for OPTIONS")
+BAD_CODING = Refusal(400, "bad_request", "a request body's Transfer-Encoding must end with chunked")
 CONNECT = Refusal(405, "method_not_allowed", "this server does not tunnel (CONNECT)")
 AT_CAPACITY = Refusal(503, "too_many_connections", "the server is at its connection limit")
 
