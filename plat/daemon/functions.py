@@ -15,21 +15,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from plat.api import (
-    DeployEvent,
     Description,
     FunctionSummary,
     InstanceView,
     ScaleResult,
     VersionView,
 )
-from plat.daemon.deployer import Deployer
+from plat.daemon.deployer import Deployer, Emit
 from plat.daemon.metrics import Metrics
 from plat.daemon.serving.controller import Controller
 from plat.daemon.store import FunctionRecord, Store
 from plat.errors import NotFoundError, PlatError, no_function
 from plat.manifest import Manifest, Scale, load_manifest, validate_manifest
-
-Emit = Callable[[DeployEvent], None]
 
 
 def with_scale(manifest: Manifest, override: dict[str, Any]) -> Manifest:

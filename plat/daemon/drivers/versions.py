@@ -36,10 +36,6 @@ class Release:
     image: str
     mounts: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
     def same_code(self, other: Release) -> bool:
         """Whether instances of ``other`` run what instances of this release run
         (scale settings aside)."""

@@ -270,9 +270,6 @@ class Instances:
             self.collector.note(inst.running, f"[plat] instance {inst.id} stopping: {reason}")
         await self._stopping.run(self._stop_now(inst, timeout))
 
-    def stop_soon(self, inst: Instance, reason: str, timeout: float = 5.0) -> None:
-        self.tasks.spawn(self.stop(inst, reason, timeout), name=f"stop-{inst.id}")
-
     async def _stop_now(self, inst: Instance, timeout: float) -> None:
         inst.state = "stopped"
         for listener in self.on_stopped:

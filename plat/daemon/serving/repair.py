@@ -114,17 +114,15 @@ class Repair:
         Removals that failed while the engine was away are retried every
         ``interval`` s."""
         sweeper = asyncio.create_task(self._sweep_every(interval), name="sweeper")
-        since: float | None = None
         try:
             while True:
-                connected = time.time()
                 try:
-                    await self._listen(since if since is not None else connected)
+                    # From now on: what happened before is the listing's to find.
+                    await self._listen(time.time())
                 except PlatError as exc:
                     log.warning("lost the engine's event stream (reconnecting): %s", exc.message)
                 except Exception:  # the watchdog outlives anything a backend does
                     log.exception("the instance event stream failed; reconnecting")
-                since = connected if since is None else since
                 await asyncio.sleep(interval)
         finally:
             sweeper.cancel()
