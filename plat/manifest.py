@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from plat.errors import ManifestError
 from plat.runtimes import all_runtimes, detect_runtime
+from plat.tenancy import TENANT_RE
 from plat.units import parse_duration, parse_size
 
 MANIFEST_NAME = "plat.yaml"
@@ -88,8 +97,17 @@ class Manifest(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.fullmatch(value):
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        # Inside the daemon a tenant's function is named by its key, <name>.<tenant>
+        # (plat.tenancy); plat.yaml names the function only.
+        name, dot, tenant = value.partition(".")
+        qualified = bool(info.context and info.context.get("qualified"))
+        if dot and not qualified:
+            raise ValueError(
+                f"{value!r} is not a valid name: a name has no '.'; deploy a function "
+                "for a tenant with `plat --tenant TENANT deploy` (or PLAT_TENANT)"
+            )
+        if not NAME_RE.fullmatch(name) or (dot and not TENANT_RE.fullmatch(tenant)):
             raise ValueError(
                 f"{value!r} is not a valid name; use 1-63 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit (e.g. hello-world)"
@@ -197,12 +215,17 @@ def _allowed_keys(parent: str | None) -> list[str]:
     return list(model.model_fields)
 
 
-def validate_manifest(data: Any, *, source: str = MANIFEST_NAME) -> Manifest:
-    """A Manifest from parsed YAML; raises ManifestError naming file, field and fix."""
+def validate_manifest(
+    data: Any, *, source: str = MANIFEST_NAME, qualified: bool = False
+) -> Manifest:
+    """A Manifest from parsed YAML; raises ManifestError naming file, field and fix.
+
+    ``qualified``: the name may be a function key, ``<name>.<tenant>`` (the daemon's
+    own records); a user's plat.yaml names the function only."""
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: expected a mapping of keys (name: ..., runtime: ...)")
     try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(data, context={"qualified": qualified})
     except ValidationError as exc:
         lines = [_format_error(source, dict(err)) for err in exc.errors()]
         raise ManifestError("\n".join(lines)) from None

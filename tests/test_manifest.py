@@ -70,7 +70,6 @@ BAD_MANIFESTS = [
             ("leading-dash", "-hello"),
             ("trailing-dash", "hello-"),
             ("underscore", "hello_world"),
-            ("dot", "hello.world"),
             ("space", "'hello world'"),
             ("too-long", "a" * 64),
             ("empty", "''"),
@@ -79,6 +78,9 @@ BAD_MANIFESTS = [
     ],
     pytest.param(
         "name: 123\nruntime: python\n", "'name'", "should be a valid string", id="name-int"
+    ),
+    pytest.param(
+        "name: hello.acme\nruntime: python\n", "'name'", "plat --tenant TENANT", id="name-dot"
     ),
     pytest.param(HEAD + "timeout: soon\n", "'timeout'", "use e.g. 30s", id="duration-word"),
     pytest.param(HEAD + "timeout: 30sec\n", "'timeout'", "use e.g. 30s", id="duration-unit"),
@@ -450,3 +452,12 @@ def test_manifest_that_is_a_folder_or_a_fifo_is_a_clear_error(tmp_path: Path) ->
     other.mkdir()
     os.mkfifo(other / MANIFEST_NAME)
     assert "not a regular file" in load_error(other)
+
+
+def test_a_function_key_is_a_name_only_inside_the_daemon() -> None:
+    data = {"name": "hello.acme", "runtime": "python"}
+    assert validate_manifest(data, qualified=True).name == "hello.acme"
+    with pytest.raises(ManifestError, match="--tenant"):
+        validate_manifest(data)
+    with pytest.raises(ManifestError, match="not a valid name"):
+        validate_manifest({"name": "hello.Acme", "runtime": "python"}, qualified=True)

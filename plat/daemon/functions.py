@@ -218,6 +218,7 @@ class Functions:
             base = validate_manifest(
                 {**fs.manifest.to_dict(), "scale": await self._declared_scale(record)},
                 source=f"manifest of {name}",
+                qualified=True,
             )
             manifest = with_scale(base, changes) if changes else base
             override = changes or None

@@ -12,10 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from plat.daemon.drivers.secretvalue import Secrets
+from plat.tenancy import DEFAULT_TENANT
+
 LABEL_FUNCTION = "plat.function"
 LABEL_VERSION = "plat.version"
 LABEL_DAEMON = "plat.daemon"
 LABEL_INSTANCE = "plat.instance"
+LABEL_TENANT = "plat.tenant"
 # The port an instance listens on inside its own network namespace (``PORT``).
 INSTANCE_PORT = 8080
 LOOPBACK = "127.0.0.1"
@@ -50,6 +54,10 @@ class InstanceSpec:
     user: str | None = "10001:10001"
     # Host folders mounted read-only: {host path: path in the instance}.
     mounts: dict[str, str] = field(default_factory=dict)
+    # The tenant whose network (and quota) the instance belongs to.
+    tenant: str = DEFAULT_TENANT
+    # Files under SECRETS_PATHS (and $PLAT_SECRETS_DIR): {file name: value}.
+    secrets: Secrets = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.secretvalue import Secrets
 from plat.manifest import Manifest
 
 APP_DIR = "/home/app"
@@ -35,6 +36,8 @@ class Release:
     version: str
     image: str
     mounts: dict[str, str] = field(default_factory=dict)
+    # The values of the secrets the manifest names, resolved at deploy (and on refresh).
+    secrets: Secrets = field(default_factory=dict)
 
     def same_code(self, other: Release) -> bool:
         """Whether instances of ``other`` run what instances of this release run

@@ -30,6 +30,7 @@ from plat.daemon.store import InstanceRecord, Store
 from plat.daemon.tasks import Finishing, TaskGroup
 from plat.errors import PlatError
 from plat.runtimes import get_runtime
+from plat.tenancy import tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def instance_spec(release: Release) -> InstanceSpec:
         pids=manifest.resources.pids,
         user="10001:10001" if runtime.poolable else None,
         mounts=dict(release.mounts),
+        tenant=tenant_of(manifest.name),
+        secrets=release.secrets,
     )
 
 

@@ -41,7 +41,9 @@ async def reconcile(
         if not backend.runs(version.image):
             log.warning("%s was deployed for another backend; `plat deploy` it again", record.name)
             continue
-        manifest = validate_manifest(record.manifest, source=f"stored manifest of {record.name}")
+        manifest = validate_manifest(
+            record.manifest, source=f"stored manifest of {record.name}", qualified=True
+        )
         release = Release(manifest, record.version, version.image, version.mounts)
         fs = FunctionState(record.name, release, scaler=Autoscaler(scaler))
         fs.set_target(max(1, manifest.scale.min) if manifest.scale.min else 0)

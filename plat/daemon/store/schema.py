@@ -71,4 +71,23 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE functions ADD COLUMN scale_override TEXT;
     """,
+    """
+    CREATE TABLE tenants (
+        name          TEXT PRIMARY KEY,
+        token_hash    TEXT NOT NULL,
+        max_instances INTEGER,
+        max_memory    INTEGER,
+        created_at    REAL NOT NULL,
+        token_at      REAL NOT NULL
+    );
+    CREATE TABLE secrets (
+        tenant      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        sealed      BLOB NOT NULL,
+        revision    INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    """,
 )
