@@ -105,6 +105,7 @@ class ProcessBackend:
     """Instances as local processes of the runtime's shim. No isolation at all."""
 
     name = "process"
+    isolates_tenants = False  # every instance shares the host's network and filesystem
 
     def __init__(
         self,
