@@ -49,6 +49,40 @@ def read_password(home: Home) -> str:
     return password
 
 
+def ensure_admin_token(home: Home) -> str:
+    """The admin's API token in ``$PLAT_HOME/admin.token`` (mode 0600), created when
+    absent: what a remote admin sends as ``Authorization: Bearer <token>``."""
+    path = home.admin_token
+    if path.is_file():
+        return read_admin_token(home)
+    token = "plat_admin_" + secrets.token_urlsafe(32)
+    try:
+        home.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+    except FileExistsError:
+        return read_admin_token(home)
+    except OSError as exc:
+        raise home.unusable(exc, path) from None
+    return token
+
+
+def read_admin_token(home: Home) -> str:
+    try:
+        token = home.admin_token.read_text().strip()
+    except FileNotFoundError:
+        raise PlatError(
+            f"no admin token in {home.root}", hint="start the daemon once: `plat daemon start`"
+        ) from None
+    if not token:
+        raise PlatError(
+            f"{home.admin_token} is empty",
+            hint="delete it and restart the daemon to make a new one",
+        )
+    return token
+
+
 def basic_header(password: str, user: str = USER) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

@@ -55,6 +55,10 @@ class Home:
         return self.root / "credentials"
 
     @property
+    def admin_token(self) -> Path:
+        return self.root / "admin.token"
+
+    @property
     def daemon_log(self) -> Path:
         return self.root / "daemon.log"
 

@@ -22,7 +22,7 @@ from plat import __version__
 from plat import engine as engines
 from plat.api import PoolStatus, Status
 from plat.config import Config
-from plat.credentials import basic_header, ensure_password
+from plat.credentials import basic_header, ensure_admin_token, ensure_password
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import control_routes, control_runner
 from plat.daemon.deployer import Deployer
@@ -89,6 +89,7 @@ class Daemon:
         self._open_files = raise_open_files()
         self.home.ensure()
         password = ensure_password(self.home)
+        self.admin_token = ensure_admin_token(self.home)
 
         self.store = Store(self.home.database)
         await self.store.open()
