@@ -18,9 +18,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -35,6 +37,13 @@ ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_HANDLER_CHARS = 255
+# A secret's name is a file name in the instance (/var/plat/secrets/<name>).
+SECRET_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+# A Vault KV v2 reference: <mount>/<path>#<key>, e.g. secret/app#password.
+VAULT_REF_RE = re.compile(
+    r"(?P<mount>[A-Za-z0-9_.-]+)/(?P<path>[A-Za-z0-9_.@+=/-]+)#(?P<key>[^\x00-\x1f\x7f]{1,256})"
+)
+MAX_SECRETS = 64
 
 DEFAULT_MEMORY = 256 * 1024**2
 DEFAULT_CPU = 1.0
@@ -85,6 +94,81 @@ class Scale(_Strict):
         return self
 
 
+class SecretRef(_Strict):
+    """One entry of ``secrets``: a plat secret of the tenant (``vault`` None) or a key
+    of a Vault KV v2 secret, as the file ``name``."""
+
+    name: str
+    vault: str | None = None
+
+
+def secret_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid secret name, or None when it is."""
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name) or ".." in name:
+        return (
+            f"{str(name)[:80]!r} is not a valid secret name; use 1-63 lowercase letters, "
+            "digits, '.', '_' and '-', starting and ending with a letter or digit "
+            "(e.g. db-password)"
+        )
+    return None
+
+
+def parse_vault_ref(ref: str) -> tuple[str, str, str]:
+    """(mount, path, key) of ``"<mount>/<path>#<key>"``; raises ValueError otherwise."""
+    match = VAULT_REF_RE.fullmatch(ref)
+    parts = [*match["path"].split("/"), match["mount"]] if match else []
+    if not match or any(part in {"", ".", ".."} for part in parts):
+        raise ValueError(
+            f"{ref[:300]!r} is not a vault reference; write <mount>/<path>#<key>, "
+            "e.g. secret/app#password"
+        )
+    return match["mount"], match["path"], match["key"]
+
+
+def _secret_entries(value: Any) -> list[dict[str, Any]]:
+    """``secrets`` as a list of {name, vault} mappings; ValueError naming the entry."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("secrets must be a list, e.g. [db-password] or [{name: db, vault: ...}]")
+    if len(value) > MAX_SECRETS:
+        raise ValueError(f"at most {MAX_SECRETS} secrets per function")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(value, start=1):
+        if isinstance(item, SecretRef):
+            item = item.model_dump()
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"entry {index} must be a secret's name or a mapping {{name: ..., vault: ...}}"
+            )
+        unknown = sorted(str(key) for key in item if key not in SecretRef.model_fields)
+        if unknown:
+            raise ValueError(
+                f"entry {index} has unknown key(s) {', '.join(unknown)}; allowed: name, vault"
+            )
+        name = item.get("name")
+        problem = secret_name_problem(name)
+        if problem:
+            raise ValueError(f"entry {index}: {problem}")
+        assert isinstance(name, str)
+        if name in seen:
+            raise ValueError(f"entry {index}: secret {name!r} is listed twice")
+        seen.add(name)
+        vault = item.get("vault")
+        if vault is not None:
+            if not isinstance(vault, str):
+                raise ValueError(f"entry {index} ({name}): vault must be a string")
+            try:
+                parse_vault_ref(vault)
+            except ValueError as exc:
+                raise ValueError(f"entry {index} ({name}): {exc}") from None
+        out.append({"name": name, "vault": vault})
+    return out
+
+
 class Manifest(_Strict):
     name: str
     runtime: str
@@ -94,6 +178,7 @@ class Manifest(_Strict):
     timeout: float = DEFAULT_TIMEOUT
     resources: Resources = Field(default_factory=Resources)
     scale: Scale = Field(default_factory=Scale)
+    secrets: list[SecretRef] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -172,6 +257,21 @@ class Manifest(_Strict):
                 )
             out[str(key)] = text
         return out
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> list[dict[str, Any]]:
+        return _secret_entries(value)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Secrets as a user writes them (a name, or {name, vault}); none: no key at
+        # all, so a manifest without secrets dumps as it did before they existed.
+        data: dict[str, Any] = handler(self)
+        data.pop("secrets", None)
+        if self.secrets:
+            data["secrets"] = [r.name if r.vault is None else dict(r) for r in self.secrets]
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

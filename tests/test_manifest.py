@@ -16,6 +16,7 @@ from plat.manifest import (
     MANIFEST_NAME,
     Manifest,
     load_manifest,
+    parse_vault_ref,
     validate_manifest,
 )
 
@@ -461,3 +462,81 @@ def test_a_function_key_is_a_name_only_inside_the_daemon() -> None:
         validate_manifest(data)
     with pytest.raises(ManifestError, match="not a valid name"):
         validate_manifest({"name": "hello.Acme", "runtime": "python"}, qualified=True)
+
+
+def test_secrets_by_name_and_from_vault(tmp_path: Path) -> None:
+    text = HEAD + (
+        "secrets:\n"
+        "  - db-password\n"
+        "  - {name: api.key}\n"
+        "  - {name: db, vault: 'secret/app/prod#password'}\n"
+    )
+    manifest = load_manifest(make_function(tmp_path / "fn", text))
+    assert [(ref.name, ref.vault) for ref in manifest.secrets] == [
+        ("db-password", None),
+        ("api.key", None),
+        ("db", "secret/app/prod#password"),
+    ]
+    # Dumped as a user writes them, and read back the same.
+    assert manifest.to_dict()["secrets"] == [
+        "db-password",
+        "api.key",
+        {"name": "db", "vault": "secret/app/prod#password"},
+    ]
+    assert validate_manifest(manifest.to_dict()) == manifest
+
+
+def test_no_secrets_by_default(tmp_path: Path) -> None:
+    assert load_manifest(make_function(tmp_path / "fn", HEAD)).secrets == []
+    assert load_manifest(make_function(tmp_path / "fn2", HEAD + "secrets:\n")).secrets == []
+    # Dumped without the key, as before secrets existed.
+    assert "secrets" not in load_manifest(make_function(tmp_path / "fn", HEAD)).to_dict()
+
+
+def test_vault_refs_are_parsed_into_mount_path_and_key() -> None:
+    assert parse_vault_ref("secret/app#password") == ("secret", "app", "password")
+    assert parse_vault_ref("kv/team/app/prod#db user") == ("kv", "team/app/prod", "db user")
+
+
+@pytest.mark.parametrize(
+    ("secrets", "needle"),
+    [
+        pytest.param("db", "must be a list", id="not-a-list"),
+        pytest.param("[DB]", "'DB' is not a valid secret name", id="uppercase"),
+        pytest.param("['../etc/passwd']", "not a valid secret name", id="traversal"),
+        pytest.param("['a/b']", "not a valid secret name", id="slash"),
+        pytest.param("['a..b']", "not a valid secret name", id="dots"),
+        pytest.param("['-db']", "not a valid secret name", id="leading-dash"),
+        pytest.param("['" + "a" * 64 + "']", "not a valid secret name", id="too-long"),
+        pytest.param("[42]", "entry 1 must be a secret's name", id="number"),
+        pytest.param("[[db]]", "entry 1 must be a secret's name", id="nested-list"),
+        pytest.param("[db, db]", "entry 2: secret 'db' is listed twice", id="duplicate"),
+        pytest.param(
+            "[db, {name: db, vault: 'kv/a#b'}]", "listed twice", id="duplicate-with-vault"
+        ),
+        pytest.param("[{vault: 'kv/a#b'}]", "not a valid secret name", id="no-name"),
+        pytest.param("[{name: db, path: x}]", "unknown key(s) path", id="unknown-key"),
+        pytest.param("[{name: db, vault: 3}]", "vault must be a string", id="vault-number"),
+        pytest.param("[{name: db, vault: 'secret/app'}]", "<mount>/<path>#<key>", id="no-key"),
+        pytest.param("[{name: db, vault: 'secret#k'}]", "not a vault reference", id="no-path"),
+        pytest.param("[{name: db, vault: 'kv/../x#k'}]", "not a vault reference", id="dotdot"),
+        pytest.param("[{name: db, vault: 'kv//x#k'}]", "not a vault reference", id="empty-seg"),
+        pytest.param("[{name: db, vault: 'kv/x#'}]", "not a vault reference", id="empty-key"),
+        pytest.param('[{name: db, vault: "kv/x#a\\nb"}]', "not a vault reference", id="ctrl"),
+        pytest.param("[" + ", ".join(f"s{i}" for i in range(65)) + "]", "at most 64", id="many"),
+    ],
+)
+def test_bad_secrets_name_the_field_and_the_entry(
+    tmp_path: Path, secrets: str, needle: str
+) -> None:
+    folder = make_function(tmp_path / "fn", HEAD + f"secrets: {secrets}\n")
+    message = load_error(folder)
+    assert "'secrets'" in message
+    assert needle in message
+
+
+def test_a_long_vault_ref_is_cut_in_the_error(tmp_path: Path) -> None:
+    ref = "kv/" + "x" * 5000
+    folder = make_function(tmp_path / "fn", HEAD + f"secrets: [{{name: db, vault: '{ref}'}}]\n")
+    message = load_error(folder)
+    assert "not a vault reference" in message and len(message) < 1000
