@@ -9,6 +9,7 @@ the daemon client, pydantic, the docker SDK, ...) inside the function that runs 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from importlib import import_module
 from typing import NoReturn
@@ -39,6 +40,8 @@ COMMAND_MODULES = (
     "logs",
     "stats",
     "auth",
+    "tenant",
+    "secret",
     "daemon",
     "runtime",
     "doctor",
@@ -56,8 +59,32 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    tenant: str | None = typer.Option(
+        None,
+        "--tenant",
+        envvar="PLAT_TENANT",
+        help="Act for this tenant (an admin may name any; a tenant's token acts for its own).",
+    ),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        envvar="PLAT_URL",
+        help="Talk to the daemon at this gateway URL (e.g. http://host:8080) instead of "
+        "the local one; needs a token.",
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="PLAT_TOKEN",
+        help="The token to send with --url. Prefer the PLAT_TOKEN variable: "
+        "a flag shows in `ps` and in shell history.",
+    ),
 ) -> None:
     """plat: HTTP functions in real containers on your machine."""
+    # plat.connect reads these from the environment, as when they were exported.
+    for name, value in (("PLAT_TENANT", tenant), ("PLAT_URL", url), ("PLAT_TOKEN", token)):
+        if value is not None:
+            os.environ[name] = value
 
 
 for _name in COMMAND_MODULES:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from plat.api import DoneEvent, ErrorEvent, FunctionSummary, deploy_event
 from plat.errors import BuildError, PlatError
+from plat.tenancy import DEFAULT_TENANT
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from plat.client import DaemonClient
+
+PROGRESS_FROM = 4 * 1024**2  # uploads from this size show their progress
 
 
 def _fail(event: ErrorEvent) -> None:
@@ -38,7 +49,7 @@ def deploy(
     """
     from rich.markup import escape
 
-    from plat.connect import connect
+    from plat.connect import connect, gateway
     from plat.console import err, out
     from plat.ignore import scan
     from plat.manifest import load_manifest
@@ -51,9 +62,13 @@ def deploy(
     done: DoneEvent | None = None
     function: FunctionSummary | None = None
     with err.status(f"building {manifest.name}...", spinner="dots") as status:
-        for data in client.stream(
-            "POST", "/v1/functions", {"path": str(path.resolve()), "force": force}
-        ):
+        if client.remote:
+            events = _upload(client, path, force, manifest.name, status)
+        else:
+            events = client.stream(
+                "POST", "/v1/functions", {"path": str(path.resolve()), "force": force}
+            )
+        for data in events:
             event = deploy_event(data)
             if event["type"] == "log":
                 line = event["line"]
@@ -86,13 +101,57 @@ def deploy(
         f"[green]✓[/green] deployed [bold]{fn['name']}[/bold] version {fn['version']} "
         f"in {format_duration(elapsed)} (ready in {format_duration(done['ready_seconds'])})"
     )
+    tenant = str(fn.get("tenant") or DEFAULT_TENANT)
     url = fn["url"] or ""  # a deployed function always has one
+    if client.remote:  # the daemon's idea of its URL may not be how this machine reaches it
+        url = gateway(client).function_url(fn["name"], tenant)
     out.print(f"  URL:  {url}")
     if fn["auth"] == "public":
         out.print(f"  curl: curl {shlex.quote(url)}")
+    elif client.remote:
+        out.print(f'  curl: curl -H "Authorization: Bearer $PLAT_TOKEN" {shlex.quote(url)}')
     else:
         out.print(f"  curl: curl -u admin:$(plat auth password) {shlex.quote(url)}")
-    out.print(f'  or:   plat invoke {fn["name"]} -d \'{{"name": "Ada"}}\'')
+    flag = f"--tenant {tenant} " if tenant != DEFAULT_TENANT and not client.remote else ""
+    out.print(f'  or:   plat {flag}invoke {fn["name"]} -d \'{{"name": "Ada"}}\'')
+
+
+def _upload(
+    client: DaemonClient, folder: Path, force: bool, name: str, status: Status
+) -> Iterator[dict[str, Any]]:
+    """The deploy over HTTP: the folder packed as a tar.gz (plat.archive) and uploaded,
+    with its progress on the status line; the daemon's events as the socket gives them."""
+    from plat.archive import MAX_BYTES, pack
+    from plat.console import err
+
+    status.update(f"packing {name}...")
+    with tempfile.TemporaryFile(prefix="plat-deploy-") as fh:
+        files = pack(folder, fh)
+        size = fh.tell()
+        if size > MAX_BYTES:
+            raise PlatError(
+                f"{folder} packs to {_mib(size)}, more than the {_mib(MAX_BYTES)} a deploy uploads",
+                hint="leave build outputs and dependencies out with .platignore",
+            )
+        fh.seek(0)
+        err.print(f"[dim]uploading {name}: {files} files, {_mib(size)} packed[/dim]")
+
+        def progress(sent: int) -> None:
+            if size >= PROGRESS_FROM:
+                status.update(
+                    f"uploading {name}: {_mib(sent)} of {_mib(size)} ({sent * 100 // size} %)"
+                )
+            if sent >= size:
+                status.update(f"building {name}...")
+
+        query = f"?force={int(force)}&dev=0"
+        yield from client.upload(
+            "POST", "/v1/functions" + query, fh, size, "application/gzip", progress=progress
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB" if size >= 100 * 1024 else f"{size / 1024:.1f} KiB"
 
 
 def register(app: typer.Typer) -> None:

@@ -17,12 +17,18 @@ def _ago(ts: float | None) -> str:
     return format_duration(max(0.0, time.time() - ts)) + " ago"
 
 
+def _secret_names(secrets: list[Any]) -> str:
+    """Names only: a vault secret is {name, vault}, a stored one its name."""
+    return ", ".join(str(s.get("name") if isinstance(s, dict) else s) for s in secrets)
+
+
 def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List deployed functions."""
     from rich.table import Table
 
     from plat.connect import connect
     from plat.console import err, out
+    from plat.tenancy import DEFAULT_TENANT
 
     items: list[dict[str, Any]] = connect().request("GET", "/v1/functions")
     if as_json:
@@ -31,11 +37,15 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     if not items:
         err.print("no functions yet: `plat init hello && cd hello && plat deploy`")
         return
+    # One column more only where there is more than the default tenant to tell apart.
+    tenants = any(fn.get("tenant", DEFAULT_TENANT) != DEFAULT_TENANT for fn in items)
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL"):
+    cols = ("NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL")
+    for col in ("TENANT", *cols) if tenants else cols:
         table.add_column(col)
     for fn in items:
         table.add_row(
+            *([str(fn.get("tenant", DEFAULT_TENANT))] if tenants else []),
             fn["name"],
             str(fn.get("runtime") or "-"),
             str(fn.get("version") or "-"),
@@ -65,6 +75,7 @@ def describe(
     m = fn["manifest"]
     out.print(f"[bold]{fn['name']}[/bold]  {fn.get('url') or ''}")
     rows = [
+        *([("tenant", fn["tenant"])] if fn.get("tenant", "default") != "default" else []),
         ("runtime", m["runtime"]),
         ("version", fn.get("version") or "-"),
         ("image", fn.get("image") or "-"),
@@ -82,6 +93,7 @@ def describe(
             f"concurrency {m['scale']['concurrency']}",
         ),
         ("env", ", ".join(f"{k}={v}" for k, v in m["env"].items()) or "-"),
+        *([("secrets", _secret_names(m["secrets"]))] if m.get("secrets") else []),
         ("updated", _ago(fn.get("updated_at"))),
     ]
     for key, value in rows:

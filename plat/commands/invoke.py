@@ -47,29 +47,30 @@ def invoke(
 ) -> None:
     """Call NAME through the gateway and print the response body.
 
-    Exits 1 when the status is 400 or above (the status goes to stderr).
+    A tenant's function (--tenant, PLAT_TENANT, or the token's own remotely) is
+    called as /function/NAME.TENANT. Locally the call carries the admin's basic
+    credentials; with PLAT_URL, the token. Exits 1 when the status is 400 or above
+    (the status goes to stderr).
     """
     import http.client
-    from urllib.parse import urlsplit
 
-    from plat.connect import connect
+    from plat.connect import connect, gateway, tenant_of_function
     from plat.console import err
-    from plat.credentials import basic_header, read_password
 
     client = connect()
-    status = client.request("GET", "/v1/status")
+    gw = gateway(client)
+    tenant = tenant_of_function(client, name)
     body = read_data(data)
     headers = dict(parse_header(h) for h in header)
     if body is not None and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = "application/json" if body[:1] in (b"{", b"[") else "text/plain"
     if not any(k.lower() == "authorization" for k in headers):
-        headers["Authorization"] = basic_header(read_password(client.home))
+        headers["Authorization"] = gw.authorization
     verb = (method or ("POST" if body is not None else "GET")).upper()
-    url = urlsplit(status["gateway_url"])
     sub = path if not path or path.startswith("/") else "/" + path
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=timeout)
+    conn = gw.endpoint.connection(timeout)
     try:
-        conn.request(verb, f"/function/{name}{sub}", body=body, headers=headers)
+        conn.request(verb, gw.function_path(name, tenant) + sub, body=body, headers=headers)
         resp = conn.getresponse()
         payload = resp.read()
     except (OSError, http.client.HTTPException) as exc:
