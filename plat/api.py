@@ -56,7 +56,8 @@ class DoneEvent(TypedDict):
 
 
 class FunctionSummary(TypedDict, total=False):
-    name: str
+    name: str  # the function's name (plain: its tenant is apart)
+    tenant: str
     runtime: str | None
     version: str | None
     image: str

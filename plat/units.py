@@ -63,3 +63,12 @@ def format_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.2f} s"
     return f"{seconds / 60:.1f} min"
+
+
+def format_size(size: int) -> str:
+    """``256Mi``, ``1.5Gi``, ``512Ki`` or bytes: the units manifests use."""
+    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return f"{size}B"

@@ -24,7 +24,7 @@ from plat.api import PoolStatus, Status
 from plat.config import Config
 from plat.credentials import basic_header, ensure_admin_token, ensure_password
 from plat.daemon.collector import LogCollector
-from plat.daemon.control import control_routes, control_runner
+from plat.daemon.control import API_PREFIX, Services, api_app, control_routes, control_runner
 from plat.daemon.deployer import Deployer
 from plat.daemon.drivers.base import Backend
 from plat.daemon.drivers.container.driver import container_driver
@@ -42,7 +42,8 @@ from plat.daemon.serving.controller import Controller
 from plat.daemon.serving.pool import WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup, cancel_and_wait
-from plat.errors import DaemonError, EngineError
+from plat.daemon.tenants import Tenants
+from plat.errors import DaemonError, EngineError, PlatError
 from plat.paths import Home
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Daemon:
         self.collector: LogCollector
         self.metrics: Metrics
         self.auth_header: str
+        self.tenants: Tenants
+        self.routes: list[web.RouteDef]
 
     async def start(self) -> None:
         stack = self._stack
@@ -94,6 +97,8 @@ class Daemon:
         self.store = Store(self.home.database)
         await self.store.open()
         stack.push_async_callback(self.store.close)
+        self.tenants = Tenants(self.store, self.admin_token)
+        await self.tenants.load()
 
         driver = self._driver or await self._choose_driver()
         backend, artifacts = driver.backend, driver.artifacts
@@ -138,6 +143,7 @@ class Daemon:
             autoscale_tick=self.config.autoscale_tick,
             queue_limit=self.config.queue_limit,
             queue_timeout=self.config.queue_timeout,
+            limits_of=self.tenants.limits_of,
         )
         stack.push_async_callback(self.controller.close)
         self.metrics = Metrics(
@@ -148,8 +154,24 @@ class Daemon:
         await self.controller.start()
         self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
         self.functions = Functions(
-            self.store, self.controller, self.deployer, self.metrics, url_of=self.function_url
+            self.store,
+            self.controller,
+            self.deployer,
+            self.metrics,
+            url_of=self.function_url,
+            uploads=self.home.root / "uploads",
         )
+        await self.functions.prune_uploads()
+        services = Services(
+            self.functions,
+            self.store,
+            self.journal,
+            self.tasks,
+            self.tenants,
+            uploads=self.home.root / "uploads",
+            on_tenant_removed=self._tenant_removed,
+        )
+        self.routes = control_routes(services, status=self.status, shutdown=self.stop_event.set)
 
         self.auth_header = basic_header(password)
         # The gateway port's other routes, served by aiohttp behind the gateway.
@@ -160,6 +182,7 @@ class Daemon:
                 self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
             )
         )
+        others.add_subapp(API_PREFIX, api_app(self.routes, self.tenants, self.auth_header))
         self.gateway = Gateway(
             self.controller,
             self.journal,
@@ -167,6 +190,7 @@ class Daemon:
             auth_header=self.auth_header,
             max_body=self.config.max_body,
             others=others,
+            tenants=self.tenants,
         )
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
@@ -248,15 +272,7 @@ class Daemon:
         self._stack.push_async_callback(server.close)
         self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
 
-        routes = control_routes(
-            self.functions,
-            self.store,
-            self.journal,
-            self.tasks,
-            status=self.status,
-            shutdown=self.stop_event.set,
-        )
-        runner = control_runner(routes)
+        runner = control_runner(self.routes, self.tenants)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         sock_path = self.home.socket
@@ -270,6 +286,13 @@ class Daemon:
         os.chmod(sock_path, 0o600)
         self._stack.callback(lambda: sock_path.unlink(missing_ok=True))
         log.info("gateway on %s, control socket %s", self.gateway_url, sock_path)
+
+    async def _tenant_removed(self, tenant: str) -> None:
+        """A removed tenant's network goes too (once its instances are gone)."""
+        try:
+            await self.backend.remove_network(tenant)
+        except PlatError as exc:
+            log.warning("could not remove the network of tenant %s: %s", tenant, exc.message)
 
     def function_url(self, name: str) -> str:
         return f"{self.gateway_url}/function/{name}"

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from plat.api import DeployEvent, Timings, message
+from plat.daemon.drivers.secretvalue import Secrets
 from plat.daemon.drivers.versions import Artifacts, BuildOutcome, Release
 from plat.daemon.metrics import Metrics
 from plat.daemon.serving.controller import Controller
@@ -23,13 +25,25 @@ from plat.errors import BuildError
 from plat.manifest import Manifest
 
 Emit = Callable[[DeployEvent], None]
+# The values of the secrets a manifest names; raises PlatError naming what is missing.
+ResolveSecrets = Callable[[Manifest], Awaitable[Secrets]]
+
+
+async def no_secrets(manifest: Manifest) -> Secrets:
+    return {}
 
 
 class Deployer:
     def __init__(
-        self, store: Store, controller: Controller, artifacts: Artifacts, metrics: Metrics
+        self,
+        store: Store,
+        controller: Controller,
+        artifacts: Artifacts,
+        metrics: Metrics,
+        resolve: ResolveSecrets = no_secrets,
     ) -> None:
         self.store = store
+        self.resolve = resolve
         self.controller = controller
         self.artifacts = artifacts
         self.metrics = metrics
@@ -60,6 +74,11 @@ class Deployer:
         """Raises PlatError (BuildError, InstanceFailed...) after emitting progress."""
         started = time.monotonic()
         async with self.locks[manifest.name]:
+            # What can be refused is refused before a build: quota, missing secrets.
+            self.controller.quotas.check_deploy(
+                manifest.name, max(1, manifest.scale.min), manifest.resources.memory
+            )
+            secrets = await self.resolve(manifest)
             emit({"type": "phase", "phase": "build"})
             outcome = await self._artifact(manifest, source, emit, force=force, dev=dev)
             emit(
@@ -72,7 +91,9 @@ class Deployer:
                     "seconds": outcome.seconds,
                 }
             )
-            release = Release(manifest, outcome.version, outcome.image, dict(outcome.mounts))
+            release = Release(
+                manifest, outcome.version, outcome.image, dict(outcome.mounts), secrets
+            )
             fs = self.controller.functions.get(manifest.name)
             timings: Timings = {"build": outcome.seconds, "start": 0.0, "ready": 0.0, "swap": 0.0}
             if fs is not None and fs.release == release and fs.ready_instances():
@@ -103,6 +124,20 @@ class Deployer:
                     "seconds": time.monotonic() - started,
                 }
             )
+
+    async def refresh_secrets(self, name: str) -> bool:
+        """Roll function ``name`` onto its secrets' current values (blue/green, as a
+        deploy); False when they did not change or it is not running."""
+        async with self.locks[name]:
+            fs = self.controller.functions.get(name)
+            record = await self.store.get_function(name)
+            if fs is None or record is None:
+                return False
+            secrets = await self.resolve(fs.manifest)
+            if secrets == fs.release.secrets:
+                return False
+            await self.controller.deploy(replace(fs.release, secrets=secrets), record.source_dir)
+            return True
 
     async def _artifact(
         self, manifest: Manifest, source: Path, emit: Emit, *, force: bool, dev: bool

@@ -8,6 +8,7 @@ to a function happens under its lock, one at a time.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from plat.daemon.serving.controller import Controller
 from plat.daemon.store import FunctionRecord, Store
 from plat.errors import NotFoundError, PlatError, no_function
 from plat.manifest import Manifest, Scale, load_manifest, validate_manifest
+from plat.tenancy import DEFAULT_TENANT, function_key, split_key
 
 
 def with_scale(manifest: Manifest, override: dict[str, Any]) -> Manifest:
@@ -52,12 +54,17 @@ class Functions:
         metrics: Metrics,
         *,
         url_of: Callable[[str], str],
+        uploads: Path | None = None,
     ) -> None:
+        """``uploads``: where folders uploaded over HTTP are unpacked (and kept while
+        a function's current version came from one)."""
         self.store = store
         self.controller = controller
         self.deployer = deployer
         self.metrics = metrics
         self.url_of = url_of
+        self.uploads = uploads
+        self.uploading: set[Path] = set()
 
     @property
     def builder(self) -> str:
@@ -75,28 +82,35 @@ class Functions:
 
     # what is there
 
-    def summary(self, name: str) -> FunctionSummary:
-        fs = self.controller.get(name)
+    def summary(self, key: str) -> FunctionSummary:
+        fs = self.controller.get(key)
+        name, tenant = split_key(key)
         return {
             "name": name,
+            "tenant": tenant,
             "runtime": fs.manifest.runtime,
             "version": fs.version,
             "image": fs.image,
             "auth": fs.manifest.auth,
-            "url": self.url_of(name),
+            "url": self.url_of(key),
             "instances": len(fs.ready_instances()),
             "desired": fs.target,
         }
 
-    async def summaries(self) -> list[FunctionSummary]:
+    async def summaries(self, tenant: str | None = None) -> list[FunctionSummary]:
+        """The functions of ``tenant`` (None: of every tenant)."""
         out: list[FunctionSummary] = []
         for record in await self.store.list_functions():
+            name, owner = split_key(record.name)
+            if tenant is not None and owner != tenant:
+                continue
             item: FunctionSummary
             if record.name in self.controller.functions:
                 item = self.summary(record.name)
             else:
                 item = {
-                    "name": record.name,
+                    "name": name,
+                    "tenant": owner,
                     "version": record.version,
                     "instances": 0,
                     "runtime": record.manifest.get("runtime"),
@@ -107,10 +121,13 @@ class Functions:
         return out
 
     async def describe(self, name: str) -> Description:
+        """``name``: the function's key."""
         record = await self.record(name)
+        plain, tenant = split_key(name)
         body: Description = {
-            "name": name,
-            "manifest": record.manifest,
+            "name": plain,
+            "tenant": tenant,
+            "manifest": {**record.manifest, "name": plain},
             "source_dir": record.source_dir,
             "version": record.version,
             "created_at": record.created_at,
@@ -185,9 +202,12 @@ class Functions:
 
     # changes
 
-    async def load(self, source: Path) -> Manifest:
-        """The manifest of the folder ``source``, with the scale overrides `plat scale` set."""
+    async def load(self, source: Path, tenant: str = DEFAULT_TENANT) -> Manifest:
+        """The manifest of the folder ``source`` as ``tenant``'s (named by its key), with
+        the scale overrides `plat scale` set."""
         manifest = await asyncio.to_thread(load_manifest, source)
+        if tenant != DEFAULT_TENANT:
+            manifest = manifest.model_copy(update={"name": function_key(manifest.name, tenant)})
         record = await self.store.get_function(manifest.name)
         if record is not None and record.scale_override:
             manifest = with_scale(manifest, record.scale_override)
@@ -207,6 +227,19 @@ class Functions:
     async def remove(self, name: str) -> None:
         await self.deployer.remove(name)
         self.metrics.remove_function(name)
+        await self.prune_uploads()
+
+    async def prune_uploads(self, done: Path | None = None) -> None:
+        """Remove uploaded folders no function's record names (``done``: a deploy
+        from that folder ended, kept only if it is now the function's source)."""
+        if done is not None:
+            self.uploading.discard(done)
+        if self.uploads is None or not self.uploads.is_dir():
+            return
+        used = {Path(r.source_dir) for r in await self.store.list_functions()}
+        for folder in self.uploads.iterdir():
+            if folder.is_dir() and folder not in used and folder not in self.uploading:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def rescale(self, name: str, changes: dict[str, Any], *, reset: bool) -> ScaleResult:
         """Change scale settings now; they outlive redeploys (an override) until reset.
@@ -228,7 +261,8 @@ class Functions:
         async with self.deployer.locks[name]:
             await self.store.set_scale_override(name, override, manifest.to_dict())
             self.controller.rescale(name, manifest)
-        return {"function": name, "scale": manifest.scale.model_dump(), "override": override}
+        plain = split_key(name)[0]
+        return {"function": plain, "scale": manifest.scale.model_dump(), "override": override}
 
     @staticmethod
     async def _declared_scale(record: FunctionRecord) -> dict[str, Any]:

@@ -16,7 +16,6 @@ pairs, with the same keep-alive pooling; it answers exactly as before.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -29,7 +28,8 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from plat.credentials import check_basic
+from plat.daemon.access import Access, host_key
+from plat.daemon.control.upload import MAX_UPLOAD
 from plat.daemon.http.deadlines import Deadlines
 from plat.daemon.http.message import BodyTooLarge, ClientGone, Request, Response
 from plat.daemon.http.relay import HOP_BY_HOP, Call, exchange, forward_headers
@@ -45,6 +45,7 @@ from plat.daemon.serving.controller import Controller
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.serving.instance import Instance
 from plat.daemon.store import Invocation
+from plat.daemon.tenants import Tenants
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,21 @@ class Gateway:
         auth_header: str,
         max_body: int,
         others: web.Application | None = None,
+        tenants: Tenants | None = None,
+        max_api_body: int = MAX_UPLOAD,
     ) -> None:
+        """``tenants``: whose tokens may call a ``basic`` function of their tenant;
+        ``max_api_body``: the body limit of the control API's door (an upload)."""
         self.controller = controller
         self.journal = journal
         self.metrics = metrics
         self.auth_header = auth_header
         self.max_body = max_body
+        self.max_api_body = max_api_body
+        self.access = Access(auth_header, tenants)
         self.upstreams = Upstreams()
         self.deadlines = Deadlines()
         self.call_ids = CallIds()
-        self._auth = auth_header.encode()
         self._others = others
         self._runner: web.AppRunner | None = None
         self._internal: UpstreamPool | None = None
@@ -174,6 +180,12 @@ class Gateway:
 
     async def handle(self, request: Request, response: Response) -> None:
         path = request.path
+        host = request.host
+        if host is not None and b".localhost" in host:
+            key = host_key(host, self.controller.functions)
+            if key is not None:  # <name>[.<tenant>].localhost: the whole path is the function's
+                await self.invoke(request, response, key, path)
+                return
         if path.startswith(b"/function/"):
             name, _, rest = path[10:].partition(b"/")
             if name:
@@ -237,15 +249,23 @@ class Gateway:
         name = fs.name
         manifest = fs.manifest
         public = manifest.auth == "public"
-        if not public and not self._authorized(request.authorization):
-            self._error(
-                response,
-                call,
-                401,
-                "unauthorized",
-                "this function needs basic auth: user admin, password from `plat auth password`",
-            )
-            return
+        if not public:
+            allowed = self.access.allows(request.authorization, name)
+            if allowed is None:  # another tenant's token: as if the function did not exist
+                self._error(
+                    response, call, 404, "not_found", f"no function named {name!r} is deployed"
+                )
+                return
+            if not allowed:
+                self._error(
+                    response,
+                    call,
+                    401,
+                    "unauthorized",
+                    "this function needs the admin's basic auth (user admin, password from "
+                    "`plat auth password`) or its tenant's token (Authorization: Bearer <token>)",
+                )
+                return
         body = await self._body(request, response, call)
         if body is False:
             return
@@ -300,8 +320,9 @@ class Gateway:
         if pool is None:
             response.send(404, [b"Content-Type: text/plain; charset=utf-8\r\n"], b"404: Not Found")
             return
+        limit = self.max_api_body if request.path.startswith(b"/api/") else self.max_body
         try:
-            body = await self._body(request, response, call)
+            body = await self._body(request, response, call, limit)
             if body is False:
                 return
             parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
@@ -322,29 +343,23 @@ class Gateway:
 
     # pieces
 
-    def _authorized(self, header: bytes | None) -> bool:
-        if header is None:
-            return False
-        if hmac.compare_digest(header, self._auth):
-            return True
-        return check_basic(header.decode("latin-1"), self.auth_header)
-
     async def _body(
-        self, request: Request, response: Response, call: Call
+        self, request: Request, response: Response, call: Call, limit: int | None = None
     ) -> bytes | Literal[False] | None:
         """The request body to send: bytes (read whole), None (to be streamed), or
         False when it was refused (413 sent). Raises ClientGone."""
+        limit = self.max_body if limit is None else limit
         length = request.content_length
-        if length is not None and length > self.max_body:
-            self._too_large(response, call)
+        if length is not None and length > limit:
+            self._too_large(response, call, limit)
             return False
         if not request.has_body:
             return b""
         if length is None:  # chunked: bounded, then sent with a Content-Length
             try:
-                body = await request.read(self.max_body)
+                body = await request.read(limit)
             except BodyTooLarge:
-                self._too_large(response, call)
+                self._too_large(response, call, limit)
                 return False
             call.bytes_in = len(body)
             return body
@@ -392,13 +407,14 @@ class Gateway:
         )
         return b"".join(parts)
 
-    def _too_large(self, response: Response, call: Call) -> None:
+    def _too_large(self, response: Response, call: Call, limit: int | None = None) -> None:
+        limit = self.max_body if limit is None else limit
         self._error(
             response,
             call,
             413,
             "body_too_large",
-            f"the request body is larger than the gateway's limit of {self.max_body} bytes",
+            f"the request body is larger than the gateway's limit of {limit} bytes",
             hint="send less, or raise PLAT_MAX_BODY for the daemon",
         )
 

@@ -1,13 +1,18 @@
-"""The control API on the daemon's unix socket: what the CLI talks to.
+"""The control API: one set of routes behind two doors.
 
-Each group of routes is given what it uses (the functions service, the store, the
-journal), never the daemon. Errors become JSON bodies with the PlatError's status;
-nothing a request does can crash the daemon.
+The unix socket serves ``/v1/...`` to the local user, the admin; the gateway
+port serves the same routes under ``/api/v1/...`` to callers with a token (see
+:mod:`.scope`). Each group of routes is given what it uses (the functions
+service, the store, the journal, the tenants, the secrets), never the daemon.
+Errors become JSON bodies with the PlatError's status; nothing a request does
+can crash the daemon.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -15,12 +20,40 @@ from plat.api import Status
 from plat.daemon.control.errors import PROTOCOL_LOG, error_middleware
 from plat.daemon.control.functions import function_routes
 from plat.daemon.control.observe import observe_routes, percentile, summarize
+from plat.daemon.control.scope import http_scope, scope_of, socket_scope
+from plat.daemon.control.secrets import SecretsStore, secret_routes
+from plat.daemon.control.tenants import OnRemoved, tenant_routes
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
+from plat.daemon.tenants import Tenants
 
-__all__ = ["control_routes", "control_runner", "percentile", "summarize"]
+__all__ = [
+    "API_PREFIX",
+    "Services",
+    "api_app",
+    "control_routes",
+    "control_runner",
+    "percentile",
+    "summarize",
+]
+
+API_PREFIX = "/api"
+
+
+@dataclass
+class Services:
+    """What the control API's routes stand on."""
+
+    functions: Functions
+    store: Store
+    journal: Journal
+    tasks: TaskGroup
+    tenants: Tenants
+    uploads: Path
+    secrets: SecretsStore | None = None
+    on_tenant_removed: OnRemoved | None = None
 
 
 def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) -> list[web.RouteDef]:
@@ -28,6 +61,7 @@ def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) ->
         return web.json_response(status())
 
     async def post_shutdown(request: web.Request) -> web.Response:
+        scope_of(request).require_admin("stopping the daemon")
         shutdown()
         return web.json_response({"stopping": True})
 
@@ -35,23 +69,29 @@ def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) ->
 
 
 def control_routes(
-    functions: Functions,
-    store: Store,
-    journal: Journal,
-    tasks: TaskGroup,
-    *,
-    status: Callable[[], Status],
-    shutdown: Callable[[], None],
+    services: Services, *, status: Callable[[], Status], shutdown: Callable[[], None]
 ) -> list[web.RouteDef]:
-    return [
+    functions = services.functions
+    routes = [
         *daemon_routes(status, shutdown),
-        *function_routes(functions, tasks),
-        *observe_routes(functions, store, journal),
+        *function_routes(functions, services.tasks, services.uploads),
+        *observe_routes(functions, services.store, services.journal),
+        *tenant_routes(services.tenants, functions, services.on_tenant_removed),
     ]
+    if services.secrets is not None:
+        routes += secret_routes(services.secrets, functions, functions.deployer)
+    return routes
 
 
-def control_runner(routes: list[web.RouteDef]) -> web.AppRunner:
-    """The control API's aiohttp runner, for the unix socket."""
-    app = web.Application(middlewares=[error_middleware])
+def control_runner(routes: list[web.RouteDef], tenants: Tenants) -> web.AppRunner:
+    """The control API's aiohttp runner, for the unix socket (the caller is the admin)."""
+    app = web.Application(middlewares=[error_middleware, socket_scope(tenants)])
     app.add_routes(routes)
     return web.AppRunner(app, access_log=None, handle_signals=False, logger=PROTOCOL_LOG)
+
+
+def api_app(routes: list[web.RouteDef], tenants: Tenants, admin_basic: str) -> web.Application:
+    """The same routes for the gateway port, mounted at API_PREFIX: callers show a token."""
+    app = web.Application(middlewares=[error_middleware, http_scope(tenants, admin_basic)])
+    app.add_routes(routes)
+    return app

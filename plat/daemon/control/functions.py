@@ -1,5 +1,6 @@
 """Control API routes over the functions service: list, describe, deploy, scale,
-remove, build logs."""
+remove, build logs. Names in paths are plain; the scope (plat.daemon.control.scope)
+says whose function they name."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from aiohttp import web
 
 from plat.api import DeployEvent, ErrorEvent
 from plat.daemon.control.errors import json_body
+from plat.daemon.control.scope import scope_of
 from plat.daemon.control.stream import Stream
+from plat.daemon.control.upload import is_upload, receive
 from plat.daemon.functions import Functions
 from plat.daemon.tasks import TaskGroup
 from plat.errors import PlatError
@@ -20,39 +23,74 @@ from plat.errors import PlatError
 log = logging.getLogger(__name__)
 
 
-def function_routes(functions: Functions, tasks: TaskGroup) -> list[web.RouteDef]:
+def function_key(request: web.Request) -> str:
+    """The key of the function the route's ``{name}`` names, in the caller's scope."""
+    return scope_of(request).key(request.match_info["name"])
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "0").lower() in ("1", "true", "yes")
+
+
+async def _source(request: web.Request, uploads: Path) -> tuple[Path, bool, bool]:
+    """The folder to deploy, and the force and dev flags: an uploaded tar.gz (the
+    only form over HTTP), or a folder of the daemon's host named by path (socket)."""
+    if is_upload(request):
+        if _flag(request, "dev"):
+            raise PlatError("`plat dev` runs where the daemon runs; deploy without --dev")
+        return await receive(request, uploads), _flag(request, "force"), False
+    if scope_of(request).door == "http":
+        raise PlatError(
+            "a deploy over HTTP uploads the folder: POST it as a tar.gz "
+            "(Content-Type: application/gzip)",
+            hint="`plat deploy` with PLAT_URL set does this",
+        )
+    data = await json_body(request)
+    raw_path = data.get("path")
+    if not isinstance(raw_path, str):
+        raise PlatError("deploy needs 'path', the function's folder")
+    return Path(raw_path), bool(data.get("force", False)), bool(data.get("dev", False))
+
+
+def function_routes(functions: Functions, tasks: TaskGroup, uploads: Path) -> list[web.RouteDef]:
     async def list_functions(request: web.Request) -> web.Response:
-        return web.json_response(await functions.summaries())
+        scope = scope_of(request)
+        tenant = None if scope.every_tenant else scope.tenant
+        return web.json_response(await functions.summaries(tenant))
 
     async def describe(request: web.Request) -> web.Response:
-        return web.json_response(await functions.describe(request.match_info["name"]))
+        return web.json_response(await functions.describe(function_key(request)))
 
     async def remove(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        await functions.remove(name)
-        return web.json_response({"removed": name})
+        await functions.remove(function_key(request))
+        return web.json_response({"removed": request.match_info["name"]})
 
     async def scale(request: web.Request) -> web.Response:
+        key = function_key(request)
         data = await json_body(request)
         changes = {k: data[k] for k in ("min", "max", "concurrency") if data.get(k) is not None}
-        result = await functions.rescale(
-            request.match_info["name"], changes, reset=bool(data.get("reset"))
-        )
+        result = await functions.rescale(key, changes, reset=bool(data.get("reset")))
         return web.json_response(result)
 
     async def build_log(request: web.Request) -> web.Response:
+        version, text = await functions.build_log(
+            function_key(request), request.match_info["version"]
+        )
         name = request.match_info["name"]
-        version, text = await functions.build_log(name, request.match_info["version"])
         return web.json_response({"function": name, "version": version, "log": text})
 
     async def deploy(request: web.Request) -> web.StreamResponse:
-        data = await json_body(request)
-        raw_path = data.get("path")
-        if not isinstance(raw_path, str):
-            raise PlatError("deploy needs 'path', the function's folder")
-        source = Path(raw_path)
-        manifest = await functions.load(source)
-        force, dev = bool(data.get("force", False)), bool(data.get("dev", False))
+        scope = scope_of(request)
+        source, force, dev = await _source(request, uploads)
+        uploaded = source.parent == uploads
+        if uploaded:
+            functions.uploading.add(source)
+        try:
+            manifest = await functions.load(source, scope.tenant)
+        except BaseException:
+            if uploaded:
+                await functions.prune_uploads(done=source)
+            raise
         queue: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
 
         async def run() -> None:
@@ -69,6 +107,8 @@ def function_routes(functions: Functions, tasks: TaskGroup) -> list[web.RouteDef
                 message = f"deploy failed: {exc!r}"
                 queue.put_nowait({"type": "error", "error": "internal", "message": message})
             finally:
+                if uploaded:
+                    await functions.prune_uploads(done=source)
                 queue.put_nowait(None)
 
         # The deploy runs to its end even if the client goes away (unless a newer

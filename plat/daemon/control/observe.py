@@ -10,10 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from plat.daemon.control.scope import scope_of
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
 from plat.daemon.store import Invocation, Store
 from plat.errors import PlatError
+from plat.tenancy import split_key, tenant_of
 from plat.units import parse_duration
 
 MAX_TAIL = 10**9  # more log lines than any retention keeps
@@ -57,7 +59,7 @@ def summarize(records: list[Invocation]) -> dict[str, Any]:
 def observe_routes(functions: Functions, store: Store, journal: Journal) -> list[web.RouteDef]:
     async def logs(request: web.Request) -> web.StreamResponse:
         """History, then (with follow=1) live lines, as NDJSON; no line twice, none skipped."""
-        name = request.match_info["name"]
+        name = scope_of(request).key(request.match_info["name"])
         await functions.record(name)
         q = request.query
         since = _since(q.get("since"))
@@ -88,20 +90,26 @@ def observe_routes(functions: Functions, store: Store, journal: Journal) -> list
                 sub.close()
 
     async def stats(request: web.Request) -> web.Response:
+        scope = scope_of(request)
         window = request.query.get("since") or "1h"
         since = _since(window)
         assert since is not None
-        function = request.query.get("function") or None
+        named = request.query.get("function") or None
+        function = scope.key(named) if named else None
         if function:
             await functions.record(function)
         await journal.flush()
         records = await store.query_invocations(since, function)
         by_function: dict[str, list[Invocation]] = {}
         for record in records:
-            by_function.setdefault(record.function, []).append(record)
+            if scope.sees(tenant_of(record.function)):
+                by_function.setdefault(record.function, []).append(record)
         if function:
             by_function.setdefault(function, [])
-        rows = [{"function": fn, **summarize(recs)} for fn, recs in sorted(by_function.items())]
+        rows = []
+        for key, recs in sorted(by_function.items()):
+            name, tenant = split_key(key)
+            rows.append({"function": name, "tenant": tenant, **summarize(recs)})
         return web.json_response({"since": window, "functions": rows})
 
     return [

@@ -26,6 +26,7 @@ from plat.daemon.serving.function_state import FunctionState, NoCapacity
 from plat.daemon.serving.instance import Instance, Start
 from plat.daemon.serving.instances import EventSink, InstanceFailed, Instances, instance_spec
 from plat.daemon.serving.pool import WarmPool
+from plat.daemon.serving.quota import LimitsOf, Quotas
 from plat.daemon.serving.reconcile import reconcile
 from plat.daemon.serving.repair import Repair
 from plat.daemon.store import Store
@@ -53,7 +54,10 @@ class Controller:
         queue_limit: int = 256,
         queue_timeout: float = 30.0,
         pool: WarmPool | None = None,
+        limits_of: LimitsOf | None = None,
     ) -> None:
+        """``limits_of(tenant)``: the tenant's quota (None: unlimited), checked before
+        every start."""
         self.store = store
         self.backend = backend
         self.pool = pool
@@ -71,6 +75,7 @@ class Controller:
             drain_timeout=drain_timeout,
         )
         self.functions: dict[str, FunctionState] = {}
+        self.quotas = Quotas(self.functions, limits_of or (lambda tenant: None))
         self.tasks = TaskGroup(log)
         self.repair = Repair(self.functions, self.instances, backend, self.ensure, self.tasks)
         self._loops: list[asyncio.Task[None]] = []
@@ -176,6 +181,7 @@ class Controller:
             # Keep today's capacity; always start one, so a deploy is proven ready.
             count = max(1, min(scale.max, max(scale.min, len(fs.ready_instances()))))
             try:
+                self.quotas.check_deploy(name, count, release.manifest.resources.memory)
                 new = await asyncio.gather(
                     *(self._start(fs, release, on_event) for _ in range(count))
                 )
@@ -234,6 +240,8 @@ class Controller:
         cold = not fs.ready_instances()
         started = time.monotonic()
         self._on_demand(fs, extra=1)
+        if fs.capacity == 0:  # nothing runs, and the tenant's quota let nothing start
+            raise self.quotas.refusal(fs)
         inst = await fs.wait_for_slot(queue_limit=self.queue_limit, timeout=self.queue_timeout)
         return inst, (time.monotonic() - started) if cold else 0.0
 
@@ -262,7 +270,12 @@ class Controller:
             self._scale_up(fs, more)
 
     def _scale_up(self, fs: FunctionState, count: int) -> None:
-        for _ in range(count):
+        """Start ``count`` instances, as many as the tenant's quota leaves room for;
+        calls that wait with no instance and no room are refused (429)."""
+        allowed = self.quotas.room(fs, count)
+        if allowed == 0 and fs.capacity == 0:
+            fs.fail_waiters(self.quotas.refusal(fs))
+        for _ in range(allowed):
             start = Start(fs.release)
             fs.starting.add(start)
             self.tasks.spawn(self._scale_up_one(fs, start), name=f"scale-up-{fs.name}")

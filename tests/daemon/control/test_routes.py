@@ -18,7 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from plat.api import Status
-from plat.daemon.control import control_routes
+from plat.daemon.control import Services, control_routes
+from plat.daemon.control.scope import socket_scope
 from plat.daemon.control.errors import error_middleware
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
@@ -26,6 +27,7 @@ from plat.daemon.metrics import Metrics
 from plat.daemon.serving.controller import Controller
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
+from plat.daemon.tenants import Tenants
 from plat.manifest import Scale
 from tests.daemon.fakes import (
     FakeArtifacts,
@@ -75,7 +77,7 @@ def function_folder(root: Path, answer: str = "hi", name: str = "fn") -> Path:
 
 
 @pytest.fixture
-async def api(store: Store, backend: FakeBackend) -> AsyncIterator[Api]:
+async def api(store: Store, backend: FakeBackend, tmp_path: Path) -> AsyncIterator[Api]:
     controller = make_controller(store, backend)
     artifacts = FakeArtifacts()
     deployer = make_deployer(store, controller, artifacts)
@@ -91,16 +93,12 @@ async def api(store: Store, backend: FakeBackend) -> AsyncIterator[Api]:
     def status() -> Status:
         return {"pid": 1, "functions": len(functions)}  # type: ignore[typeddict-item]
 
-    app = web.Application(middlewares=[error_middleware])
+    tenants = Tenants(store, "admin-token")
+    await tenants.load()
+    services = Services(functions, store, journal, tasks, tenants, uploads=tmp_path / "uploads")
+    app = web.Application(middlewares=[error_middleware, socket_scope(tenants)])
     app.add_routes(
-        control_routes(
-            functions,
-            store,
-            journal,
-            tasks,
-            status=status,
-            shutdown=lambda: shutdowns.append(True),
-        )
+        control_routes(services, status=status, shutdown=lambda: shutdowns.append(True))
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -1,0 +1,63 @@
+"""Who may call a function through the gateway, and which function a host names.
+
+A ``public`` function is open. A ``basic`` one takes the admin's Basic
+credentials, the admin token, or a token of the function's own tenant (Bearer,
+or Basic with the tenant's name as user and the token as password). A valid
+token of *another* tenant gets a 404, as if the function did not exist: a
+tenant learns nothing about the others' names.
+
+Host routing: ``<name>.localhost`` names a function of the ``default`` tenant,
+``<name>.<tenant>.localhost`` one of another tenant (``*.localhost`` resolves to
+loopback), with or without a port.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Container
+
+from plat.credentials import check_basic
+from plat.daemon.control.scope import bearer_principal
+from plat.daemon.tenants import Tenants
+from plat.tenancy import tenant_of
+
+LOCALHOST = b".localhost"
+
+
+class Access:
+    def __init__(self, auth_header: str, tenants: Tenants | None = None) -> None:
+        """``auth_header``: the admin's ``Basic ...`` header value."""
+        self.auth_header = auth_header
+        self.tenants = tenants
+        self._auth = auth_header.encode()
+
+    def allows(self, header: bytes | None, key: str) -> bool | None:
+        """Whether ``header`` may call the ``basic`` function ``key``; None for the
+        token of another tenant (to be answered 404)."""
+        if header is None:
+            return False
+        if hmac.compare_digest(header, self._auth):  # the usual case first: no decoding
+            return True
+        text = header.decode("latin-1")
+        if check_basic(text, self.auth_header):
+            return True
+        if self.tenants is None:
+            return False
+        principal = bearer_principal(text, self.tenants, self.auth_header)
+        if principal is None:
+            return False
+        return True if principal.admin or principal.tenant == tenant_of(key) else None
+
+
+def host_key(host: bytes, deployed: Container[str]) -> bytes | None:
+    """The deployed function a ``<name>[.<tenant>].localhost[:port]`` host names."""
+    name = host.lower()
+    colon = name.rfind(b":")
+    if colon != -1:
+        name = name[:colon]
+    if not name.endswith(LOCALHOST):
+        return None
+    key = name[: -len(LOCALHOST)]
+    if key and key.decode("latin-1") in deployed:
+        return key
+    return None
