@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from plat.api import Status
 from plat.daemon.control import Services, control_routes
-from plat.daemon.control.scope import socket_scope
 from plat.daemon.control.errors import error_middleware
+from plat.daemon.control.scope import socket_scope
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
 from plat.daemon.metrics import Metrics

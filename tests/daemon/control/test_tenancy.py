@@ -236,7 +236,7 @@ async def test_a_tenant_sees_and_changes_only_its_own_functions(
         ("GET", "/v1/functions/hello/logs"),
         ("GET", "/v1/functions/hello/builds/latest"),
     ]:
-        status, body = await doors.api(method, path, beta, headers={"X-Plat-Tenant": "acme"})
+        status, _body = await doors.api(method, path, beta, headers={"X-Plat-Tenant": "acme"})
         assert status == 404, path
     status, _ = await doors.api("GET", "/v1/functions/hello.acme", beta)
     assert status == 404
@@ -269,7 +269,7 @@ async def test_a_deploy_over_the_tenants_quota_is_refused_before_it_builds(
     acme = await new_tenant(doors, "acme", max_instances=2)
     folder = function_folder(tmp_path, name="big")
     (folder / "plat.yaml").write_text("name: big\nruntime: python\nscale: {min: 3, max: 4}\n")
-    status, events = await doors.upload(folder, acme)
+    _, events = await doors.upload(folder, acme)
     assert events[-1]["type"] == "error" and events[-1]["error"] == "quota_exceeded"
     assert "may run 2 instance(s)" in events[-1]["message"]
     assert not any(e["type"] == "log" for e in events)
@@ -277,7 +277,7 @@ async def test_a_deploy_over_the_tenants_quota_is_refused_before_it_builds(
     (folder / "plat.yaml").write_text(
         "name: big\nruntime: python\nscale: {min: 2, max: 4}\nresources: {memory: 256Mi}\n"
     )
-    status, events = await doors.upload(folder, memory)
+    _status, events = await doors.upload(folder, memory)
     assert events[-1]["error"] == "quota_exceeded" and "memory" in events[-1]["message"]
 
 
