@@ -49,6 +49,13 @@ from plat.paths import Home
 log = logging.getLogger(__name__)
 
 
+NO_ISOLATION = (
+    "this daemon runs functions as local processes (the process backend): tenants' "
+    "instances are not isolated from each other on the network; tokens, names, secrets "
+    "and quotas still apply"
+)
+
+
 def pool_status(pool: WarmPool | None) -> PoolStatus:
     if pool is None or not pool.enabled:
         return {"size": 0, "pools": []}
@@ -170,6 +177,7 @@ class Daemon:
             self.tenants,
             uploads=self.home.root / "uploads",
             on_tenant_removed=self._tenant_removed,
+            tenant_warning=None if backend.isolates_tenants else NO_ISOLATION,
         )
         self.routes = control_routes(services, status=self.status, shutdown=self.stop_event.set)
 

@@ -54,6 +54,7 @@ class Services:
     uploads: Path
     secrets: SecretsStore | None = None
     on_tenant_removed: OnRemoved | None = None
+    tenant_warning: str | None = None
 
 
 def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) -> list[web.RouteDef]:
@@ -76,7 +77,9 @@ def control_routes(
         *daemon_routes(status, shutdown),
         *function_routes(functions, services.tasks, services.uploads),
         *observe_routes(functions, services.store, services.journal),
-        *tenant_routes(services.tenants, functions, services.on_tenant_removed),
+        *tenant_routes(
+            services.tenants, functions, services.on_tenant_removed, services.tenant_warning
+        ),
     ]
     if services.secrets is not None:
         routes += secret_routes(services.secrets, functions, functions.deployer)

@@ -36,8 +36,14 @@ def _quota(data: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def tenant_routes(
-    tenants: Tenants, functions: Functions, on_removed: OnRemoved | None = None
+    tenants: Tenants,
+    functions: Functions,
+    on_removed: OnRemoved | None = None,
+    warning: str | None = None,
 ) -> list[web.RouteDef]:
+    """``warning``: what a new tenant should know about this daemon (its backend
+    does not isolate tenants)."""
+
     def view(record: TenantRecord) -> dict[str, Any]:
         usage = functions.controller.quotas.usage(record.name)
         return {
@@ -57,7 +63,10 @@ def tenant_routes(
             tenant = split_key(record.name)[1]
             counts[tenant] = counts.get(tenant, 0) + 1
         rows = [{**view(r), "functions": counts.get(r.name, 0)} for r in tenants.records()]
-        return web.json_response({"tenants": rows})
+        body: dict[str, Any] = {"tenants": rows}
+        if warning:
+            body["warning"] = warning
+        return web.json_response(body)
 
     async def create(request: web.Request) -> web.Response:
         scope_of(request).require_admin("creating a tenant")
@@ -67,7 +76,10 @@ def tenant_routes(
             raise PlatError("a tenant needs a 'name'")
         max_instances, max_memory = _quota(data)
         record, token = await tenants.create(name, max_instances, max_memory)
-        return web.json_response({**view(record), "token": token}, status=201)
+        body = {**view(record), "token": token}
+        if warning:
+            body["warning"] = warning
+        return web.json_response(body, status=201)
 
     async def remove(request: web.Request) -> web.Response:
         scope_of(request).require_admin("removing a tenant")
