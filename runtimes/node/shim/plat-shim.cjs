@@ -26,6 +26,10 @@
  *   call (console.log, process.stdout.write, the shim's stack trace), including
  *   by work it started, begin with `[call:<id>] `; plat's log collector strips
  *   the tag and stores it as the line's call id. Other output is untagged.
+ * - Secrets: context.secret(name) (text) and context.secretBytes(name) (a Buffer)
+ *   read the file `name` in PLAT_SECRETS_DIR (default /var/plat/secrets), where
+ *   plat puts each secret plat.yaml lists; a missing one throws a
+ *   SecretNotFoundError naming it.
  * - SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
  *   PLAT_SHUTDOWN_GRACE seconds, default 5), exit 0.
  * - Pool mode (PLAT_POOL_TOKEN set): a generic, pre-started instance. It listens
@@ -38,6 +42,7 @@
  */
 
 const { AsyncLocalStorage } = require('async_hooks');
+const fs = require('fs');
 const http = require('http');
 const os = require('os');
 const path = require('path');
@@ -284,6 +289,34 @@ function makeEvent(req, body) {
   };
 }
 
+class SecretNotFoundError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'SecretNotFoundError';
+  }
+}
+
+/** The bytes of the function's secret `name`: a file, read on each call, never kept. */
+function secretBytes(name) {
+  if (typeof name !== 'string' || !name || name === '.' || name === '..' || /[/\0]/.test(name)) {
+    throw new TypeError(`${JSON.stringify(name)} is not a secret name (a name such as db-password)`);
+  }
+  const file = path.join(process.env.PLAT_SECRETS_DIR || '/var/plat/secrets', name);
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') throw err;
+    throw new SecretNotFoundError(
+      `secret "${name}" is not available to this function (${file} does not exist); ` +
+        `list it under \`secrets:\` in plat.yaml and set it with \`plat secret set ${name}\``,
+    );
+  }
+}
+
+function secret(name) {
+  return secretBytes(name).toString('utf8');
+}
+
 function send(req, res, status, headers, body) {
   if (closing) headers.Connection = 'close';
   if (status !== 204 && status !== 304 && status >= 200) {
@@ -308,6 +341,8 @@ async function respond(handler, req, res, body, callId) {
     requestId: req.headers['x-request-id'] || callId,
     callId,
     call_id: callId,
+    secret,
+    secretBytes,
   };
   let result;
   try {

@@ -52,6 +52,8 @@ Modules, one concept each:
   streams: keep-alive, pipelining, Content-Length and chunked request bodies,
   ``Expect: 100-continue``; responses always carry Content-Length.
 * ``event``: what the handler gets (``Event``, ``Context``).
+* ``secretfiles``: ``context.secret(name)``: the files in ``$PLAT_SECRETS_DIR``
+  (default ``/var/plat/secrets``).
 * ``responses``: what the handler may return -> status, headers, body.
 * ``output``: call ids on the lines of stdout/stderr; the shim's error reports.
 * ``loader`` and ``adapters``: from ``PLAT_HANDLER`` to a callable handler, and

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from platshim.secretfiles import read_secret, read_secret_text
+
 _UNSET: Any = object()
 
 
@@ -110,6 +112,16 @@ class Context:
         self.hostname = hostname
         self.request_id = request_id
         self.call_id = call_id
+
+    def secret(self, name: str) -> str:
+        """The value of the function's secret ``name`` as text (the file's exact
+        content, a trailing newline included). Raises ``SecretNotFoundError`` (a
+        LookupError) naming it when the function has no such secret."""
+        return read_secret_text(name)
+
+    def secret_bytes(self, name: str) -> bytes:
+        """The value of the function's secret ``name`` as bytes."""
+        return read_secret(name)
 
     def __repr__(self) -> str:
         return f"Context(function={self.function!r}, hostname={self.hostname!r})"
