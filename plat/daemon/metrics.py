@@ -7,6 +7,11 @@ the function's labelled children up in one dict and touch nothing else. The
 instance counts are not pushed at all: a collector asks the controller at scrape
 time. See docs/metrics.md for every metric and for the cost per call.
 
+Callers pass function *keys* (``hello``, ``hello.acme``: see plat.tenancy); every
+per-function series is labelled with the plain name and the tenant instead, so
+that ``sum by (tenant)`` works and two tenants' ``hello`` stay two series. A key
+is split once, when its series are first made, never per request.
+
 Not thread-safe by design: the daemon is one asyncio loop, and ``render`` reads
 the controller's state through the ``instance_states`` callback, so call every
 method from the loop's thread.
@@ -30,6 +35,7 @@ from plat import __version__
 from plat.api import InstanceCount, PoolState, ScalerState
 from plat.credentials import check_basic
 from plat.daemon.serving.instance import INSTANCE_STATES
+from plat.tenancy import split_key
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +67,34 @@ BUILD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 
 BUILD_RESULTS = ("built", "cached", "failed")
 
 
+# The labels every per-function series starts with: the plain name, then its tenant.
+FUNCTION_LABELS = ("function", "tenant")
+
+
 class _FunctionSeries:
-    """One function's labelled children, created once and reused on every request."""
+    """One function's labelled children, created once and reused on every request.
 
-    __slots__ = ("codes", "duration", "in_flight", "invocations")
+    ``labels`` is the key split into (name, tenant), done here once per function.
+    """
 
-    def __init__(self, metrics: Metrics, function: str) -> None:
-        self.in_flight = metrics.in_flight.labels(function)
-        self.duration = metrics.duration.labels(function)
+    __slots__ = ("codes", "duration", "in_flight", "invocations", "labels")
+
+    def __init__(self, metrics: Metrics, key: str) -> None:
+        self.labels = split_key(key)
+        self.in_flight = metrics.in_flight.labels(*self.labels)
+        self.duration = metrics.duration.labels(*self.labels)
         self.invocations = metrics.invocations
         # status code -> counter child; HTTP codes are a small, bounded set.
         self.codes: dict[int, Counter] = {}
 
-    def code(self, function: str, status: int) -> Counter:
-        child = self.invocations.labels(function, str(status))
+    def code(self, status: int) -> Counter:
+        child = self.invocations.labels(*self.labels, str(status))
         self.codes[status] = child
         return child
 
 
 class _InstancesCollector(Collector):
-    """``plat_instances{function,state}``, read from the controller at scrape time."""
+    """``plat_instances{function,tenant,state}``, read from the controller at scrape time."""
 
     def __init__(self, instance_states: InstanceStates) -> None:
         self._instance_states = instance_states
@@ -89,7 +103,7 @@ class _InstancesCollector(Collector):
         return GaugeMetricFamily(
             "plat_instances",
             "Instances per function and state (starting, ready, draining).",
-            labels=("function", "state"),
+            labels=(*FUNCTION_LABELS, "state"),
         )
 
     def describe(self) -> Iterable[Metric]:
@@ -109,11 +123,12 @@ class _InstancesCollector(Collector):
             # other metric): the family is exported empty and the error logged.
             log.exception("the instance_states callback failed; plat_instances left empty")
             return [family]
-        for function, per_state in sorted(counts.items()):
+        rows = sorted(((split_key(k), v) for k, v in counts.items()), key=lambda row: row[0])
+        for labels, per_state in rows:
             # Every known state is exported, zeros included, so that a series does
             # not vanish (and go stale in Prometheus) when its count drops to 0.
             for state, count in per_state.items():
-                family.add_metric((function, state), count)
+                family.add_metric((*labels, state), count)
         return [family]
 
 
@@ -134,7 +149,7 @@ class _ScalerCollector(Collector):
         self._scaler_states = scaler_states
 
     def _families(self) -> list[GaugeMetricFamily]:
-        return [GaugeMetricFamily(n, h, labels=("function",)) for n, h in self.NAMES]
+        return [GaugeMetricFamily(n, h, labels=FUNCTION_LABELS) for n, h in self.NAMES]
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
@@ -147,10 +162,11 @@ class _ScalerCollector(Collector):
             log.exception("the scaler_states callback failed; plat_autoscaler_* left empty")
             return families
         for function, desired, actual, observed, panic in sorted(rows):
+            labels = split_key(function)
             for family, value in zip(
                 families, (desired, actual, observed, 1.0 if panic else 0.0), strict=True
             ):
-                family.add_metric((function,), value)
+                family.add_metric(labels, value)
         return families
 
 
@@ -208,9 +224,11 @@ class Metrics:
     scrape time (from ``render``), on the loop's thread; states are ``starting``,
     ``ready`` and ``draining``.
 
-    ``function`` arguments must name deployed functions: every distinct name is
-    a set of series kept until ``remove_function``, so a caller must not pass
-    names taken from unauthenticated URLs of functions that do not exist.
+    ``function`` arguments are function keys (``hello``, ``hello.acme``), and the
+    series carry ``function="hello", tenant="acme"``. They must name deployed
+    functions: every distinct key is a set of series kept until
+    ``remove_function``, so a caller must not pass names taken from
+    unauthenticated URLs of functions that do not exist.
     """
 
     def __init__(
@@ -224,33 +242,33 @@ class Metrics:
         self.invocations = Counter(
             "plat_invocations",
             "Requests for a deployed function, by the HTTP status code the gateway answered.",
-            ("function", "code"),
+            (*FUNCTION_LABELS, "code"),
             registry=r,
         )
         self.duration = Histogram(
             "plat_invocation_duration_seconds",
             "Time from the gateway receiving a request to the end of its answer, "
             "waiting for an instance included.",
-            ("function",),
+            FUNCTION_LABELS,
             buckets=INVOCATION_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
             "plat_invocations_in_flight",
             "Requests for a function the gateway is handling right now.",
-            ("function",),
+            FUNCTION_LABELS,
             registry=r,
         )
         self.cold_starts = Counter(
             "plat_cold_starts",
             "Requests that had to wait for an instance of the function to start.",
-            ("function",),
+            FUNCTION_LABELS,
             registry=r,
         )
         self.cold_start_duration = Histogram(
             "plat_cold_start_duration_seconds",
             "How long a request waited for an instance to start and become ready.",
-            ("function",),
+            FUNCTION_LABELS,
             buckets=COLD_START_BUCKETS,
             registry=r,
         )
@@ -312,7 +330,7 @@ class Metrics:
             series.in_flight.dec()
         counter = series.codes.get(status)
         if counter is None:
-            counter = series.code(function, status)
+            counter = series.code(status)
         counter.inc()
         if cold:
             series.duration.observe(seconds, {"cold": "true"})
@@ -321,8 +339,9 @@ class Metrics:
 
     def cold_start(self, function: str, seconds: float) -> None:
         """A request waited ``seconds`` for an instance of ``function`` to start."""
-        self.cold_starts.labels(function).inc()
-        self.cold_start_duration.labels(function).observe(seconds)
+        labels = self._series(function).labels
+        self.cold_starts.labels(*labels).inc()
+        self.cold_start_duration.labels(*labels).observe(seconds)
 
     def build_finished(self, result: str, seconds: float) -> None:
         """An image build ended: ``result`` is ``built``, ``cached`` or ``failed``.
@@ -336,15 +355,19 @@ class Metrics:
         self.build_duration.observe(seconds)
 
     def remove_function(self, function: str) -> None:
-        """Drop every series of ``function`` (after ``plat rm``), so it stops being exported."""
+        """Drop every series of ``function`` (after ``plat rm``), so it stops being exported.
+
+        Only that key's: another tenant's function of the same name keeps its series.
+        """
         series = self._functions.pop(function, None)
+        labels = split_key(function) if series is None else series.labels
         if series is not None:
             for status in series.codes:
-                self.invocations.remove(function, str(status))
+                self.invocations.remove(*labels, str(status))
         for metric in (self.in_flight, self.duration, self.cold_starts, self.cold_start_duration):
             # remove() raises KeyError for a label set that was never used.
             with contextlib.suppress(KeyError):
-                metric.remove(function)
+                metric.remove(*labels)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition of every metric and its content type.

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from plat import __version__
+from plat.api import InstanceCount, ScalerState
 from plat.credentials import basic_header
 from plat.daemon.metrics import (
     BUILD_RESULTS,
@@ -38,6 +39,7 @@ from plat.daemon.metrics import (
     Metrics,
     metrics_routes,
 )
+from plat.tenancy import DEFAULT_TENANT, split_key
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "monitoring" / "grafana-dashboard.json"
@@ -62,7 +64,12 @@ def samples(text: str) -> list[Sample]:
 
 
 def value(text: str, name: str, **labels: str) -> float | None:
-    """The value of the one sample called ``name`` with exactly ``labels``, or None."""
+    """The value of the one sample called ``name`` with exactly ``labels``, or None.
+
+    ``function`` without ``tenant`` means the default tenant's function.
+    """
+    if "function" in labels:
+        labels.setdefault("tenant", DEFAULT_TENANT)
     found = [s.value for s in samples(text) if s.name == name and s.labels == labels]
     assert len(found) <= 1, f"{name}{labels} appears {len(found)} times"
     return found[0] if found else None
@@ -78,10 +85,10 @@ class States:
     """A stand-in for the controller: the instance counts, and how often they were read."""
 
     def __init__(self, rows: Iterable[tuple[str, str, int]] = ()) -> None:
-        self.rows = list(rows)
+        self.rows = [InstanceCount(*row) for row in rows]
         self.calls = 0
 
-    def __call__(self) -> Iterator[tuple[str, str, int]]:
+    def __call__(self) -> Iterator[InstanceCount]:
         self.calls += 1
         return iter(self.rows)
 
@@ -172,7 +179,7 @@ def test_a_cold_request_marks_its_latency_bucket_with_an_exemplar() -> None:
     marked = [s for s in buckets if s.exemplar is not None]
     assert len(marked) == 1
     (sample,) = marked
-    assert sample.labels == {"function": "other", "le": "2.5"}
+    assert sample.labels == {"function": "other", "tenant": "default", "le": "2.5"}
     assert sample.exemplar is not None
     assert sample.exemplar.labels == {"cold": "true"}
     assert sample.exemplar.value == 2.0
@@ -211,6 +218,7 @@ def test_instances_come_from_the_callback_at_scrape_time_with_every_state() -> N
         for s in samples(text)
         if s.name == "plat_instances"
     }
+    assert {s.labels["tenant"] for s in samples(text) if s.name == "plat_instances"} == {"default"}
     # Zeros for the states a function has no instance in: series never vanish.
     assert got == {
         ("b", "starting"): 0,
@@ -223,7 +231,7 @@ def test_instances_come_from_the_callback_at_scrape_time_with_every_state() -> N
         ("hello", "draining"): 0,
     }
     assert set(INSTANCE_STATES) == {"starting", "ready", "suspect", "draining"}
-    states.rows = [("hello", "ready", 1)]
+    states.rows = [InstanceCount("hello", "ready", 1)]
     text = render_text(metrics)
     assert value(text, "plat_instances", function="hello", state="ready") == 1
     assert value(text, "plat_instances", function="b", state="draining") is None
@@ -232,7 +240,7 @@ def test_instances_come_from_the_callback_at_scrape_time_with_every_state() -> N
 def test_a_failing_instance_callback_does_not_fail_the_scrape(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken() -> list[tuple[str, str, int]]:
+    def broken() -> list[InstanceCount]:
         raise RuntimeError("controller exploded")
 
     metrics = exercised()
@@ -281,7 +289,7 @@ def test_each_instance_has_its_own_registry() -> None:
     assert value(render_text(two), "plat_invocations_total", function="solo", code="200") is None
     assert (
         prometheus_client.REGISTRY.get_sample_value(
-            "plat_invocations_total", {"function": "solo", "code": "200"}
+            "plat_invocations_total", {"function": "solo", "tenant": "default", "code": "200"}
         )
         is None
     )
@@ -298,24 +306,33 @@ def test_promtool_accepts_the_exposition_without_lint_problems() -> None:
     assert proc.stderr.decode().strip() == ""
 
 
-def test_the_hot_path_reuses_its_labelled_children(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("key", ["hello", "hello.acme"])
+def test_the_hot_path_reuses_its_labelled_children(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     metrics = Metrics(States())
-    metrics.request_started("hello")
-    metrics.request_finished("hello", 200, 0.004, cold=False)
+    metrics.request_started(key)
+    metrics.request_finished(key, 200, 0.004, cold=False)
 
     def no_lookup(*args: object, **kwargs: object) -> None:
         raise AssertionError("a label lookup on the hot path")
 
-    # Every labelled metric's labels() goes through this one base-class method.
+    def no_split(key: str) -> tuple[str, str]:
+        raise AssertionError(f"{key!r} split again on the hot path")
+
+    # Every labelled metric's labels() goes through this one base-class method,
+    # and every key is split by the one split_key the module imported.
     monkeypatch.setattr(MetricWrapperBase, "labels", no_lookup)
+    monkeypatch.setattr("plat.daemon.metrics.split_key", no_split)
     for _ in range(3):
-        metrics.request_started("hello")
-        metrics.request_finished("hello", 200, 0.004, cold=False)
-        metrics.request_started("hello")
-        metrics.request_finished("hello", 200, 1.0, cold=True)
+        metrics.request_started(key)
+        metrics.request_finished(key, 200, 0.004, cold=False)
+        metrics.request_started(key)
+        metrics.request_finished(key, 200, 1.0, cold=True)
     monkeypatch.undo()
     text = render_text(metrics)
-    assert value(text, "plat_invocations_total", function="hello", code="200") == 7
+    name, tenant = split_key(key)
+    assert value(text, "plat_invocations_total", function=name, tenant=tenant, code="200") == 7
 
 
 def test_the_hot_path_stays_cheap() -> None:
@@ -329,6 +346,195 @@ def test_the_hot_path_stays_cheap() -> None:
     number = 20_000
     best = min(timeit.repeat(pair, number=number, repeat=5)) / number
     assert best < 100e-6, f"{best * 1e6:.1f} us per request_started+request_finished"
+
+
+# --- tenants ------------------------------------------------------------------------
+
+# Every family with per-function series; each must carry both labels.
+PER_FUNCTION = frozenset(
+    {
+        "plat_invocations_total",
+        "plat_invocations_created",
+        "plat_invocation_duration_seconds_bucket",
+        "plat_invocation_duration_seconds_count",
+        "plat_invocation_duration_seconds_sum",
+        "plat_invocation_duration_seconds_created",
+        "plat_invocations_in_flight",
+        "plat_cold_starts_total",
+        "plat_cold_starts_created",
+        "plat_cold_start_duration_seconds_bucket",
+        "plat_cold_start_duration_seconds_count",
+        "plat_cold_start_duration_seconds_sum",
+        "plat_cold_start_duration_seconds_created",
+        "plat_instances",
+        "plat_autoscaler_desired_instances",
+        "plat_autoscaler_actual_instances",
+        "plat_autoscaler_observed_concurrency",
+        "plat_autoscaler_panic",
+    }
+)
+BOTH = {("hello", "default"), ("hello", "acme")}
+
+
+class Scalers:
+    """A stand-in for the controller's autoscaler view."""
+
+    def __init__(self, rows: Iterable[ScalerState]) -> None:
+        self.rows = list(rows)
+
+    def __call__(self) -> Iterator[ScalerState]:
+        return iter(self.rows)
+
+
+def two_tenants(states: States | None = None, scalers: Scalers | None = None) -> Metrics:
+    """``hello`` of the default tenant and ``hello`` of acme (key ``hello.acme``),
+    each with its own traffic, cold start, instances and autoscaler view."""
+    if states is None:
+        states = States(
+            [("hello", "ready", 1), ("hello.acme", "ready", 3), ("hello.acme", "starting", 1)]
+        )
+    if scalers is None:
+        scalers = Scalers(
+            [ScalerState("hello", 1, 1, 0.5, False), ScalerState("hello.acme", 4, 3, 7.0, True)]
+        )
+    metrics = Metrics(states, scalers)
+    for key, calls, code in (("hello", 2, 200), ("hello.acme", 5, 201)):
+        for _ in range(calls):
+            metrics.request_started(key)
+            metrics.request_finished(key, code, 0.004, cold=False)
+    for key, waited in (("hello", 0.3), ("hello.acme", 1.5)):
+        metrics.request_started(key)
+        metrics.request_finished(key, 200, waited + 0.01, cold=True)
+        metrics.cold_start(key, waited)
+    metrics.request_started("hello.acme")  # still in flight
+    return metrics
+
+
+def stamped(openmetrics: str, stamp: str = "1700000000") -> str:
+    """OpenMetrics text with a timestamp on every sample (before any exemplar), which
+    ``promtool tsdb create-blocks-from openmetrics`` wants."""
+    lines = []
+    for line in openmetrics.splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+        else:
+            sample, sep, exemplar = line.partition(" # ")
+            lines.append(f"{sample} {stamp}{sep}{exemplar}")
+    return "\n".join(lines) + "\n"
+
+
+DUMP_LABEL = re.compile(r'(\w+)="((?:\\.|[^"\\])*)"')
+
+
+def promtool_series(metrics: Metrics, workdir: Path) -> list[dict[str, str]]:
+    """The series a real Prometheus TSDB stores for one scrape, as promtool dumps them.
+
+    The OpenMetrics exposition is written into blocks by ``promtool tsdb
+    create-blocks-from openmetrics`` and read back with ``promtool tsdb dump``:
+    series that collide are one series there, whatever the text looked like.
+    """
+    body, _ = metrics.render(OPENMETRICS_ACCEPT)
+    source, db = workdir / "scrape.om", workdir / "tsdb"
+    source.write_text(stamped(body.decode()))
+    for args in (["create-blocks-from", "openmetrics", str(source), str(db)], ["dump", str(db)]):
+        (db / "wal").mkdir(parents=True, exist_ok=True)  # dump opens the (empty) WAL too
+        proc = subprocess.run(
+            [promtool(), "tsdb", *args], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    series = [
+        dict(DUMP_LABEL.findall(line.partition("}")[0]))
+        for line in proc.stdout.splitlines()
+        if line.startswith("{")
+    ]
+    assert series, proc.stdout
+    return series
+
+
+def function_tenants(series: Iterable[dict[str, str]], name: str) -> set[tuple[str, str]]:
+    return {(s["function"], s["tenant"]) for s in series if s["__name__"] == name}
+
+
+def test_every_per_function_series_has_the_plain_name_and_a_tenant() -> None:
+    text = render_text(two_tenants())
+    labelled = [s for s in samples(text) if "function" in s.labels]
+    assert {s.name for s in labelled} == PER_FUNCTION
+    for sample in labelled:
+        assert sample.labels["function"] == "hello", sample
+        assert sample.labels["tenant"] in {"default", "acme"}, sample
+    assert not [s for s in samples(text) if "tenant" in s.labels and "function" not in s.labels]
+
+
+def test_two_tenants_functions_of_one_name_are_two_series() -> None:
+    text = render_text(two_tenants())
+    default, acme = (
+        {"function": "hello", "tenant": "default"},
+        {"function": "hello", "tenant": "acme"},
+    )
+    assert value(text, "plat_invocations_total", **default, code="200") == 3
+    assert value(text, "plat_invocations_total", **default, code="201") is None
+    assert value(text, "plat_invocations_total", **acme, code="201") == 5
+    assert value(text, "plat_invocations_total", **acme, code="200") == 1
+    assert value(text, "plat_invocations_in_flight", **default) == 0
+    assert value(text, "plat_invocations_in_flight", **acme) == 1
+    assert value(text, "plat_invocation_duration_seconds_count", **default) == 3
+    assert value(text, "plat_invocation_duration_seconds_count", **acme) == 6
+    assert value(text, "plat_cold_starts_total", **default) == 1
+    assert value(text, "plat_cold_starts_total", **acme) == 1
+    assert value(text, "plat_cold_start_duration_seconds_sum", **default) == 0.3
+    assert value(text, "plat_cold_start_duration_seconds_sum", **acme) == 1.5
+    assert value(text, "plat_instances", **default, state="ready") == 1
+    assert value(text, "plat_instances", **acme, state="ready") == 3
+    assert value(text, "plat_instances", **acme, state="starting") == 1
+    assert value(text, "plat_autoscaler_desired_instances", **default) == 1
+    assert value(text, "plat_autoscaler_desired_instances", **acme) == 4
+    assert value(text, "plat_autoscaler_panic", **default) == 0
+    assert value(text, "plat_autoscaler_panic", **acme) == 1
+    # No sample carries the key itself.
+    assert not [s for s in samples(text) if s.labels.get("function") == "hello.acme"]
+
+
+def test_promtool_sees_two_tenants_hello_as_two_series(tmp_path: Path) -> None:
+    metrics = two_tenants()
+    body, _ = metrics.render()
+    proc = subprocess.run(
+        [promtool(), "check", "metrics"], input=body, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert proc.stdout.decode().strip() == "" and proc.stderr.decode().strip() == ""
+    series = promtool_series(metrics, tmp_path)
+    stored = {s["__name__"] for s in series if "function" in s}
+    assert stored == PER_FUNCTION  # _created too: the OpenMetrics import stores those
+    for name in stored:
+        assert function_tenants(series, name) == BOTH, name
+    codes = {(s["tenant"], s["code"]) for s in series if s["__name__"] == "plat_invocations_total"}
+    assert codes == {("default", "200"), ("acme", "201"), ("acme", "200")}
+
+
+@pytest.mark.parametrize(("removed", "kept"), [("hello.acme", "default"), ("hello", "acme")])
+def test_removing_one_tenants_function_removes_only_its_series(
+    removed: str, kept: str, tmp_path: Path
+) -> None:
+    # No instance or autoscaler rows: those come from the controller, which stops
+    # reporting a removed function; what remove_function drops is the rest.
+    metrics = two_tenants(States(), Scalers([]))
+    before = render_text(metrics)
+    metrics.remove_function(removed)
+    metrics.remove_function("never-seen.acme")  # harmless
+    text = render_text(metrics)
+
+    def of(tenant: str, text: str) -> list[Sample]:
+        return [s for s in samples(text) if s.labels.get("tenant") == tenant]
+
+    # The other tenant's hello is untouched, sample for sample; the removed one is gone.
+    assert of(kept, text) == of(kept, before) != []
+    assert not [s for s in samples(text) if "function" in s.labels and s.labels["tenant"] != kept]
+    series = promtool_series(metrics, tmp_path)
+    assert {s["__name__"] for s in series if "function" in s} == {
+        name for name in PER_FUNCTION if name.startswith(("plat_invocation", "plat_cold_start"))
+    }
+    for name in {s["__name__"] for s in series if "function" in s}:
+        assert function_tenants(series, name) == {("hello", kept)}, name
 
 
 # --- GET /metrics -----------------------------------------------------------------
