@@ -110,10 +110,12 @@ class FakeBackend:
     ``unlisted``, ``away`` (every call raises EngineError), ``kill``, ``wedge``,
     ``make_ready``.
     Records: ``started``, ``stopped``, ``removed`` (instance ids, each once),
-    ``prepared``, ``unprepared``, ``renamed``, ``sweeps``.
+    ``prepared``, ``unprepared``, ``renamed``, ``sweeps``, ``removed_networks``
+    (tenants). ``remove_network`` refuses while the tenant has an instance not removed.
     """
 
     name = "fake"
+    isolates_tenants = True
 
     def __init__(self) -> None:
         self.instances: dict[str, FakeInstance] = {}  # every one not removed yet, by id
@@ -129,6 +131,7 @@ class FakeBackend:
         self.unprepared: list[str] = []
         self.renamed: list[tuple[str, str]] = []  # (instance id, function)
         self.sweeps = 0
+        self.removed_networks: list[str] = []
         self.listings = 0
         self.exits: list[InstanceExit] = []
         self._news = asyncio.Event()  # replaced (after being set) at every exit
@@ -263,6 +266,13 @@ class FakeBackend:
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
         self._engine()
         return f"fake log of {instance.id}\n"
+
+    async def remove_network(self, tenant: str) -> bool:
+        self._engine()
+        if any(f.spec.tenant == tenant for f in self.instances.values()):
+            return False
+        self.removed_networks.append(tenant)
+        return True
 
     async def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
         start = time.time() if since is None else since

@@ -10,11 +10,17 @@ handler, the function's environment and version; the shim imports the handler
 and from then on serves that function version only. A claimed instance never
 returns to the pool; the pool refills in the background.
 
-Pools are keyed by runtime and resource limits (memory, CPU, pids are fixed when
-a container starts) and kept only for keys that deployed functions use. A
+Pools are keyed by tenant, runtime and resource limits (memory, CPU, pids are
+fixed when a container starts) and kept only for keys that deployed functions
+use. The tenant is in the key because a member starts on its tenant's isolated
+network, so it is only ever specialised for a function of that tenant. A
 release that cannot be specialised (a ``dockerfile`` runtime, a version not
 unpacked yet, an empty pool, a failed specialisation) gets ``None`` from
 ``claim`` and the caller starts an instance the normal way.
+
+A release with secrets is not served by the pool for now: a member was started
+without them, and secret files are mounted when a container is created. It
+starts the normal way, its secrets mounted.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from plat.daemon.serving.probe import NotReady, wait_ready
 from plat.daemon.tasks import TaskGroup
 from plat.errors import PlatError
 from plat.runtimes import get_runtime
+from plat.tenancy import DEFAULT_TENANT, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +67,22 @@ class PoolKey:
     memory: int
     cpu: float
     pids: int
+    tenant: str = DEFAULT_TENANT
 
     @property
     def label(self) -> str:
-        return f"{self.runtime}/{self.memory // 1024**2}Mi/{self.cpu:g}cpu/{self.pids}pids"
+        label = f"{self.runtime}/{self.memory // 1024**2}Mi/{self.cpu:g}cpu/{self.pids}pids"
+        return label if self.tenant == DEFAULT_TENANT else f"{label}@{self.tenant}"
 
 
 def pool_key(release: Release) -> PoolKey | None:
-    """The pool a release's instances can come from; None when it cannot be specialised."""
+    """The pool a release's instances can come from; None when it cannot be specialised
+    (or has secrets, see the module's doc)."""
     manifest = release.manifest
-    if not get_runtime(manifest.runtime).poolable:
+    if not get_runtime(manifest.runtime).poolable or release.secrets:
         return None
     res = manifest.resources
-    return PoolKey(manifest.runtime, res.memory, res.cpu, res.pids)
+    return PoolKey(manifest.runtime, res.memory, res.cpu, res.pids, tenant_of(manifest.name))
 
 
 class Sources(Protocol):
@@ -240,6 +250,7 @@ class WarmPool:
                 cpu=pool.key.cpu,
                 pids=pool.key.pids,
                 mounts=mounts if self.link else {},
+                tenant=pool.key.tenant,
             )
             # A start cancelled at shutdown may still create the container: let it
             # finish, so that the container is removed, not leaked.

@@ -11,6 +11,13 @@ reaches it at its address on the engine's bridge network instead, which spares
 every start netavark's firewall rules for the port; ``auto`` picks that when the
 engine is rootful on this Linux host.
 
+Each tenant's instances sit on the tenant's own isolated network, and on no
+other (:mod:`plat.daemon.drivers.container.networks`): one tenant's instance
+cannot open a connection to another's. An instance's secrets are files on the
+host's tmpfs (:mod:`plat.daemon.drivers.secretfiles`), bind-mounted read-only at
+SECRETS_PATHS: never in the create body's environment, an image layer or
+``podman inspect`` (which shows the folder, not the values).
+
 A function that scaled to zero gets a *standby*: its next container, created but
 not started (no process, no network, no memory; ~25-50 ms of the cold start
 done ahead). The start that follows only starts it.
@@ -22,16 +29,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from plat.daemon.drivers.base import (
-    INSTANCE_PORT,
     LABEL_DAEMON,
-    LABEL_FUNCTION,
-    LABEL_INSTANCE,
-    LABEL_VERSION,
     LOOPBACK,
     InstanceExit,
     InstanceSpec,
@@ -39,65 +41,23 @@ from plat.daemon.drivers.base import (
     RunningInstance,
     free_port,
 )
+from plat.daemon.drivers.container.documents import (
+    bridge_address,
+    container_name,
+    create_body,
+    instance_exit,
+    listed_instance,
+    network_missing,
+    secret_owner,
+)
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.daemon.drivers.container.networks import TenantNetworks
+from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.daemon.tasks import Finishing
-from plat.errors import EngineError
+from plat.errors import EngineError, PlatError
 
 log = logging.getLogger(__name__)
-
-
-def container_name(spec: InstanceSpec, instance_id: str) -> str:
-    return f"plat-{spec.function}-{instance_id}"
-
-
-def create_body(
-    spec: InstanceSpec, instance_id: str, daemon_id: str, host_port: int | None
-) -> dict[str, Any]:
-    """The Engine API body of ``POST /containers/create`` for one instance (pure, tested).
-
-    The instance's port is published on 127.0.0.1:``host_port`` only; with None it
-    is not published (the instance is reached at its bridge address).
-    """
-    env = {
-        **spec.env,
-        "PORT": str(spec.port),
-        "PLAT_FUNCTION": spec.function,
-        "PLAT_VERSION": spec.version,
-    }
-    exposed = f"{spec.port}/tcp"
-    host_config: dict[str, Any] = {
-        "CapDrop": ["ALL"],
-        "SecurityOpt": ["no-new-privileges"],
-        "ReadonlyRootfs": True,
-        "Tmpfs": {"/tmp": "rw,size=64m,mode=1777"},
-        "Memory": spec.memory,
-        "MemorySwap": spec.memory,
-        "NanoCpus": int(spec.cpu * 1e9),
-        "PidsLimit": spec.pids,
-        "Init": True,
-        # The engine's own copy of the output is bounded; plat keeps what it needs.
-        "LogConfig": {"Type": "k8s-file", "Config": {"max-size": "10mb"}},
-    }
-    if host_port is not None:
-        host_config["PortBindings"] = {exposed: [{"HostIp": LOOPBACK, "HostPort": str(host_port)}]}
-    if spec.mounts:
-        host_config["Binds"] = [f"{host}:{target}:ro" for host, target in spec.mounts.items()]
-    body: dict[str, Any] = {
-        "Image": spec.image,
-        "Env": [f"{key}={value}" for key, value in env.items()],
-        "Labels": {
-            LABEL_FUNCTION: spec.function,
-            LABEL_VERSION: spec.version,
-            LABEL_DAEMON: daemon_id,
-            LABEL_INSTANCE: instance_id,
-        },
-        "ExposedPorts": {exposed: {}},
-        "HostConfig": host_config,
-    }
-    if spec.user is not None:
-        body["User"] = spec.user
-    return body
 
 
 def direct_reachable(endpoint: str) -> bool:
@@ -112,17 +72,6 @@ def direct_reachable(endpoint: str) -> bool:
         return False
 
 
-def bridge_address(settings: Mapping[str, Any] | None) -> str:
-    """The first IPv4 address in an Engine API ``NetworkSettings`` (inspect or list)."""
-    settings = settings or {}
-    if settings.get("IPAddress"):
-        return str(settings["IPAddress"])
-    for network in (settings.get("Networks") or {}).values():
-        if network and network.get("IPAddress"):
-            return str(network["IPAddress"])
-    return ""
-
-
 @dataclass(frozen=True)
 class _Standby:
     """A created, not started container for the next start of ``spec``."""
@@ -135,9 +84,18 @@ class _Standby:
 
 class ContainerBackend:
     name = "container"
+    isolates_tenants = True
 
-    def __init__(self, endpoint: str, daemon_id: str, address: str = "published") -> None:
-        """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc)."""
+    def __init__(
+        self,
+        endpoint: str,
+        daemon_id: str,
+        address: str = "published",
+        secret_files: SecretFiles | None = None,
+    ) -> None:
+        """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc).
+        ``secret_files``: where instances' secret files are written; without it an
+        instance that has secrets cannot start."""
         self._endpoint = endpoint
         self.daemon_id = daemon_id
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
@@ -147,6 +105,10 @@ class ContainerBackend:
         # failed while the engine was away; ``sweep`` removes them once it answers.
         self._unremoved: set[str] = set()
         self._engine = Engine(endpoint)
+        self.networks = TenantNetworks(self._engine, daemon_id)
+        self._secret_files = secret_files
+        # Instances whose secret folders this object wrote and has not removed yet.
+        self._secret_ids: set[str] = set()
 
     @property
     def endpoint(self) -> str:
@@ -154,7 +116,8 @@ class ContainerBackend:
 
     async def start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
         """Create and start the container: two Engine API calls (no inspect call on
-        the cold start path, but for a direct instance's address).
+        the cold start path, but for a direct instance's address; the first start of
+        a tenant makes its network first).
 
         A start that fails or is cancelled part-way leaves no container behind: once
         sent, the engine calls run to their end, then what they made is removed.
@@ -169,7 +132,7 @@ class ContainerBackend:
     async def _start(self, spec: InstanceSpec, instance_id: str) -> RunningInstance:
         standby = self._standby.pop(spec.function, None)
         if standby is not None and standby.spec != spec:
-            await self._discard(standby.ref)
+            await self._discard(standby.ref, standby.instance_id)
         elif standby is not None:
             try:
                 running = await self._start_created(
@@ -192,18 +155,62 @@ class ContainerBackend:
         raise EngineError(f"could not publish a port for {name}")
 
     async def _create(self, spec: InstanceSpec, instance_id: str) -> tuple[str, int | None]:
-        """Create the instance's container: (its id, its published port or None)."""
+        """Create the instance's container on its tenant's network, with its secret
+        files: (its id, its published port or None)."""
+        network = await self.networks.ensure(spec.tenant)
         port = None if self.direct else free_port()
-        body = create_body(spec, instance_id, self.daemon_id, port)
         name = container_name(spec, instance_id)
+        secrets_dir = self._write_secrets(spec, instance_id)
         try:
+            body = create_body(
+                spec, instance_id, self.daemon_id, port, network=network, secrets_dir=secrets_dir
+            )
+            try:
+                return await self._engine.create(body, name), port
+            except EngineAPIError as exc:
+                if not network_missing(exc):
+                    raise
+            # Removed behind this object's back (`podman network rm`, remove_network).
+            self.networks.forget(spec.tenant)
+            body["HostConfig"]["NetworkMode"] = network = await self.networks.ensure(spec.tenant)
+            body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
             return await self._engine.create(body, name), port
         except EngineAPIError:
+            self._drop_secrets(instance_id)
             raise
-        except EngineError:
-            # The engine may have made the container before the answer was lost.
-            self._unremoved.add(name)
+        except BaseException as exc:
+            if isinstance(exc, EngineError):
+                # The engine may have made the container before the answer was lost.
+                self._unremoved.add(name)
+            self._drop_secrets(instance_id)
             raise
+
+    def _write_secrets(self, spec: InstanceSpec, instance_id: str) -> str | None:
+        """The host folder of the instance's secret files (None: it has none).
+        Written inline: a few small files on tmpfs take microseconds."""
+        if not spec.secrets:
+            return None
+        if self._secret_files is None:
+            raise PlatError(f"{spec.function} has secrets, but this backend has no place for them")
+        # Only root may give files away; any other daemon keeps them its own.
+        uid, gid = secret_owner(spec.user) if os.geteuid() == 0 else (None, None)
+        self._secret_ids.add(instance_id)
+        try:
+            folder = self._secret_files.write(instance_id, spec.secrets, uid=uid, gid=gid)
+        except OSError as exc:
+            self._drop_secrets(instance_id)
+            raise PlatError(f"could not write the secret files of {spec.function}: {exc}") from exc
+        return None if folder is None else str(folder)
+
+    def _drop_secrets(self, instance_id: str) -> None:
+        """Remove the instance's secret files, if it has any; idempotent, never raises."""
+        if self._secret_files is None:
+            return
+        self._secret_ids.discard(instance_id)
+        try:
+            self._secret_files.remove(instance_id)
+        except (OSError, PlatError) as exc:  # swept later
+            log.warning("could not remove the secret files of %s: %s", instance_id, exc)
 
     async def _start_created(
         self, spec: InstanceSpec, instance_id: str, ref: str, port: int | None
@@ -216,7 +223,8 @@ class ContainerBackend:
             except EngineAPIError as exc:
                 refused = exc
             else:
-                host = LOOPBACK if port is not None else await self._address(ref)
+                network = self.networks.name(spec.tenant)
+                host = LOOPBACK if port is not None else await self._address(ref, network)
                 return RunningInstance(
                     id=instance_id,
                     function=spec.function,
@@ -226,9 +234,9 @@ class ContainerBackend:
                     backend_ref=ref,
                 )
         except BaseException:
-            await self._discard(ref)
+            await self._discard(ref, instance_id)
             raise
-        await self._discard(ref)
+        await self._discard(ref, instance_id)
         if port is not None and "address already in use" in refused.explanation.lower():
             return None
         raise refused
@@ -250,17 +258,17 @@ class ContainerBackend:
         stale = self._standby.pop(spec.function, None)
         self._standby[spec.function] = _Standby(spec, instance_id, ref, port)
         if stale is not None:  # prepared twice at once: keep the newer
-            await self._discard(stale.ref)
+            await self._discard(stale.ref, stale.instance_id)
 
     async def unprepare(self, function: str) -> None:
         standby = self._standby.pop(function, None)
         if standby is not None:
-            await self._discard(standby.ref)
+            await self._discard(standby.ref, standby.instance_id)
 
-    async def _address(self, ref: str) -> str:
-        """A started container's address on its bridge network."""
+    async def _address(self, ref: str, network: str) -> str:
+        """A started container's address on its tenant's network."""
         data = await self._engine.inspect(ref)
-        address = bridge_address((data or {}).get("NetworkSettings"))
+        address = bridge_address((data or {}).get("NetworkSettings"), network)
         if not address:
             raise EngineError(
                 f"container {ref[:12]} has no bridge address",
@@ -273,11 +281,14 @@ class ContainerBackend:
             running = await starting
         except Exception:  # it failed, and removed what it had made
             return
-        await self._discard(running.backend_ref)
+        await self._discard(running.backend_ref, running.id)
 
-    async def _discard(self, ref: str) -> None:
-        """Remove a container (an id or a name), running or not; quietly, as a
-        clean-up. One the engine cannot remove now is removed by ``sweep``."""
+    async def _discard(self, ref: str, instance_id: str | None = None) -> None:
+        """Remove a container (an id or a name), running or not, and the secret files
+        of ``instance_id``; quietly, as a clean-up. One the engine cannot remove now
+        is removed by ``sweep``."""
+        if instance_id is not None:
+            self._drop_secrets(instance_id)
         try:
             await self._engine.remove(ref)
         except EngineAPIError as exc:
@@ -287,9 +298,15 @@ class ContainerBackend:
             self._unremoved.add(ref)
 
     async def sweep(self) -> None:
+        """Remove the containers whose removal failed, then the secret folders no
+        container of this daemon uses (left by a daemon that died, or by a container
+        removed behind plat's back)."""
         for ref in list(self._unremoved):
             self._unremoved.discard(ref)
             await self._discard(ref)
+        if self._secret_files is not None:
+            listed = {instance.id for instance in await self.list()}
+            self._secret_files.sweep(listed | self._secret_ids)
 
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
         try:
@@ -299,6 +316,15 @@ class ContainerBackend:
 
     async def remove(self, instance: RunningInstance) -> None:
         await self._engine.remove(instance.backend_ref)
+        self._drop_secrets(instance.id)
+
+    async def remove_network(self, tenant: str) -> bool:
+        """Remove ``tenant``'s network (its standby containers first); False, quietly,
+        while other containers are attached to it (``plat tenant rm`` leaves it)."""
+        for function, standby in list(self._standby.items()):
+            if standby.spec.tenant == tenant:
+                await self.unprepare(function)
+        return await self.networks.remove(tenant)
 
     def output(
         self, instance: RunningInstance, since: float | None = None
@@ -310,7 +336,7 @@ class ContainerBackend:
         # One listing call: inspecting every container too made the watchdog's poll
         # cost grow with the number of containers.
         entries = await self._engine.containers({"label": [f"{LABEL_DAEMON}={self.daemon_id}"]})
-        return [listed_instance(entry) for entry in entries]
+        return [listed_instance(entry, self.daemon_id) for entry in entries]
 
     def runs(self, image: str) -> bool:
         return not image.startswith(PROCESS_IMAGE_PREFIX)
@@ -345,41 +371,5 @@ class ContainerBackend:
         await self._preparing.wait()
         for function in list(self._standby):
             await self.unprepare(function)
+        await self.networks.remove_unused()
         await self._engine.close()
-
-
-def listed_instance(entry: Mapping[str, Any]) -> RunningInstance:
-    """An instance from its container's entry in an Engine API listing (pure)."""
-    labels = entry.get("Labels") or {}
-    ports = entry.get("Ports") or []
-    host, port = LOOPBACK, next((int(p["PublicPort"]) for p in ports if p.get("PublicPort")), 0)
-    if not port:  # not published: reached at its bridge address
-        host, port = bridge_address(entry.get("NetworkSettings")), INSTANCE_PORT
-    return RunningInstance(
-        id=labels.get(LABEL_INSTANCE, str(entry.get("Id", ""))[:12]),
-        function=labels.get(LABEL_FUNCTION, ""),
-        version=labels.get(LABEL_VERSION, ""),
-        host=host,
-        port=port,
-        backend_ref=str(entry.get("Id", "")),
-        running=entry.get("State") == "running",
-    )
-
-
-def instance_exit(event: Mapping[str, Any]) -> InstanceExit | None:
-    """The exit an Engine API event tells of (pure); None for any other event."""
-    if event.get("Type", "container") != "container" or (
-        event.get("Action") or event.get("status")
-    ) not in ("die", "died"):
-        return None
-    actor = event.get("Actor") or {}
-    attributes = actor.get("Attributes") or {}
-    ref = str(actor.get("ID") or event.get("id") or "")
-    code = str(attributes.get("exitCode", ""))
-    nanos = event.get("timeNano")
-    return InstanceExit(
-        instance_id=str(attributes.get(LABEL_INSTANCE) or ref[:12]),
-        backend_ref=ref,
-        exit_code=int(code) if code.lstrip("-").isdigit() else None,
-        ts=nanos / 1e9 if isinstance(nanos, int) else float(event.get("time") or 0),
-    )

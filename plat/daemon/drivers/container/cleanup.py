@@ -1,4 +1,5 @@
-"""Removing every container of a daemon that is gone, or could not close in time.
+"""Removing every container of a daemon that is gone, or could not close in time,
+then its tenants' networks (those no other container still uses).
 
 Blocking, for ``plat daemon stop``: through the Engine API when it answers, else
 through the podman CLI (the daemon's own ``podman system service`` went with it;
@@ -17,6 +18,7 @@ from typing import Any
 
 from plat.daemon.drivers.base import LABEL_DAEMON
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.daemon.drivers.container.networks import daemon_networks, remove_network
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def remove_all(endpoint: str, daemon_id: str, timeout: float = 30.0) -> tuple[list[str], list[str]]:
     """Remove every container labelled ``plat.daemon=<daemon_id>``, running or not
-    (``podman rm -f``); returns the names removed and those still there afterwards.
+    (``podman rm -f``), then the networks labelled so (a network still in use is
+    left); returns the names of the containers removed and of those still there.
 
     Blocking (it runs its own event loop: call it from a thread or the CLI). Raises
     EngineError when the engine cannot be reached.
@@ -48,6 +51,11 @@ async def _remove_all(endpoint: str, daemon_id: str, timeout: float) -> tuple[li
                 continue
             removed.append(_names(entry))
         remaining = [_names(entry) for entry in await engine.containers(filters)]
+        for network in await daemon_networks(engine, daemon_id):
+            try:
+                await remove_network(engine, network)
+            except EngineAPIError as exc:
+                log.warning("removing network %s: %s", network, exc.explanation)
     return removed, remaining
 
 
@@ -71,4 +79,8 @@ def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str]
         with contextlib.suppress(EngineError):  # what stays is named by the listing below
             run([exe, "rm", "-f", "-t", "0", *found])
     remaining = run(listing)
+    networks = run([exe, "network", "ls", "-q", "--filter", f"label={LABEL_DAEMON}={daemon_id}"])
+    for network in networks:  # one at a time: one still in use must not keep the others
+        with contextlib.suppress(EngineError):
+            run([exe, "network", "rm", network])
     return [name for name in found if name not in remaining], remaining

@@ -13,6 +13,7 @@ from plat.daemon.drivers.container.builders import Builder
 from plat.daemon.drivers.container.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.drivers.container.builders.engine import EngineBuilder
 from plat.daemon.drivers.container.unpack import ImageUnpacker
+from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import Driver
 from plat.engine import EngineInfo
 from plat.paths import Home
@@ -32,6 +33,8 @@ def container_driver(
 ) -> Driver:
     builder = choose_builder(config, engine.name, engine.endpoint)
     images = ImageBuilder(builder, home.builds_dir, env, home.root / "dev")
-    backend = ContainerBackend(engine.endpoint, home.daemon_id(), config.instance_address)
+    daemon_id = home.daemon_id()
+    secret_files = SecretFiles(SecretFiles.default_root(home.root, daemon_id, env=env))
+    backend = ContainerBackend(engine.endpoint, daemon_id, config.instance_address, secret_files)
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
     return Driver(backend, images, unpacker, link=True, closers=[unpacker.close])

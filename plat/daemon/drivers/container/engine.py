@@ -2,7 +2,8 @@
 
 Every call the container driver makes goes through :class:`Engine`: containers
 (create, start, stop, remove, list, inspect, logs, rename, archive export),
-images (inspect, remove, build) and the event stream. Short calls share one
+images (inspect, remove, build) and the event stream (networks: ``networks.py``,
+through ``call``). Short calls share one
 keep-alive connection pool, bounded (POOL_LIMIT) and quick to let idle sockets
 go (KEEPALIVE_SECONDS), so a daemon holds a few sockets to the engine however
 many containers it has made. A stream that lasts as long as a container or the
@@ -39,6 +40,9 @@ from plat.errors import EngineError
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1.40"
+# Podman's own API (``libpod=True``), for what the compatible one cannot say (an
+# isolated network); 4.0.0 is the oldest version Podman 4 and 5 serve.
+LIBPOD_API = "v4.0.0/libpod"
 # Short calls at once on pooled connections; more wait for one to come free.
 POOL_LIMIT = 16
 # An idle pooled connection is closed after this long (seconds); aiohttp looks at
@@ -108,11 +112,12 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         if endpoint.startswith("unix://"):
             self._socket: str | None = endpoint[len("unix://") :]
-            self._base = f"http://engine/{API_VERSION}"
+            root = "http://engine"
         else:
             self._socket = None
-            base = endpoint.replace("tcp://", "http://", 1).rstrip("/")
-            self._base = f"{base}/{API_VERSION}"
+            root = endpoint.replace("tcp://", "http://", 1).rstrip("/")
+        self._base = f"{root}/{API_VERSION}"
+        self._libpod = f"{root}/{LIBPOD_API}"
 
     @property
     def endpoint(self) -> str:
@@ -160,13 +165,16 @@ class Engine:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         timeout: float | None = None,
+        libpod: bool = False,
     ) -> Reply:
-        """One short call on a pooled connection: its status and decoded body.
+        """One short call on a pooled connection: its status and decoded body
+        (``libpod``: of Podman's own API; Docker answers such a path 404).
         Raises EngineError when the engine cannot be reached."""
         limit = aiohttp.ClientTimeout(total=self.timeout if timeout is None else timeout)
+        url = (self._libpod if libpod else self._base) + path
         try:
             async with self._pool().request(
-                method, self._base + path, params=params, json=body, timeout=limit
+                method, url, params=params, json=body, timeout=limit
             ) as resp:
                 data = await resp.read()
                 status = resp.status

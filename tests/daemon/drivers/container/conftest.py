@@ -1,4 +1,5 @@
-"""What the container driver's tests share: a small image, and an engine of their own."""
+"""What the container driver's tests share: a small image, and an engine of their own
+(with a backend on it, its instances published or reached directly)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from plat.baseimages import resolve_base_sync
+from plat.daemon.drivers.container.backend import ContainerBackend
 from plat.engine import PodmanService
 from plat.runtimes import get_runtime
+from tests.daemon.drivers.container.podman import engine_backend
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,18 @@ async def podman_service(tmp_path: Path) -> AsyncIterator[PodmanService]:
         yield service
     finally:
         await service.stop()
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    """Instances reached by a port published on loopback."""
+    async with engine_backend(tmp_path, "published") as backend:
+        yield backend
+
+
+@pytest.fixture
+async def direct_backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    """Instances reached at their bridge address (``auto`` picks it for rootful Podman)."""
+    async with engine_backend(tmp_path, "auto") as backend:
+        assert backend.direct, "the test engine (rootful Podman) should be reachable directly"
+        yield backend

@@ -1,16 +1,14 @@
-"""plat.daemon.drivers.container.backend: the hardened Engine API create body, and a real start."""
+"""plat.daemon.drivers.container.backend: real starts, standbys, failures and clean-ups."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,133 +17,21 @@ import pytest
 
 from plat.daemon.drivers.base import (
     LABEL_DAEMON,
-    LABEL_FUNCTION,
     LABEL_INSTANCE,
-    LABEL_VERSION,
     InstanceSpec,
 )
 from plat.daemon.drivers.container import backend as container_module
-from plat.daemon.drivers.container.backend import ContainerBackend, container_name, create_body
+from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.documents import bridge_address
 from plat.daemon.serving.probe import wait_ready
 from plat.engine import PodmanService
 from plat.errors import EngineError
-
-
-def body(host_port: int = 31000, **changes: Any) -> dict[str, Any]:
-    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1", **changes)
-    return create_body(spec, "i-123", "daemon-9", host_port)
-
-
-def env_of(payload: dict[str, Any]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in payload["Env"])
-
-
-def test_identity() -> None:
-    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1")
-    assert body()["Image"] == "localhost/plat/hello:v1"
-    assert container_name(spec, "i-123") == "plat-hello-i-123"
-
-
-def test_body_is_json() -> None:
-    payload = body(mounts={"/src": "/home/app"})
-    assert json.loads(json.dumps(payload)) == payload
-
-
-def test_labels() -> None:
-    assert body()["Labels"] == {
-        LABEL_FUNCTION: "hello",
-        LABEL_VERSION: "v1",
-        LABEL_DAEMON: "daemon-9",
-        LABEL_INSTANCE: "i-123",
-    }
-    assert (LABEL_FUNCTION, LABEL_VERSION, LABEL_DAEMON) == (
-        "plat.function",
-        "plat.version",
-        "plat.daemon",
-    )
-
-
-def test_hardening() -> None:
-    host = body()["HostConfig"]
-    assert host["CapDrop"] == ["ALL"]
-    assert "CapAdd" not in host
-    assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["ReadonlyRootfs"] is True
-    assert set(host["Tmpfs"]) == {"/tmp"}
-    assert "rw" in host["Tmpfs"]["/tmp"].split(",")
-    assert host["Init"] is True
-    assert not host.get("Privileged", False)
-    assert "NetworkMode" not in host  # the engine's default network, never the host's
-    assert host["LogConfig"] == {"Type": "k8s-file", "Config": {"max-size": "10mb"}}
-
-
-def test_limits_from_spec() -> None:
-    host = body(memory=512 * 1024**2, cpu=0.5, pids=64)["HostConfig"]
-    assert host["Memory"] == 512 * 1024**2
-    assert host["MemorySwap"] == host["Memory"]  # no swap beyond the memory limit
-    assert host["NanoCpus"] == 500_000_000
-    assert isinstance(host["NanoCpus"], int)
-    assert host["PidsLimit"] == 64
-
-
-@pytest.mark.parametrize(("cpu", "nano"), [(1.0, 10**9), (2.0, 2 * 10**9), (0.25, 250_000_000)])
-def test_nano_cpus(cpu: float, nano: int) -> None:
-    assert body(cpu=cpu)["HostConfig"]["NanoCpus"] == nano
-
-
-def test_defaults_have_limits() -> None:
-    host = body()["HostConfig"]
-    assert host["Memory"] == 256 * 1024**2
-    assert host["NanoCpus"] == 10**9
-    assert host["PidsLimit"] == 256
-
-
-@pytest.mark.parametrize("port", [8080, 3000])
-def test_port_published_on_loopback_only(port: int) -> None:
-    payload = body(host_port=41234, port=port)
-    assert payload["ExposedPorts"] == {f"{port}/tcp": {}}
-    assert payload["HostConfig"]["PortBindings"] == {
-        f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}]
-    }
-    assert env_of(payload)["PORT"] == str(port)
-
-
-def test_environment() -> None:
-    env = env_of(body(env={"GREETING": "hi", "PORT": "1", "EQ": "a=b"}))
-    assert env["GREETING"] == "hi"
-    assert env["EQ"] == "a=b"
-    assert env["PLAT_FUNCTION"] == "hello"
-    assert env["PLAT_VERSION"] == "v1"
-    assert env["PORT"] == "8080"  # the platform's PORT wins over the user's
-
-
-def test_user_set_by_default() -> None:
-    assert body()["User"] == "10001:10001"
-    assert body(user="1000:1000")["User"] == "1000:1000"
-
-
-def test_user_left_to_image_when_none() -> None:
-    assert "User" not in body(user=None)
-
-
-def test_mounts_read_only() -> None:
-    assert "Binds" not in body()["HostConfig"]
-    binds = body(mounts={"/srv/snap": "/home/app"})["HostConfig"]["Binds"]
-    assert binds == ["/srv/snap:/home/app:ro"]
-
-
-def test_port_not_published_for_direct_instances() -> None:
-    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1")
-    payload = create_body(spec, "i", "d", None)
-    assert "PortBindings" not in payload["HostConfig"]
-    assert payload["ExposedPorts"] == {"8080/tcp": {}}
-
-
-def test_bridge_address_from_inspect_or_list_settings() -> None:
-    assert container_module.bridge_address({"IPAddress": "172.17.0.3"}) == "172.17.0.3"
-    networks = {"Networks": {"none": {"IPAddress": ""}, "podman": {"IPAddress": "10.88.0.7"}}}
-    assert container_module.bridge_address({"IPAddress": "", **networks}) == "10.88.0.7"
-    assert container_module.bridge_address(None) == ""
+from tests.daemon.drivers.container.podman import (
+    containers_of,
+    inspect,
+    networks_of,
+    remove_networks_of,
+)
 
 
 def test_direct_only_with_an_engine_socket_owned_by_root(tmp_path: Path) -> None:
@@ -159,49 +45,7 @@ def test_direct_only_with_an_engine_socket_owned_by_root(tmp_path: Path) -> None
     assert not container_module.direct_reachable("tcp://127.0.0.1:2375")
 
 
-def test_spec_env_not_mutated() -> None:
-    env = {"A": "1"}
-    spec = InstanceSpec(function="hello", version="v1", image="img", env=env)
-    create_body(spec, "i", "d", 1)
-    assert env == {"A": "1"}
-
-
 # --- against a real engine: podman system service on a socket of the test's own ---
-
-
-@contextlib.asynccontextmanager
-async def engine_backend(tmp_path: Path, address: str) -> AsyncIterator[ContainerBackend]:
-    service = PodmanService(tmp_path / "engine.sock")
-    info = await service.start()
-    backend = ContainerBackend(info.endpoint, f"test-{uuid.uuid4().hex[:8]}", address)
-    try:
-        yield backend
-    finally:
-        for inst in await backend.list():
-            await backend.remove(inst)
-        await backend.close()
-        await service.stop()
-
-
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
-    """Instances reached by a port published on loopback."""
-    async with engine_backend(tmp_path, "published") as backend:
-        yield backend
-
-
-@pytest.fixture
-async def direct_backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
-    """Instances reached at their bridge address (``auto`` picks it for rootful Podman)."""
-    async with engine_backend(tmp_path, "auto") as backend:
-        assert backend.direct, "the test engine (rootful Podman) should be reachable directly"
-        yield backend
-
-
-def inspect(ref: str) -> dict[str, Any]:
-    out = subprocess.run(["podman", "inspect", ref], capture_output=True, check=True).stdout
-    data: dict[str, Any] = json.loads(out)[0]
-    return data
 
 
 def spec_of(image: str, **changes: Any) -> InstanceSpec:
@@ -247,7 +91,9 @@ async def test_direct_instance_is_reached_at_its_bridge_address_without_a_publis
     running = await direct_backend.start(spec_of(server_image), "i-direct")
     data = inspect(running.backend_ref)
     assert not any((data["HostConfig"].get("PortBindings") or {}).values())
-    assert running.host == container_module.bridge_address(data["NetworkSettings"])
+    assert running.host == bridge_address(
+        data["NetworkSettings"], direct_backend.networks.name("default")
+    )
     assert running.host != "127.0.0.1" and running.port == 8080
 
     async def alive() -> bool:
@@ -406,24 +252,6 @@ class EngineLine:
         )
 
 
-def containers_of(daemon_id: str) -> list[str]:
-    out = subprocess.run(
-        [
-            "podman",
-            "ps",
-            "-a",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            f"label={LABEL_DAEMON}={daemon_id}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
 @pytest.mark.container
 async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_sweep(
     tmp_path: Path, server_image: str
@@ -436,7 +264,14 @@ async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_s
         async with line as endpoint:
             backend = ContainerBackend(endpoint, daemon_id)
             try:
-                line.losing = True
+                line.losing = True  # the tenant network's creation is answered nothing
+                with pytest.raises(EngineError):
+                    await backend.start(spec_of(server_image), "i-lost")
+                assert containers_of(daemon_id) == []
+                assert networks_of(daemon_id) == [backend.networks.name("default")]
+                line.losing = False
+                await backend.networks.ensure("default")  # made by then: taken as it is
+                line.losing = True  # now the container's creation
                 with pytest.raises(EngineError):
                     await backend.start(spec_of(server_image), "i-lost")
                 assert containers_of(daemon_id) == ["plat-engine-i-lost"]  # made, unknown
@@ -448,4 +283,5 @@ async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_s
     finally:
         for name in containers_of(daemon_id):
             subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        remove_networks_of(daemon_id)
         await service.stop()

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from plat.daemon.drivers.base import InstanceExit, InstanceSpec
-from plat.daemon.drivers.container.backend import ContainerBackend, instance_exit
+from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.documents import instance_exit
 from plat.engine import PodmanService
 from plat.errors import EngineError
 

@@ -1,0 +1,181 @@
+"""Tenant networks: each tenant's instances on an isolated container network of its own.
+
+Two ordinary bridge networks are not isolated from each other. Podman (netavark)
+blocks traffic between two networks only when BOTH carry the option
+``isolate=true``; a container on a non-isolated network (the default ``podman``
+one too) still reaches an isolated one, and the host reaches every network. So
+every network plat puts an instance on (each tenant's, ``default`` included, and
+the pool's members, which sit on their tenant's) is isolated, and no instance is
+left on the engine's default network.
+
+A network is made through Podman's own API (``POST /libpod/networks/create``):
+the compatible ``/networks/create`` stores the option too, but warns that it does
+not know it, answers 500 to a duplicate and turns on a DNS server per network.
+An engine without that API (Docker) gets an ordinary bridge network, which Docker
+isolates from every other bridge network by itself.
+
+Names are ``plat-<tenant>-<daemon id>``: two plat homes sharing one engine each
+have their own tenant ``acme``, and a daemon's networks are found by label
+(``plat.daemon``, ``plat.tenant``) for clean-up. ``ensure`` is idempotent and
+safe under concurrency (one creation in flight per name; a network another
+process made first is accepted once it is checked to be isolated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from plat.daemon.drivers.base import LABEL_DAEMON, LABEL_TENANT
+from plat.daemon.drivers.container.engine import Engine, EngineAPIError, Reply, explanation
+from plat.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+ISOLATE = {"isolate": "true"}
+
+
+def network_name(tenant: str, daemon_id: str) -> str:
+    return f"plat-{tenant}-{daemon_id}"
+
+
+def is_isolated(inspected: Mapping[str, Any]) -> bool:
+    """Whether a libpod network inspect document says ``isolate=true``."""
+    options = inspected.get("options") or {}
+    return str(options.get("isolate", "")).lower() == "true"
+
+
+def _from_podman(reply: Reply) -> bool:
+    """Whether an error reply is Podman's own (it names a ``cause``); Docker answers
+    a libpod path with a bare 404 ("page not found")."""
+    return isinstance(reply.data, dict) and "cause" in reply.data
+
+
+async def create_network(engine: Engine, name: str, labels: Mapping[str, str]) -> bool:
+    """Create an isolated bridge network; False when one of that name exists
+    (whatever it is: see ``check_isolated``). Raises EngineAPIError on a refusal."""
+    body = {"name": name, "driver": "bridge", "options": ISOLATE, "labels": dict(labels)}
+    reply = await engine.call("POST", "/networks/create", body=body, libpod=True)
+    if reply.status == 200:
+        return True
+    if reply.status == 409:
+        return False
+    if reply.status == 404 and not _from_podman(reply):
+        return await _create_compatible(engine, name, labels)
+    raise EngineAPIError(reply.status, explanation(reply))
+
+
+async def _create_compatible(engine: Engine, name: str, labels: Mapping[str, str]) -> bool:
+    """Docker: a bridge network, isolated from the others by Docker's own rules."""
+    body = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": dict(labels)}
+    reply = await engine.call("POST", "/networks/create", body=body)
+    if reply.status == 201:
+        return True
+    if reply.status == 409:
+        return False
+    raise EngineAPIError(reply.status, explanation(reply))
+
+
+async def check_isolated(engine: Engine, name: str) -> None:
+    """Raise EngineError unless the network ``name`` is isolated (a network of that
+    name made by hand without the option would let other networks' containers in)."""
+    reply = await engine.call("GET", f"/networks/{name}/json", libpod=True)
+    if reply.status == 404 and not _from_podman(reply):
+        return  # Docker: every bridge network is isolated from the others
+    if reply.status == 404:
+        raise EngineAPIError(404, f"network {name} vanished as it was created")
+    if reply.status != 200:
+        raise EngineAPIError(reply.status, explanation(reply))
+    if not is_isolated(reply.data or {}):
+        raise EngineError(
+            f"the container network {name} exists but is not isolated "
+            "(another tenant's instances could reach this one's)",
+            hint=f"remove it (`podman network rm {name}`); plat creates it again, isolated",
+        )
+
+
+async def remove_network(engine: Engine, name: str) -> bool:
+    """Remove a network unless containers are attached to it (then False, quietly);
+    a missing one is removed already."""
+    reply = await engine.call("DELETE", f"/networks/{name}")
+    if reply.status in (200, 204, 404):
+        return True
+    text = explanation(reply).lower()
+    # Podman: 500 "... has associated containers ..."; Docker: 403 "active endpoints".
+    if "associated containers" in text or "being used" in text or "active endpoints" in text:
+        return False
+    raise EngineAPIError(reply.status, explanation(reply))
+
+
+async def daemon_networks(engine: Engine, daemon_id: str) -> list[str]:
+    """The names of the networks labelled ``plat.daemon=<daemon_id>``."""
+    filters = json.dumps({"label": [f"{LABEL_DAEMON}={daemon_id}"]})
+    reply = await engine.call("GET", "/networks", params={"filters": filters})
+    if reply.status != 200:
+        raise EngineAPIError(reply.status, explanation(reply))
+    return [str(entry.get("Name")) for entry in reply.data or [] if entry.get("Name")]
+
+
+class TenantNetworks:
+    """The networks of one daemon's tenants, made on first use.
+
+    ``ensure`` remembers what it made or checked; ``forget`` drops that (the engine
+    said the network is gone) so that the next ``ensure`` asks again.
+    """
+
+    def __init__(self, engine: Engine, daemon_id: str) -> None:
+        self._engine = engine
+        self.daemon_id = daemon_id
+        self._ready: set[str] = set()
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    def name(self, tenant: str) -> str:
+        return network_name(tenant, self.daemon_id)
+
+    async def ensure(self, tenant: str) -> str:
+        """The name of ``tenant``'s network, created (isolated) if need be.
+        Concurrent calls for one tenant share one creation."""
+        name = self.name(tenant)
+        if name in self._ready:
+            return name
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._make(tenant, name))
+            self._pending[name] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(name, None))
+        # Shielded: a caller cancelled mid-way leaves the creation to the others.
+        await asyncio.shield(pending)
+        return name
+
+    async def _make(self, tenant: str, name: str) -> None:
+        labels = {LABEL_TENANT: tenant, LABEL_DAEMON: self.daemon_id}
+        if not await create_network(self._engine, name, labels):
+            await check_isolated(self._engine, name)
+        else:
+            log.info("created isolated network %s for tenant %s", name, tenant)
+        self._ready.add(name)
+
+    def forget(self, tenant: str) -> None:
+        self._ready.discard(self.name(tenant))
+
+    async def remove(self, tenant: str) -> bool:
+        """Remove ``tenant``'s network; False (quietly) while containers use it."""
+        name = self.name(tenant)
+        self._ready.discard(name)
+        removed = await remove_network(self._engine, name)
+        if not removed:
+            log.info("network %s kept: containers are still attached", name)
+        return removed
+
+    async def remove_unused(self) -> None:
+        """Remove the networks this object made or checked that no container uses
+        (at close: the next start makes them again); never raises."""
+        for name in list(self._ready):
+            self._ready.discard(name)
+            try:
+                await remove_network(self._engine, name)
+            except EngineError as exc:
+                log.info("could not remove network %s: %s", name, exc.message)

@@ -1,0 +1,205 @@
+"""Tenant networks on a real Podman: one tenant's instance cannot open a connection to
+another tenant's, while the host (the gateway) reaches both and instances of one
+tenant reach each other; networks are isolated, labelled, made once however many
+starts race for them, and removed when no container uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from plat.daemon.drivers.base import LABEL_DAEMON, LABEL_TENANT, InstanceSpec, RunningInstance
+from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.cleanup import remove_all
+from plat.daemon.drivers.container.documents import bridge_address
+from plat.daemon.serving.probe import wait_ready
+from plat.engine import PodmanService
+from plat.errors import EngineError
+from tests.daemon.drivers.container.podman import (
+    containers_of,
+    engine_backend,
+    inspect,
+    networks_of,
+    remove_networks_of,
+)
+
+pytestmark = pytest.mark.container
+
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 8080), timeout=3)"
+
+
+def spec_of(image: str, tenant: str, function: str = "web") -> InstanceSpec:
+    return InstanceSpec(function=f"{function}.{tenant}", version="v1", image=image, tenant=tenant)
+
+
+async def ready(backend: ContainerBackend, running: RunningInstance) -> None:
+    async def alive() -> bool:
+        return await backend.is_alive(running)
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, running.host, running.port, timeout=20, alive=alive)
+
+
+def address_on_its_network(backend: ContainerBackend, running: RunningInstance) -> str:
+    """The instance's bridge address (what another container would dial)."""
+    data = inspect(running.backend_ref)
+    labels = data["Config"]["Labels"]
+    address = bridge_address(data["NetworkSettings"], backend.networks.name(labels[LABEL_TENANT]))
+    assert address
+    return address
+
+
+def network_names(data: dict[str, Any]) -> list[str]:
+    """The networks a container inspect document says it is attached to."""
+    return list(data["NetworkSettings"]["Networks"])
+
+
+def connects_from(container: RunningInstance, address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", "exec", container.backend_ref, "python3", "-c", CONNECT, address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("address", ["published", "direct"])
+async def test_an_instance_cannot_reach_another_tenants_but_the_host_and_its_own_tenant_can(
+    tmp_path: Path, server_image: str, address: str
+) -> None:
+    async with engine_backend(tmp_path, address) as backend:
+        a1, a2, b1 = await asyncio.gather(
+            backend.start(spec_of(server_image, "a"), "i-a1"),
+            backend.start(spec_of(server_image, "a", "other"), "i-a2"),
+            backend.start(spec_of(server_image, "b"), "i-b1"),
+        )
+        for running in (a1, a2, b1):
+            await ready(backend, running)
+        b_address = address_on_its_network(backend, b1)
+        a2_address = address_on_its_network(backend, a2)
+        if address == "direct":
+            assert b1.host == b_address
+
+        across = connects_from(a1, b_address)
+        assert across.returncode != 0, "tenant a's instance reached tenant b's"
+        assert "timed out" in across.stderr or "refused" in across.stderr, across.stderr
+        back = connects_from(b1, a2_address)
+        assert back.returncode != 0, "tenant b's instance reached tenant a's"
+
+        same = connects_from(a1, a2_address)  # the control: the probe itself works
+        assert same.returncode == 0, same.stderr
+        with socket.create_connection((b_address, 8080), timeout=3):
+            pass  # the host (the gateway's view) reaches every tenant's instances
+
+
+async def test_each_instance_sits_on_its_tenants_isolated_labelled_network_only(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    running = await backend.start(spec_of(server_image, "acme"), "i-one")
+    await backend.prepare(spec_of(server_image, "beta"), "i-standby")
+    for ref, tenant in ((running.backend_ref, "acme"), ("plat-web.beta-i-standby", "beta")):
+        data = inspect(ref)
+        network = backend.networks.name(tenant)
+        assert data["Config"]["Labels"][LABEL_TENANT] == tenant
+        assert network_names(data) == [network]  # not `podman` too
+        described = inspect(network, "network")
+        assert described["options"] == {"isolate": "true"}
+        assert described["labels"] == {LABEL_TENANT: tenant, LABEL_DAEMON: backend.daemon_id}
+    assert networks_of(backend.daemon_id) == sorted(
+        backend.networks.name(t) for t in ("acme", "beta")
+    )
+    (listed,) = [i for i in await backend.list() if i.id == "i-one"]
+    assert (listed.host, listed.port) == (running.host, running.port)
+
+
+async def test_starts_racing_for_a_new_tenants_network_all_succeed_on_one_network(
+    tmp_path: Path, server_image: str
+) -> None:
+    async with engine_backend(tmp_path, "direct") as first:
+        # A second daemon object of the same id: another process racing on the engine.
+        second = ContainerBackend(first.endpoint, first.daemon_id, "direct")
+        try:
+            names = await asyncio.gather(
+                *(b.networks.ensure("race") for b in (first, second) for _ in range(8))
+            )
+            assert set(names) == {first.networks.name("race")}
+            started = await asyncio.gather(
+                *(
+                    b.start(spec_of(server_image, "burst", f"f{n}"), f"i-{n}")
+                    for n, b in enumerate((first, second, first, second))
+                )
+            )
+            network = first.networks.name("burst")
+            assert networks_of(first.daemon_id) == sorted([first.networks.name("race"), network])
+            for running in started:
+                assert network_names(inspect(running.backend_ref)) == [network]
+        finally:
+            await second.close()
+
+
+async def test_a_network_of_the_tenants_name_that_is_not_isolated_is_refused(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    name = backend.networks.name("squat")
+    subprocess.run(["podman", "network", "create", name], check=True, capture_output=True)
+    try:
+        with pytest.raises(EngineError, match="not isolated") as caught:
+            await backend.start(spec_of(server_image, "squat"), "i-squat")
+        assert f"podman network rm {name}" in (caught.value.hint or "")
+        assert await backend.list() == []
+    finally:
+        subprocess.run(["podman", "network", "rm", name], capture_output=True)
+
+
+async def test_remove_network_waits_for_the_last_container_and_a_later_start_makes_it_again(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    running = await backend.start(spec_of(server_image, "gone"), "i-1")
+    network = backend.networks.name("gone")
+    assert await backend.remove_network("gone") is False  # refused quietly: in use
+    assert network in networks_of(backend.daemon_id)
+    await backend.remove(running)
+    await backend.prepare(spec_of(server_image, "gone"), "i-standby")  # its standby goes first
+    assert await backend.remove_network("gone") is True
+    assert network not in networks_of(backend.daemon_id)
+    assert await backend.list() == []
+    assert await backend.remove_network("gone") is True  # nothing to remove
+
+    again = await backend.start(spec_of(server_image, "gone"), "i-2")
+    await ready(backend, again)
+    # Removed behind the backend's back: the next start makes it again too.
+    await backend.remove(again)
+    subprocess.run(["podman", "network", "rm", network], check=True, capture_output=True)
+    third = await backend.start(spec_of(server_image, "gone"), "i-3")
+    assert network_names(inspect(third.backend_ref)) == [network]
+
+
+async def test_close_removes_the_networks_no_container_uses_and_leaves_the_others(
+    podman_service: PodmanService, server_image: str
+) -> None:
+    daemon_id = f"test-{uuid.uuid4().hex[:8]}"
+    backend = ContainerBackend(podman_service.endpoint, daemon_id)
+    try:
+        await backend.start(spec_of(server_image, "stays"), "i-kept")
+        await backend.start(spec_of(server_image, "goes"), "i-goes")
+        for instance in await backend.list():
+            if instance.id == "i-goes":
+                await backend.remove(instance)
+        await backend.close()  # a daemon stopping: its running instances are adopted later
+        assert networks_of(daemon_id) == [backend.networks.name("stays")]
+        assert containers_of(daemon_id) == ["plat-web.stays-i-kept"]
+
+        removed, remaining = await asyncio.to_thread(remove_all, podman_service.endpoint, daemon_id)
+        assert (removed, remaining) == (["plat-web.stays-i-kept"], [])
+        assert networks_of(daemon_id) == []  # the forced clean-up takes the networks too
+    finally:
+        for name in containers_of(daemon_id):
+            subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        remove_networks_of(daemon_id)
