@@ -129,6 +129,13 @@ class SecretFiles:
             if entry.name not in kept:
                 _rmtree(Path(entry.path))
 
+    def discard(self) -> None:
+        """Remove every instance's folder and the root itself (the backend closes and
+        no instance of it outlives the daemon); idempotent."""
+        self.sweep(keep=())
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(self.root)
+
 
 def _own_folder(path: Path) -> None:
     """Create ``path`` (0700) or accept an existing one only if it is a real folder

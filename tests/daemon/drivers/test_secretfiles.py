@@ -254,3 +254,14 @@ def test_default_root_on_this_host_is_tmpfs_when_dev_shm_is() -> None:
         pytest.skip("this host has no tmpfs /dev/shm")
     root = SecretFiles.default_root(Path("/nonexistent-home"), "d1", env={})
     assert root.parent in (Path("/dev/shm"), Path("/run"))
+
+
+def test_discard_removes_every_folder_and_the_root(tmp_path: Path) -> None:
+    files = SecretFiles(tmp_path / "s")
+    files.write("a", {"x": SecretValue(b"1")}, uid=None, gid=None)
+    files.write("b", {"x": SecretValue(b"2")}, uid=None, gid=None)
+    files.discard()
+    assert not files.root.exists()
+    files.discard()
+    # Still usable: a later write makes the root again.
+    assert files.write("c", {"x": SecretValue(b"3")}, uid=None, gid=None) is not None

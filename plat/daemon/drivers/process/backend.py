@@ -6,6 +6,9 @@ takes hundreds. It isolates NOTHING: an instance runs as the daemon's user, sees
 the whole filesystem and network, and has no memory, CPU or pids limits
 (``InstanceSpec.memory``/``cpu``/``pids``/``user`` are ignored, and so are
 ``mounts``: the artifact folder already is the code). See docs/backends.md.
+An instance's ``secrets`` are files in a private folder of its own (on tmpfs,
+:mod:`plat.daemon.drivers.secretfiles`) that ``PLAT_SECRETS_DIR`` names; the
+folder goes when the process ends.
 
 What it runs is an artifact folder laid out by :mod:`plat.daemon.drivers.process.artifacts`
 (``InstanceSpec.image == "process:<folder>"``): the shim starts in
@@ -23,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -43,10 +48,13 @@ from plat.daemon.drivers.base import (
 )
 from plat.daemon.drivers.process.environment import instance_environment
 from plat.daemon.drivers.process.layout import artifact_dir, artifact_runtime
+from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.errors import ConflictError, PlatError
 from plat.runtimes import runtimes_root
 from plat.subprocesses import death_signal_hook
+
+log = logging.getLogger(__name__)
 
 # Lines of output kept per instance: what output() replays to a reader that
 # attaches after start, and what logs() can return.
@@ -113,10 +121,12 @@ class ProcessBackend:
         *,
         python: str = sys.executable,
         node: str | None = shutil.which("node"),
+        secret_files: SecretFiles | None = None,
     ) -> None:
         self.daemon_id = daemon_id
         self.python = python
         self.node = node
+        self._secret_files = secret_files
         self._instances: dict[str, _Instance] = {}
         self._starting_ports: set[int] = set()
         self._starting_ids: set[str] = set()
@@ -157,11 +167,16 @@ class ProcessBackend:
             raise ConflictError(f"instance {instance_id} already exists")
         command = self._command(runtime)
         port = self._pick_port()
-        env = instance_environment(spec, artifact, runtime, port, os.environ)
         # Held until the instance is registered (spawning awaits).
         self._starting_ports.add(port)
         self._starting_ids.add(instance_id)
+        secrets_dir: Path | None = None
         try:
+            if spec.secrets:
+                secrets_dir = await asyncio.to_thread(
+                    self.secret_files().write, instance_id, spec.secrets, uid=None, gid=None
+                )
+            env = instance_environment(spec, artifact, runtime, port, os.environ, secrets_dir)
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=artifact / "app",
@@ -177,11 +192,15 @@ class ProcessBackend:
                 # must not linger.
                 preexec_fn=death_signal_hook(signal.SIGKILL),
             )
-        except OSError as exc:
-            raise PlatError(
-                f"cannot start {spec.function} ({' '.join(command)}): {exc}",
-                hint="run `plat doctor`",
-            ) from exc
+        except BaseException as exc:
+            if secrets_dir is not None:
+                self._forget_secrets(instance_id)
+            if isinstance(exc, OSError):
+                raise PlatError(
+                    f"cannot start {spec.function} ({' '.join(command)}): {exc}",
+                    hint="run `plat doctor`",
+                ) from exc
+            raise
         finally:
             self._starting_ports.discard(port)
             self._starting_ids.discard(instance_id)
@@ -204,8 +223,27 @@ class ProcessBackend:
         self._instances[instance_id] = inst
         return running
 
+    def secret_files(self) -> SecretFiles:
+        """Where instances' secret files go; made on first need when none was given
+        (the driver gives one, swept at start-up)."""
+        if self._secret_files is None:
+            root = SecretFiles.default_root(
+                Path(tempfile.gettempdir()), f"{self.daemon_id}-process", env={}
+            )
+            self._secret_files = SecretFiles(root)
+        return self._secret_files
+
+    def _forget_secrets(self, instance_id: str) -> None:
+        if self._secret_files is not None:
+            try:
+                self._secret_files.remove(instance_id)
+            except OSError as exc:
+                log.warning("cannot remove the secret files of instance %s: %s", instance_id, exc)
+
     async def _watch(self, inst: _Instance) -> None:
         code = await inst.proc.wait()
+        # Nothing reads them any more (a process instance is never restarted).
+        self._forget_secrets(inst.running.id)
         ended = InstanceExit(
             instance_id=inst.running.id,
             backend_ref=inst.running.backend_ref,
@@ -359,6 +397,10 @@ class ProcessBackend:
     async def sweep(self) -> None:
         """Nothing to retry: a process is killed by this daemon, not by an engine."""
 
+    async def remove_network(self, tenant: str) -> bool:
+        """Nothing isolates a tenant's processes (docs/backends.md): nothing to remove."""
+        return True
+
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str:
         """The last ``tail`` lines (at most BACKLOG_LINES) of stdout and stderr, merged."""
         inst = self._instances.get(instance.id)
@@ -392,5 +434,7 @@ class ProcessBackend:
         await asyncio.gather(*(self.stop(running) for running in instances))
         await asyncio.gather(*(self.remove(running) for running in instances))
         self._closed = True
+        if self._secret_files is not None:
+            self._secret_files.discard()
         for queue in self._subscribers:
             queue.put_nowait(None)

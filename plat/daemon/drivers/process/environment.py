@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from plat.daemon.drivers.base import LOOPBACK, InstanceSpec
+from plat.daemon.drivers.secretvalue import SECRETS_ENV
 
 # Host variables an instance inherits; everything else of the daemon's
 # environment stays out (credentials, PLAT_*, the daemon's own PYTHONPATH...).
@@ -33,14 +34,21 @@ def _prepend(first: str, rest: str | None) -> str:
 
 
 def instance_environment(
-    spec: InstanceSpec, artifact: Path, runtime: str, port: int, host_env: Mapping[str, str]
+    spec: InstanceSpec,
+    artifact: Path,
+    runtime: str,
+    port: int,
+    host_env: Mapping[str, str],
+    secrets_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment of one instance (pure).
 
     A minimal base from ``host_env`` (PASSED_ENV), then ``spec.env`` (the
     manifest's env and ``PLAT_HANDLER``), then what plat sets: ``PORT``,
-    ``PLAT_HOST``, ``PLAT_FUNCTION``, ``PLAT_VERSION`` and the dependency path,
-    which goes before a ``PYTHONPATH``/``NODE_PATH`` the manifest sets.
+    ``PLAT_HOST``, ``PLAT_FUNCTION``, ``PLAT_VERSION``, the dependency path,
+    which goes before a ``PYTHONPATH``/``NODE_PATH`` the manifest sets, and
+    ``PLAT_SECRETS_DIR`` when the instance has secret files (``secrets_dir``; the
+    variable names the folder, never a value).
     """
     env = {key: host_env[key] for key in PASSED_ENV if host_env.get(key)}
     env.setdefault("PATH", os.defpath)
@@ -62,4 +70,6 @@ def instance_environment(
             "PLAT_VERSION": spec.version,
         }
     )
+    if secrets_dir is not None:
+        env[SECRETS_ENV] = str(secrets_dir)
     return env
