@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any
 
 from plat.daemon.drivers.secretvalue import SecretValue
 from plat.daemon.secrets.sealing import Sealer
 from plat.daemon.secrets.vault import DEFAULT_TIMEOUT, VaultError, VaultReader, VaultUnreachable
 from plat.daemon.store import Store
 from plat.errors import DaemonError, NotFoundError, PlatError
-from plat.manifest import SecretRef, secret_name_problem
+from plat.manifest import Manifest, SecretRef, secret_name_problem
 from plat.tenancy import DEFAULT_TENANT, tenant_of, valid_tenant
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,13 @@ log = logging.getLogger(__name__)
 MAX_VALUE = 1024 * 1024
 DEFAULT_TTL = 60.0
 
-OnChange = Callable[[str], Awaitable[None] | None]
+# Told a function's key; may return an awaitable (a roll), which is awaited.
+OnChange = Callable[[str], object]
 
 
 class SecretTooLarge(PlatError):
     status = 413
     code = "too_large"
-
-
-class SecretInfo(TypedDict):
-    """A secret as listings show it: never its value."""
-
-    name: str
-    revision: int
-    created_at: float
-    updated_at: float
 
 
 @dataclass
@@ -160,6 +152,11 @@ class SecretsService:
             if ref.vault is not None:
                 values[ref.name] = await self._read_vault(ref)
         return {ref.name: values[ref.name] for ref in refs}
+
+    async def for_manifest(self, manifest: Manifest) -> dict[str, SecretValue]:
+        """``resolve`` for a stored manifest (its name is the function's key, which
+        says the tenant): the deployer's ``resolve``."""
+        return await self.resolve(tenant_of(manifest.name), manifest.secrets)
 
     async def _read_vault(self, ref: SecretRef) -> SecretValue:
         assert ref.vault is not None
@@ -278,16 +275,17 @@ class SecretsService:
             log.exception("rolling %s after its Vault secret changed failed", key)
 
     # Last: below it, `list` in an annotation would name this method.
-    async def list(self, tenant: str) -> list[SecretInfo]:
-        """The tenant's secrets by name: revisions and times, never values."""
+    async def list(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's secrets by name: {name, revision, created_at, updated_at},
+        never values."""
         _check_tenant(tenant)
         return [
-            SecretInfo(
-                name=row.name,
-                revision=row.revision,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-            )
+            {
+                "name": row.name,
+                "revision": row.revision,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+            }
             for row in await self.store.list_secrets(tenant)
         ]
 

@@ -191,3 +191,19 @@ async def test_the_background_refresher_runs_every_ttl(
     assert service._task is None
     with pytest.raises(DaemonError, match="closed"):
         await service.start()
+
+
+async def test_on_change_may_be_a_roll_that_answers(service: SecretsService, kv: KVServer) -> None:
+    # The deployer's refresh_secrets(key) -> bool, as the integrator passes it.
+    kv.put("secret", "app", {"password": "one"})
+    rolled: list[str] = []
+
+    async def refresh_secrets(key: str) -> bool:
+        rolled.append(key)
+        return True
+
+    values = await service.resolve("default", [DB])
+    service.track("hello", [DB], refresh_secrets, values=values)
+    kv.put("secret", "app", {"password": "two"})
+    assert await service.refresh() == ["hello"]
+    assert rolled == ["hello"]

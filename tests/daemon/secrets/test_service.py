@@ -16,7 +16,7 @@ from plat.daemon.secrets.sealing import Sealer, SecretKeyError
 from plat.daemon.secrets.service import MAX_VALUE, SecretsService, SecretTooLarge
 from plat.daemon.store import Store
 from plat.errors import NotFoundError, PlatError
-from plat.manifest import SecretRef
+from plat.manifest import SecretRef, validate_manifest
 
 MARKER = b"pa55-w0rd-that-must-never-show-4c1d"
 
@@ -223,3 +223,18 @@ async def test_users_are_the_tracked_functions_listing_a_plat_secret(
     service.untrack("api")
     service.track("hello", [], roll)  # redeployed without secrets
     assert service.users("default", "db") == []
+
+
+async def test_for_manifest_takes_the_tenant_from_the_function_key(
+    service: SecretsService,
+) -> None:
+    await service.set("acme", "db", b"acme's")
+    await service.set("default", "db", b"default's")
+    acme = validate_manifest(
+        {"name": "hello.acme", "runtime": "python", "secrets": ["db"]}, qualified=True
+    )
+    plain = validate_manifest({"name": "hello", "runtime": "python", "secrets": ["db"]})
+    assert (await service.for_manifest(acme))["db"].reveal() == b"acme's"
+    assert (await service.for_manifest(plain))["db"].reveal() == b"default's"
+    bare = validate_manifest({"name": "hello", "runtime": "python"})
+    assert await service.for_manifest(bare) == {}
