@@ -362,6 +362,10 @@ class DaemonClient:
                     try:
                         event = json.loads(line)
                     except ValueError:
+                        if not line.endswith(b"\n"):  # the last line, cut short
+                            raise DaemonError(
+                                f"the connection to {self.where} broke in the middle of a line"
+                            ) from None
                         raise self._garbled() from None
                     yield event
 
