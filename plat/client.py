@@ -164,11 +164,10 @@ class _Http:
         return DaemonError(f"talking to {url} failed: {exc}", hint=hint)
 
     def unauthorized(self, data: dict[str, Any]) -> PlatError:
-        said = data.get("message")
         exc = PlatError(
-            "the token was refused: check PLAT_TOKEN"
-            + (f" ({self.endpoint.url} said: {said})" if said else ""),
-            hint="a tenant's token is printed by `plat tenant create` (or "
+            "the token was refused: check PLAT_TOKEN",
+            hint=data.get("hint")
+            or "a tenant's token is printed by `plat tenant create` (or "
             "`plat tenant token NAME --rotate`); the admin's by `plat auth token`",
         )
         exc.status = 401

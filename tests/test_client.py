@@ -464,8 +464,7 @@ async def test_http_refused_token(remote: tuple[web.Application, str], token: st
     with pytest.raises(PlatError) as info:
         await asyncio.to_thread(remote_client(url, token=token).request, "GET", "/v1/status")
     exc = info.value
-    assert exc.message.startswith("the token was refused: check PLAT_TOKEN")
-    assert "a valid bearer token is required" in exc.message  # what the server said
+    assert exc.message == "the token was refused: check PLAT_TOKEN"
     assert exc.status == 401
     assert exc.code == "unauthorized"
     assert exc.hint is not None and "plat tenant create" in exc.hint

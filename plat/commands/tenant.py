@@ -107,6 +107,17 @@ def create(
         f"memory: {'no limit' if memory_limit is None else format_size(memory_limit)})"
     )
     _show_token(client, data["name"], data["token"])
+    _warn(data)
+
+
+def _warn(data: dict[str, Any]) -> None:
+    """What the daemon says a tenant should know (its backend does not isolate tenants)."""
+    from rich.markup import escape
+
+    from plat.console import err
+
+    if data.get("warning"):
+        err.print(f"[yellow]warning:[/yellow] {escape(str(data['warning']))}")
 
 
 def _ago(ts: float | None) -> str:
@@ -123,10 +134,12 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     from plat.connect import connect
     from plat.console import err, out
 
-    tenants: list[dict[str, Any]] = connect().request("GET", "/v1/tenants")["tenants"]
+    data: dict[str, Any] = connect().request("GET", "/v1/tenants")
+    tenants: list[dict[str, Any]] = data["tenants"]
     if as_json:
         out.print_json(json.dumps(tenants))
         return
+    _warn(data)
     if not tenants:
         err.print("no tenants yet: `plat tenant create acme`")
         return
