@@ -37,6 +37,8 @@ from plat.daemon.http.fdlimit import connection_cap, raise_open_files
 from plat.daemon.http.server import HttpServer
 from plat.daemon.journal import Journal, Retention
 from plat.daemon.metrics import Metrics, metrics_routes
+from plat.daemon.secrets.sealing import Sealer
+from plat.daemon.secrets.service import SecretsService
 from plat.daemon.serving.autoscaler import ScalerSettings
 from plat.daemon.serving.controller import Controller
 from plat.daemon.serving.pool import WarmPool
@@ -92,6 +94,7 @@ class Daemon:
         self.metrics: Metrics
         self.auth_header: str
         self.tenants: Tenants
+        self.secrets: SecretsService
         self.routes: list[web.RouteDef]
 
     async def start(self) -> None:
@@ -106,6 +109,11 @@ class Daemon:
         stack.push_async_callback(self.store.close)
         self.tenants = Tenants(self.store, self.admin_token)
         await self.tenants.load()
+        self.secrets = SecretsService(
+            self.store, Sealer.from_home(self.home.root), self.env, ttl=self.config.secrets_ttl
+        )
+        await self.secrets.start()
+        stack.push_async_callback(self.secrets.close)
 
         driver = self._driver or await self._choose_driver()
         backend, artifacts = driver.backend, driver.artifacts
@@ -151,6 +159,7 @@ class Daemon:
             queue_limit=self.config.queue_limit,
             queue_timeout=self.config.queue_timeout,
             limits_of=self.tenants.limits_of,
+            resolve_secrets=self.secrets.for_manifest,
         )
         stack.push_async_callback(self.controller.close)
         self.metrics = Metrics(
@@ -159,7 +168,9 @@ class Daemon:
             pool.states if pool is not None else None,
         )
         await self.controller.start()
-        self.deployer = Deployer(self.store, self.controller, artifacts, self.metrics)
+        self.deployer = Deployer(
+            self.store, self.controller, artifacts, self.metrics, self.secrets.for_manifest
+        )
         self.functions = Functions(
             self.store,
             self.controller,
@@ -167,7 +178,9 @@ class Daemon:
             self.metrics,
             url_of=self.function_url,
             uploads=self.home.root / "uploads",
+            secrets=self.secrets,
         )
+        self.functions.track_secrets()
         await self.functions.prune_uploads()
         services = Services(
             self.functions,
@@ -176,6 +189,7 @@ class Daemon:
             self.tasks,
             self.tenants,
             uploads=self.home.root / "uploads",
+            secrets=self.secrets,
             on_tenant_removed=self._tenant_removed,
             tenant_warning=None if backend.isolates_tenants else NO_ISOLATION,
         )

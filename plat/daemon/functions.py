@@ -24,6 +24,7 @@ from plat.api import (
 )
 from plat.daemon.deployer import Deployer, Emit
 from plat.daemon.metrics import Metrics
+from plat.daemon.secrets.service import SecretsService
 from plat.daemon.serving.controller import Controller
 from plat.daemon.store import FunctionRecord, Store
 from plat.errors import NotFoundError, PlatError, no_function
@@ -55,6 +56,7 @@ class Functions:
         *,
         url_of: Callable[[str], str],
         uploads: Path | None = None,
+        secrets: SecretsService | None = None,
     ) -> None:
         """``uploads``: where folders uploaded over HTTP are unpacked (and kept while
         a function's current version came from one)."""
@@ -64,6 +66,7 @@ class Functions:
         self.metrics = metrics
         self.url_of = url_of
         self.uploads = uploads
+        self.secrets = secrets
         self.uploading: set[Path] = set()
 
     @property
@@ -219,12 +222,31 @@ class Functions:
         """Build and roll out; emits progress, then the function's summary.
         Raises PlatError (BuildError, InstanceFailed...) after emitting progress."""
         await self.deployer.deploy(manifest, source, emit, force=force, dev=dev)
+        self.track_secrets(manifest.name)
         emit({"type": "function", "function": self.summary(manifest.name)})
+
+    def track_secrets(self, name: str | None = None) -> None:
+        """Have the Vault secrets of function ``name`` (None: of every function)
+        re-read on their TTL, rolling it when a value changes."""
+        if self.secrets is None:
+            return
+        names = [name] if name is not None else list(self.controller.functions)
+        for key in names:
+            fs = self.controller.functions.get(key)
+            if fs is not None:
+                self.secrets.track(
+                    key,
+                    fs.manifest.secrets,
+                    self.deployer.refresh_secrets,
+                    values=fs.release.secrets,
+                )
 
     def supersede(self, name: str, task: asyncio.Task[Any]) -> None:
         self.deployer.supersede(name, task)
 
     async def remove(self, name: str) -> None:
+        if self.secrets is not None:
+            self.secrets.untrack(name)
         await self.deployer.remove(name)
         self.metrics.remove_function(name)
         await self.prune_uploads()

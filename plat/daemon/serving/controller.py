@@ -27,7 +27,7 @@ from plat.daemon.serving.instance import Instance, Start
 from plat.daemon.serving.instances import EventSink, InstanceFailed, Instances, instance_spec
 from plat.daemon.serving.pool import WarmPool
 from plat.daemon.serving.quota import LimitsOf, Quotas
-from plat.daemon.serving.reconcile import reconcile
+from plat.daemon.serving.reconcile import ResolveSecrets, reconcile
 from plat.daemon.serving.repair import Repair
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
@@ -55,9 +55,11 @@ class Controller:
         queue_timeout: float = 30.0,
         pool: WarmPool | None = None,
         limits_of: LimitsOf | None = None,
+        resolve_secrets: ResolveSecrets | None = None,
     ) -> None:
         """``limits_of(tenant)``: the tenant's quota (None: unlimited), checked before
-        every start."""
+        every start. ``resolve_secrets``: a function's secrets, read again at start-up."""
+        self.resolve_secrets = resolve_secrets
         self.store = store
         self.backend = backend
         self.pool = pool
@@ -88,7 +90,9 @@ class Controller:
         """Reconcile with the backend, then watch instances and autoscale. Idempotent."""
         if self._loops:
             return
-        found = await reconcile(self.store, self.backend, self.instances, self.scaler_settings)
+        found = await reconcile(
+            self.store, self.backend, self.instances, self.scaler_settings, self.resolve_secrets
+        )
         self.functions.update((fs.name, fs) for fs in found)
         for fs in found:
             self.ensure(fs)

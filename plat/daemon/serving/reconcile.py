@@ -9,24 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from plat.daemon.drivers.base import Backend
+from plat.daemon.drivers.secretvalue import Secrets
 from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.serving.instances import Instances
 from plat.daemon.serving.probe import probe_once
 from plat.daemon.store import Store
-from plat.manifest import validate_manifest
+from plat.errors import PlatError
+from plat.manifest import Manifest, validate_manifest
 
 log = logging.getLogger(__name__)
 
+ResolveSecrets = Callable[[Manifest], Awaitable[Secrets]]
+
 
 async def reconcile(
-    store: Store, backend: Backend, instances: Instances, scaler: ScalerSettings
+    store: Store,
+    backend: Backend,
+    instances: Instances,
+    scaler: ScalerSettings,
+    resolve: ResolveSecrets | None = None,
 ) -> list[FunctionState]:
     """Adopt healthy instances of current versions and remove everything else; the
-    deployed functions, each with its target (the caller fills the gaps)."""
+    deployed functions, each with its target (the caller fills the gaps).
+
+    ``resolve`` gives each function's secrets again (they are never stored with
+    a release); a function whose secrets cannot be read is logged and started
+    without them, its instances then fail to read the files and say so."""
     functions: list[FunctionState] = []
     records = await store.list_functions()
     found = await backend.list()
@@ -44,7 +57,13 @@ async def reconcile(
         manifest = validate_manifest(
             record.manifest, source=f"stored manifest of {record.name}", qualified=True
         )
-        release = Release(manifest, record.version, version.image, version.mounts)
+        secrets: Secrets = {}
+        if resolve is not None and manifest.secrets:
+            try:
+                secrets = await resolve(manifest)
+            except PlatError as exc:
+                log.error("the secrets of %s cannot be read: %s", record.name, exc.message)
+        release = Release(manifest, record.version, version.image, version.mounts, secrets)
         fs = FunctionState(record.name, release, scaler=Autoscaler(scaler))
         fs.set_target(max(1, manifest.scale.min) if manifest.scale.min else 0)
         functions.append(fs)
