@@ -35,17 +35,15 @@ def _name(name: str) -> str:
     return name
 
 
-def format_size(size: object) -> str:
-    """4294967296 -> 4Gi; 1610612736 -> 1.5Gi; None -> '-'; a text ("4Gi") as it is."""
+def _size(size: object) -> str:
+    """Bytes as 4Gi; None as '-'; 0 as 0; a text ("4Gi") as it is."""
+    from plat.units import format_size
+
     if size is None:
         return "-"
-    if not isinstance(size, int | float):
+    if not isinstance(size, int) or isinstance(size, bool):
         return str(size)
-    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
-    return f"{size}B"
+    return format_size(size) if size else "0"
 
 
 def _use_line(client: DaemonClient, token: str) -> str:
@@ -104,7 +102,7 @@ def create(
     out.print(
         f"[green]✓[/green] created tenant [bold]{data['name']}[/bold] "
         f"(instances: {'no limit' if instances is None else instances}, "
-        f"memory: {'no limit' if memory_limit is None else format_size(memory_limit)})"
+        f"memory: {'no limit' if memory_limit is None else _size(memory_limit)})"
     )
     _show_token(client, data["name"], data["token"])
     _warn(data)
@@ -152,7 +150,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
             t["name"],
             str(t.get("functions", 0)),
             f"{t.get('instances', 0)}/{'-' if limit is None else limit}",
-            f"{format_size(t.get('memory') or 0)}/{format_size(t.get('max_memory'))}",
+            f"{_size(t.get('memory') or 0)}/{_size(t.get('max_memory'))}",
             _ago(t.get("created_at")),
         )
     out.print(table)

@@ -4,6 +4,7 @@ end to end: the real CLI (subprocesses) against a real daemon on the process bac
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +197,22 @@ def test_nothing_listening_at_the_url(plat: PlatRunner) -> None:
     assert proc.returncode == 1
     assert f"nothing answers at http://127.0.0.1:{port} (connection refused)" in proc.stderr
     assert not Path(cli.env["PLAT_HOME"]).exists()
+
+
+def test_remote_deploy_of_an_unsafe_folder_uploads_nothing(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    token = create_tenant(plat, "delta")
+    folder = write_python_function(tmp_path, "leaky", WHO % "delta")
+    (folder / "passwd").symlink_to("/etc/passwd")
+    proc = remote(plat, token).run("deploy", str(folder), check=False)
+    assert proc.returncode == 1
+    assert "passwd" in proc.stderr
+    assert "uploading" not in proc.stderr
+    assert json.loads(plat.run("--tenant", "delta", "ls", "--json").stdout) == []
+    # A bigger folder shows what it uploads.
+    (folder / "passwd").unlink()
+    (folder / "data.bin").write_bytes(os.urandom(5 * 1024**2))
+    big = remote(plat, token).run("deploy", str(folder))
+    assert "uploading leaky: 4 files, 5.0 MiB packed" in big.stderr
+    plat.run("tenant", "rm", "delta", "--force", "--yes")
