@@ -155,7 +155,8 @@ class _Http:
                 f"cannot find the host {self.endpoint.host!r} of {url}: {exc.strerror}", hint=hint
             )
         if isinstance(exc, TimeoutError):
-            return DaemonError(f"{url} did not answer within {timeout:g} s", hint=hint)
+            within = f"within {timeout:g} s" if timeout else "in time"
+            return DaemonError(f"{url} did not answer {within}", hint=hint)
         if isinstance(exc, ssl.SSLError):
             return DaemonError(
                 f"TLS with {url} failed: {exc.reason or exc}",

@@ -127,12 +127,19 @@ def test_admin_token_works_remotely_for_any_tenant(plat: PlatRunner, tmp_path: P
     assert json.loads(as_admin.run("--tenant", "gamma", "invoke", "ping").stdout) == {
         "tenant": "gamma"
     }
+    # Locally (the socket), --tenant deploys for the tenant too.
+    local = write_python_function(tmp_path / "local", "pong", WHO % "gamma")
+    deployed = plat.run("--tenant", "gamma", "deploy", str(local))
+    assert "/function/pong.gamma" in deployed.stdout
+    assert "plat --tenant gamma invoke pong" in deployed.stdout
+    assert json.loads(plat.run("--tenant", "gamma", "invoke", "pong").stdout) == {"tenant": "gamma"}
     # PLAT_TENANT is the same as --tenant.
     by_env = remote(plat, admin, PLAT_TENANT="gamma")
-    assert [f["name"] for f in json.loads(by_env.run("ls", "--json").stdout)] == ["ping"]
+    names = sorted(f["name"] for f in json.loads(by_env.run("ls", "--json").stdout))
+    assert names == ["ping", "pong"]
     # The flags are the same as the variables.
     flags = plat.run("--url", plat.gateway, "--token", admin, "--tenant", "gamma", "ls", "--json")
-    assert [f["name"] for f in json.loads(flags.stdout)] == ["ping"]
+    assert sorted(f["name"] for f in json.loads(flags.stdout)) == ["ping", "pong"]
     # Remotely, the admin's local secrets are not there to print.
     local_only = as_admin.run("auth", "token", check=False)
     assert local_only.returncode == 1
