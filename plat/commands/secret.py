@@ -46,9 +46,7 @@ def read_value(name: str, from_file: Path | None, from_literal: str | None) -> b
         value, where = _read_file(from_file), str(from_file)
     elif sys.stdin.isatty():
         where = "the prompt"
-        value = typer.prompt(
-            f"value of {name}", hide_input=True, confirmation_prompt=True, default=""
-        ).encode()
+        value = typer.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True).encode()
     else:
         where = "stdin"
         value = sys.stdin.buffer.read(MAX_VALUE + 1)
