@@ -73,8 +73,22 @@ def test_version(tmp_path: Path) -> None:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = plat("--help", home=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("init", "deploy", "dev", "invoke", "logs", "daemon", "doctor"):
+    for command in (
+        "init",
+        "deploy",
+        "dev",
+        "invoke",
+        "logs",
+        "daemon",
+        "doctor",
+        "tenant",
+        "secret",
+    ):
         assert command in result.stdout
+    # The global options that choose the daemon and the tenant, with their variables.
+    for option in ("--tenant", "--url", "--token", "PLAT_TENANT", "PLAT_URL", "PLAT_TOKEN"):
+        assert option in result.stdout
+    assert "`ps`" in result.stdout  # why the variable is better than --token
 
 
 @pytest.mark.parametrize("args", [["--no-such-option"], ["deploy", "--no-such-option"]])
