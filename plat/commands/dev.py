@@ -35,6 +35,12 @@ def dev(
 
     manifest = load_manifest(path)
     client = connect(backend=backend)
+    if client.remote:
+        raise PlatError(
+            "plat dev mounts the folder into the daemon's instances: it works with the "
+            "daemon on this machine, not with one at PLAT_URL",
+            hint="unset PLAT_URL for plat dev, or `plat deploy` to the remote daemon",
+        )
     session = DevSession(client, path, manifest.name, err)
     if not session.deploy(dev=False):
         err.print("[yellow]fix the error and save: plat dev keeps watching[/yellow]")

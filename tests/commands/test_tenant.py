@@ -223,3 +223,11 @@ def test_remote_deploy_of_an_unsafe_folder_uploads_nothing(
     big = remote(plat, token).run("deploy", str(folder))
     assert "uploading leaky: 4 files, 5.0 MiB packed" in big.stderr
     plat.run("tenant", "rm", "delta", "--force", "--yes")
+
+
+def test_plat_dev_refuses_a_daemon_at_a_url(plat: PlatRunner, tmp_path: Path) -> None:
+    token = create_tenant(plat, "devremote")
+    folder = write_python_function(tmp_path, "watched", "def handle(e, c):\n    return 'x'\n")
+    proc = remote(plat, token).run("dev", str(folder), check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "not with one at PLAT_URL" in proc.stderr and "Traceback" not in proc.stderr
