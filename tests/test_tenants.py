@@ -85,8 +85,10 @@ def instance_ip(plat: PlatRunner, function: str, network: str) -> str:
         check=True,
     ).stdout
     networks = json.loads(out)
-    assert list(networks) == [network], networks  # on its tenant's network only
-    return str(networks[network]["IPAddress"])
+    assert len(networks) == 1, networks  # on its tenant's network only
+    [name] = networks
+    assert name.startswith(network + "-"), name
+    return str(networks[name]["IPAddress"])
 
 
 @pytest.fixture(scope="module")

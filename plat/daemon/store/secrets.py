@@ -29,17 +29,18 @@ class SecretRows(Database):
         """Create the secret (revision 1) or replace its value (revision + 1), in
         one statement, so concurrent puts each get their own revision. Returns it."""
         now = time.time()
-        async with self.db.execute(
+        # execute_fetchall: one call on the database thread, so no other coroutine's
+        # commit finds this RETURNING statement in progress.
+        rows = await self.db.execute_fetchall(
             """INSERT INTO secrets(tenant, name, sealed, revision, created_at, updated_at)
                VALUES (?, ?, ?, 1, ?, ?)
                ON CONFLICT(tenant, name) DO UPDATE SET sealed=excluded.sealed,
                  revision=secrets.revision + 1, updated_at=excluded.updated_at
                RETURNING revision""",
             (tenant, name, sealed, now, now),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         await self.db.commit()
-        assert row is not None
+        [row] = rows
         return int(row[0])
 
     async def get_secret(self, tenant: str, name: str) -> SecretRecord | None:
