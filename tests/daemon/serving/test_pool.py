@@ -12,11 +12,13 @@ import aiohttp
 
 from plat.daemon.drivers.base import InstanceSpec, RunningInstance
 from plat.daemon.drivers.container.unpack import ImageUnpacker
+from plat.daemon.drivers.secretvalue import SecretValue
 from plat.daemon.drivers.versions import Layout, Release
 from plat.daemon.serving.links import link_layout, make_folders
 from plat.daemon.serving.pool import WarmPool, pool_key
 from plat.errors import EngineError
 from plat.manifest import validate_manifest
+from tests.daemon.fakes import FakeBackend, FakeSources, eventually
 
 
 def _release(runtime: str, mounts: dict[str, str] | None = None, **extra: object) -> Release:
@@ -35,6 +37,28 @@ def test_template_runtimes_have_a_pool_key_by_runtime_and_limits() -> None:
 
 def test_a_dockerfile_function_cannot_be_specialised() -> None:
     assert pool_key(_release("dockerfile")) is None
+
+
+def _tenant_release(key: str, **secrets: bytes) -> Release:
+    manifest = validate_manifest({"name": key, "runtime": "python"}, qualified=True)
+    values = {name: SecretValue(value) for name, value in secrets.items()}
+    return Release(manifest, "v1", f"localhost/plat/{key}:v1", secrets=values)
+
+
+def test_each_tenant_has_pools_of_its_own() -> None:
+    default, acme, acme2 = (
+        pool_key(_tenant_release(key)) for key in ("fn", "fn.acme", "other.acme")
+    )
+    assert default is not None and acme is not None
+    assert (default.tenant, acme.tenant) == ("default", "acme")
+    assert default != acme and acme == acme2  # one pool for a tenant's functions of one shape
+    assert default.label == "python/256Mi/1cpu/256pids"  # as before tenants
+    assert acme.label == "python/256Mi/1cpu/256pids@acme"
+
+
+def test_a_release_with_secrets_is_not_pooled() -> None:
+    assert pool_key(_tenant_release("fn.acme", token=b"t0p")) is None
+    assert pool_key(_tenant_release("fn", token=b"t0p")) is None
 
 
 def test_link_layout_hard_links_files_and_keeps_symlinks(tmp_path: Path) -> None:
@@ -185,3 +209,47 @@ async def test_a_pool_instance_that_cannot_be_removed_while_the_engine_is_away_i
         await pool.sweep()
         assert engine.removed == engine.started  # removed once
         await pool.close()
+
+
+async def test_a_member_starts_for_its_tenant_and_only_that_tenants_functions_claim_it(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    async def image_for(runtime: str) -> str:
+        return "localhost/plat/pool:v1"
+
+    async with aiohttp.ClientSession() as session:
+        pool = WarmPool(
+            backend,
+            FakeSources(tmp_path / "app"),
+            image_for,
+            tmp_path / "pool",
+            size=1,
+            session=lambda: session,
+            link=False,
+        )
+        await pool.start()
+        try:
+            pool.want([_tenant_release("fn.acme")])
+            await eventually(lambda: pool.states()[0].ready == 1, what="acme's member")
+            (member,) = backend.instances.values()
+            assert (member.spec.tenant, member.spec.function) == ("acme", "pool-python")
+
+            assert await pool.claim(_tenant_release("fn"), {}, "handler.handle") is None
+            assert await pool.claim(_tenant_release("fn.beta"), {}, "handler.handle") is None
+            secret = _tenant_release("fn.acme", token=b"t0p")
+            assert await pool.claim(secret, {}, "handler.handle") is None
+            assert member.requests == []  # none of them specialised it
+
+            claimed = await pool.claim(_tenant_release("other.acme"), {}, "handler.handle")
+            assert claimed is not None
+            assert (claimed.id, claimed.function) == (member.running.id, "other.acme")
+            assert member.requests == ["POST /.plat/specialize HTTP/1.1"]
+            await backend.remove(claimed)  # what the controller does with it at the end
+            # The claims that missed asked for members of their own tenants' pools.
+            await eventually(
+                lambda: [(p.ready, p.starting) for p in pool.states()] == [(1, 0)] * 3,
+                what="the refills",
+            )
+            assert sorted(f.spec.tenant for f in backend.alive()) == ["acme", "beta", "default"]
+        finally:
+            await pool.close()

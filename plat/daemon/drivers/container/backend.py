@@ -26,6 +26,7 @@ done ahead). The start that follows only starts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -157,7 +158,7 @@ class ContainerBackend:
     async def _create(self, spec: InstanceSpec, instance_id: str) -> tuple[str, int | None]:
         """Create the instance's container on its tenant's network, with its secret
         files: (its id, its published port or None)."""
-        network = await self.networks.ensure(spec.tenant)
+        network = await self.networks.ensure(spec.tenant, spec.image)
         port = None if self.direct else free_port()
         name = container_name(spec, instance_id)
         secrets_dir = self._write_secrets(spec, instance_id)
@@ -170,10 +171,10 @@ class ContainerBackend:
             except EngineAPIError as exc:
                 if not network_missing(exc):
                     raise
-            # Removed behind this object's back (`podman network rm`, remove_network).
+            # Removed behind this object's back (`podman network rm`, remove_network):
+            # made again, of the same name.
             self.networks.forget(spec.tenant)
-            body["HostConfig"]["NetworkMode"] = network = await self.networks.ensure(spec.tenant)
-            body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
+            await self.networks.ensure(spec.tenant, spec.image)
             return await self._engine.create(body, name), port
         except EngineAPIError:
             self._drop_secrets(instance_id)
@@ -298,9 +299,10 @@ class ContainerBackend:
             self._unremoved.add(ref)
 
     async def sweep(self) -> None:
-        """Remove the containers whose removal failed, then the secret folders no
-        container of this daemon uses (left by a daemon that died, or by a container
-        removed behind plat's back)."""
+        """Remove the containers whose removal failed, then the secret folders of no
+        container of this daemon that this object did not write (left by a daemon
+        that died; its own go with their containers, and one being written for a
+        start in progress is not listed yet)."""
         for ref in list(self._unremoved):
             self._unremoved.discard(ref)
             await self._discard(ref)
@@ -368,8 +370,13 @@ class ContainerBackend:
                 yield ended
 
     async def close(self) -> None:
+        """Remove the standby containers and the networks and secret root nothing
+        uses any more; running instances (and what they use) stay, to be adopted."""
         await self._preparing.wait()
         for function in list(self._standby):
             await self.unprepare(function)
         await self.networks.remove_unused()
+        if self._secret_files is not None:
+            with contextlib.suppress(OSError):  # not empty: instances still read from it
+                os.rmdir(self._secret_files.root)
         await self._engine.close()

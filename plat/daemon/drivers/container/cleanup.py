@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from plat.daemon.drivers.base import LABEL_DAEMON
+from plat.daemon.drivers.container.anchors import LABEL_ANCHOR, daemon_anchors
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.daemon.drivers.container.networks import daemon_networks, remove_network
 from plat.errors import EngineError
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 def remove_all(endpoint: str, daemon_id: str, timeout: float = 30.0) -> tuple[list[str], list[str]]:
     """Remove every container labelled ``plat.daemon=<daemon_id>``, running or not
-    (``podman rm -f``), then the networks labelled so (a network still in use is
-    left); returns the names of the containers removed and of those still there.
+    (``podman rm -f``), then its networks' anchors and the networks labelled so (a
+    network still in use is left); returns the names of the containers removed and
+    of those still there.
 
     Blocking (it runs its own event loop: call it from a thread or the CLI). Raises
     EngineError when the engine cannot be reached.
@@ -51,12 +53,20 @@ async def _remove_all(endpoint: str, daemon_id: str, timeout: float) -> tuple[li
                 continue
             removed.append(_names(entry))
         remaining = [_names(entry) for entry in await engine.containers(filters)]
-        for network in await daemon_networks(engine, daemon_id):
-            try:
-                await remove_network(engine, network)
-            except EngineAPIError as exc:
-                log.warning("removing network %s: %s", network, exc.explanation)
+        if not remaining:  # else the networks stay, anchored, with what is left
+            await _remove_networks(engine, daemon_id)
     return removed, remaining
+
+
+async def _remove_networks(engine: Engine, daemon_id: str) -> None:
+    """Remove a daemon's anchors, then its networks (one in use by another is left)."""
+    try:
+        for anchor in await daemon_anchors(engine, daemon_id):
+            await engine.remove(anchor)
+        for network in await daemon_networks(engine, daemon_id):
+            await remove_network(engine, network)
+    except EngineAPIError as exc:
+        log.warning("removing the networks of daemon %s: %s", daemon_id, exc.explanation)
 
 
 def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str], list[str]]:
@@ -79,6 +89,10 @@ def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str]
         with contextlib.suppress(EngineError):  # what stays is named by the listing below
             run([exe, "rm", "-f", "-t", "0", *found])
     remaining = run(listing)
+    anchors = run([exe, "ps", "-aq", "--filter", f"label={LABEL_ANCHOR}={daemon_id}"])
+    if anchors:
+        with contextlib.suppress(EngineError):
+            run([exe, "rm", "-f", "-t", "0", *anchors])
     networks = run([exe, "network", "ls", "-q", "--filter", f"label={LABEL_DAEMON}={daemon_id}"])
     for network in networks:  # one at a time: one still in use must not keep the others
         with contextlib.suppress(EngineError):

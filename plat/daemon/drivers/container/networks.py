@@ -14,6 +14,10 @@ not know it, answers 500 to a duplicate and turns on a DNS server per network.
 An engine without that API (Docker) gets an ordinary bridge network, which Docker
 isolates from every other bridge network by itself.
 
+On Podman each network gets an anchor container (:mod:`.anchors`): netavark 1.4
+drops every network's isolation when any isolated network loses its last
+container, and a tenant scaling to zero must not do that.
+
 Names are ``plat-<tenant>-<daemon id>``: two plat homes sharing one engine each
 have their own tenant ``acme``, and a daemon's networks are found by label
 (``plat.daemon``, ``plat.tenant``) for clean-up. ``ensure`` is idempotent and
@@ -27,9 +31,15 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from plat.daemon.drivers.base import LABEL_DAEMON, LABEL_TENANT
+from plat.daemon.drivers.container.anchors import (
+    remove_anchor,
+    restart_anchor,
+    start_anchor,
+    used_by_others,
+)
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError, Reply, explanation
 from plat.errors import EngineError
 
@@ -54,17 +64,19 @@ def _from_podman(reply: Reply) -> bool:
     return isinstance(reply.data, dict) and "cause" in reply.data
 
 
-async def create_network(engine: Engine, name: str, labels: Mapping[str, str]) -> bool:
-    """Create an isolated bridge network; False when one of that name exists
-    (whatever it is: see ``check_isolated``). Raises EngineAPIError on a refusal."""
+class Made(NamedTuple):
+    created: bool  # False: one of that name existed (see ``check_isolated``)
+    podman: bool  # made through Podman's own API (else Docker's)
+
+
+async def create_network(engine: Engine, name: str, labels: Mapping[str, str]) -> Made:
+    """Create an isolated bridge network. Raises EngineAPIError on a refusal."""
     body = {"name": name, "driver": "bridge", "options": ISOLATE, "labels": dict(labels)}
     reply = await engine.call("POST", "/networks/create", body=body, libpod=True)
-    if reply.status == 200:
-        return True
-    if reply.status == 409:
-        return False
+    if reply.status in (200, 409):
+        return Made(reply.status == 200, podman=True)
     if reply.status == 404 and not _from_podman(reply):
-        return await _create_compatible(engine, name, labels)
+        return Made(await _create_compatible(engine, name, labels), podman=False)
     raise EngineAPIError(reply.status, explanation(reply))
 
 
@@ -120,7 +132,7 @@ async def daemon_networks(engine: Engine, daemon_id: str) -> list[str]:
 
 
 class TenantNetworks:
-    """The networks of one daemon's tenants, made on first use.
+    """The networks of one daemon's tenants (and their anchors), made on first use.
 
     ``ensure`` remembers what it made or checked; ``forget`` drops that (the engine
     said the network is gone) so that the next ``ensure`` asks again.
@@ -129,53 +141,96 @@ class TenantNetworks:
     def __init__(self, engine: Engine, daemon_id: str) -> None:
         self._engine = engine
         self.daemon_id = daemon_id
-        self._ready: set[str] = set()
+        self._ready: set[str] = set()  # tenants
         self._pending: dict[str, asyncio.Future[None]] = {}
+        # Each anchored tenant's anchor start, run beside the instance's own start.
+        self._anchors: dict[str, asyncio.Task[None]] = {}
 
     def name(self, tenant: str) -> str:
         return network_name(tenant, self.daemon_id)
 
-    async def ensure(self, tenant: str) -> str:
-        """The name of ``tenant``'s network, created (isolated) if need be.
-        Concurrent calls for one tenant share one creation."""
-        name = self.name(tenant)
-        if name in self._ready:
-            return name
-        pending = self._pending.get(name)
+    async def ensure(self, tenant: str, image: str) -> str:
+        """The name of ``tenant``'s network, created (isolated) if need be; its anchor
+        (of ``image``) starts in the background. Concurrent calls share one creation."""
+        if tenant in self._ready:
+            return self.name(tenant)
+        pending = self._pending.get(tenant)
         if pending is None:
-            pending = asyncio.ensure_future(self._make(tenant, name))
-            self._pending[name] = pending
-            pending.add_done_callback(lambda _f: self._pending.pop(name, None))
+            pending = asyncio.ensure_future(self._make(tenant, image))
+            self._pending[tenant] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(tenant, None))
         # Shielded: a caller cancelled mid-way leaves the creation to the others.
         await asyncio.shield(pending)
-        return name
+        return self.name(tenant)
 
-    async def _make(self, tenant: str, name: str) -> None:
-        labels = {LABEL_TENANT: tenant, LABEL_DAEMON: self.daemon_id}
-        if not await create_network(self._engine, name, labels):
+    async def _make(self, tenant: str, image: str) -> None:
+        name = self.name(tenant)
+        made = await create_network(
+            self._engine, name, {LABEL_TENANT: tenant, LABEL_DAEMON: self.daemon_id}
+        )
+        if not made.created:
             await check_isolated(self._engine, name)
         else:
             log.info("created isolated network %s for tenant %s", name, tenant)
-        self._ready.add(name)
+        if made.podman and tenant not in self._anchors:
+            self._anchors[tenant] = asyncio.create_task(self._anchor(tenant, image))
+        self._ready.add(tenant)
+
+    async def _anchor(self, tenant: str, image: str) -> None:
+        try:
+            await start_anchor(self._engine, self.name(tenant), tenant, self.daemon_id, image)
+        except EngineError as exc:
+            log.warning(
+                "no anchor on network %s: isolation may lapse when its last instance stops: %s",
+                self.name(tenant),
+                exc.message,
+            )
 
     def forget(self, tenant: str) -> None:
-        self._ready.discard(self.name(tenant))
+        self._ready.discard(tenant)
+        self._anchors.pop(tenant, None)
 
-    async def remove(self, tenant: str) -> bool:
-        """Remove ``tenant``'s network; False (quietly) while containers use it."""
+    async def remove(self, tenant: str, *, restore: bool = True) -> bool:
+        """Remove ``tenant``'s network and anchor; False (quietly) while other
+        containers use it. ``restore``: restart another anchor afterwards, which puts
+        back the isolation the removal took from every network."""
         name = self.name(tenant)
-        self._ready.discard(name)
-        removed = await remove_network(self._engine, name)
-        if not removed:
+        anchoring = self._anchors.get(tenant)
+        if anchoring is not None:
+            await asyncio.shield(anchoring)
+        if await used_by_others(self._engine, name):
             log.info("network %s kept: containers are still attached", name)
-        return removed
+            return False
+        # From here a start of the tenant makes the network (and anchor) anew.
+        self._ready.discard(tenant)
+        self._anchors.pop(tenant, None)
+        await remove_anchor(self._engine, name)
+        if not await remove_network(self._engine, name):  # a start attached one meanwhile
+            log.info("network %s kept: a container was attached as it was removed", name)
+            return False
+        if restore:
+            await self.restore()
+        return True
+
+    async def restore(self) -> None:
+        """Restart one anchor that stays (if any), whose start puts back the jump to
+        the isolation chains that a complete teardown took; never raises."""
+        for tenant in list(self._anchors):
+            try:
+                await restart_anchor(self._engine, self.name(tenant))
+            except EngineError as exc:
+                log.warning("could not restore isolation: %s", exc.message)
+                continue
+            return
 
     async def remove_unused(self) -> None:
-        """Remove the networks this object made or checked that no container uses
-        (at close: the next start makes them again); never raises."""
-        for name in list(self._ready):
-            self._ready.discard(name)
+        """Remove the networks (and anchors) this object made or checked that no
+        instance uses (at close: the next start makes them again); never raises."""
+        removed = False
+        for tenant in sorted(self._ready | set(self._anchors)):
             try:
-                await remove_network(self._engine, name)
+                removed = await self.remove(tenant, restore=False) or removed
             except EngineError as exc:
-                log.info("could not remove network %s: %s", name, exc.message)
+                log.info("could not remove network %s: %s", self.name(tenant), exc.message)
+        if removed:
+            await self.restore()

@@ -270,7 +270,7 @@ async def test_a_container_made_while_the_engine_answers_nothing_is_removed_by_s
                 assert containers_of(daemon_id) == []
                 assert networks_of(daemon_id) == [backend.networks.name("default")]
                 line.losing = False
-                await backend.networks.ensure("default")  # made by then: taken as it is
+                await backend.networks.ensure("default", server_image)  # made by then: taken as is
                 line.losing = True  # now the container's creation
                 with pytest.raises(EngineError):
                     await backend.start(spec_of(server_image), "i-lost")

@@ -16,12 +16,18 @@ import aiohttp
 import pytest
 
 from plat.daemon.drivers.base import LABEL_DAEMON, LABEL_TENANT, InstanceSpec, RunningInstance
+from plat.daemon.drivers.container.anchors import LABEL_ANCHOR, anchor_name
 from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.build import ImageBuilder
+from plat.daemon.drivers.container.builders.buildah import BuildahBuilder
 from plat.daemon.drivers.container.cleanup import remove_all
 from plat.daemon.drivers.container.documents import bridge_address
+from plat.daemon.drivers.versions import Release
+from plat.daemon.serving.pool import WarmPool, pool_key
 from plat.daemon.serving.probe import wait_ready
 from plat.engine import PodmanService
 from plat.errors import EngineError
+from plat.manifest import validate_manifest
 from tests.daemon.drivers.container.podman import (
     containers_of,
     engine_backend,
@@ -29,6 +35,7 @@ from tests.daemon.drivers.container.podman import (
     networks_of,
     remove_networks_of,
 )
+from tests.daemon.fakes import FakeSources, eventually
 
 pytestmark = pytest.mark.container
 
@@ -70,6 +77,37 @@ def connects_from(container: RunningInstance, address: str) -> subprocess.Comple
     )
 
 
+def isolation_in_force() -> bool:
+    """Whether the host's FORWARD chain jumps to netavark's isolation chains. Any
+    isolated network on this host that loses its last container removes that jump
+    (netavark 1.4; see plat/daemon/drivers/container/anchors.py): other test runs
+    on a shared machine can, for a moment."""
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True)
+    return rules.returncode != 0 or "NETAVARK_ISOLATION_1" in rules.stdout
+
+
+async def assert_cannot_connect(
+    backend: ContainerBackend, source: RunningInstance, address: str
+) -> None:
+    """``source`` cannot open a connection to ``address``: a connection that went
+    through while isolation was in force fails the test; one made while another
+    process had lifted it (no jump, before or after) is tried again once plat has
+    put it back."""
+    for _ in range(3):
+        before = isolation_in_force()
+        attempt = connects_from(source, address)
+        if attempt.returncode != 0:
+            assert "timed out" in attempt.stderr, attempt.stderr
+            return
+        assert not (before and isolation_in_force()), f"{source.id} reached {address}"
+        await backend.networks.restore()
+    raise AssertionError(f"isolation kept being lifted on this host; {source.id} reached it")
+
+
+def anchor_of(backend: ContainerBackend, tenant: str) -> dict[str, Any]:
+    return inspect(anchor_name(backend.networks.name(tenant)))
+
+
 @pytest.mark.parametrize("address", ["published", "direct"])
 async def test_an_instance_cannot_reach_another_tenants_but_the_host_and_its_own_tenant_can(
     tmp_path: Path, server_image: str, address: str
@@ -87,16 +125,34 @@ async def test_an_instance_cannot_reach_another_tenants_but_the_host_and_its_own
         if address == "direct":
             assert b1.host == b_address
 
-        across = connects_from(a1, b_address)
-        assert across.returncode != 0, "tenant a's instance reached tenant b's"
-        assert "timed out" in across.stderr or "refused" in across.stderr, across.stderr
-        back = connects_from(b1, a2_address)
-        assert back.returncode != 0, "tenant b's instance reached tenant a's"
+        await assert_cannot_connect(backend, a1, b_address)
+        await assert_cannot_connect(backend, b1, a2_address)
 
         same = connects_from(a1, a2_address)  # the control: the probe itself works
         assert same.returncode == 0, same.stderr
         with socket.create_connection((b_address, 8080), timeout=3):
             pass  # the host (the gateway's view) reaches every tenant's instances
+
+
+async def test_a_tenant_whose_last_instance_goes_keeps_its_network_in_use_by_its_anchor(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    a, b, c = await asyncio.gather(
+        *(backend.start(spec_of(server_image, t), f"i-{t}") for t in ("a", "b", "c"))
+    )
+    await ready(backend, a)
+    await ready(backend, b)
+    await backend.remove(c)  # tenant c scales to zero
+    # Its network was not torn down completely (the anchor runs on it), which is what
+    # would have lifted every network's isolation.
+    anchor = anchor_of(backend, "c")
+    assert anchor["State"]["Running"] is True
+    assert network_names(anchor) == [backend.networks.name("c")]
+    labels = anchor["Config"]["Labels"]  # and the image's own
+    assert (labels[LABEL_ANCHOR], labels[LABEL_TENANT]) == (backend.daemon_id, "c")
+    assert LABEL_DAEMON not in anchor["Config"]["Labels"]  # no instance of the daemon's
+    assert sorted(i.id for i in await backend.list()) == ["i-a", "i-b"]
+    await assert_cannot_connect(backend, b, address_on_its_network(backend, a))
 
 
 async def test_each_instance_sits_on_its_tenants_isolated_labelled_network_only(
@@ -127,7 +183,11 @@ async def test_starts_racing_for_a_new_tenants_network_all_succeed_on_one_networ
         second = ContainerBackend(first.endpoint, first.daemon_id, "direct")
         try:
             names = await asyncio.gather(
-                *(b.networks.ensure("race") for b in (first, second) for _ in range(8))
+                *(
+                    b.networks.ensure("race", server_image)
+                    for b in (first, second)
+                    for _ in range(8)
+                )
             )
             assert set(names) == {first.networks.name("race")}
             started = await asyncio.gather(
@@ -162,21 +222,33 @@ async def test_remove_network_waits_for_the_last_container_and_a_later_start_mak
     backend: ContainerBackend, server_image: str
 ) -> None:
     running = await backend.start(spec_of(server_image, "gone"), "i-1")
+    await backend.start(spec_of(server_image, "stays"), "i-stays")
     network = backend.networks.name("gone")
     assert await backend.remove_network("gone") is False  # refused quietly: in use
     assert network in networks_of(backend.daemon_id)
+    assert anchor_of(backend, "gone")["State"]["Running"] is True
     await backend.remove(running)
     await backend.prepare(spec_of(server_image, "gone"), "i-standby")  # its standby goes first
+    started_before = anchor_of(backend, "stays")["State"]["StartedAt"]
     assert await backend.remove_network("gone") is True
     assert network not in networks_of(backend.daemon_id)
-    assert await backend.list() == []
+    assert (
+        subprocess.run(
+            ["podman", "container", "exists", anchor_name(network)], capture_output=True
+        ).returncode
+        == 1
+    )
+    # The removal tore a network down completely: another anchor was restarted, which
+    # put the isolation jump back for every network.
+    assert anchor_of(backend, "stays")["State"]["StartedAt"] != started_before
+    assert [i.id for i in await backend.list()] == ["i-stays"]
     assert await backend.remove_network("gone") is True  # nothing to remove
 
     again = await backend.start(spec_of(server_image, "gone"), "i-2")
     await ready(backend, again)
     # Removed behind the backend's back: the next start makes it again too.
     await backend.remove(again)
-    subprocess.run(["podman", "network", "rm", network], check=True, capture_output=True)
+    subprocess.run(["podman", "network", "rm", "-f", network], check=True, capture_output=True)
     third = await backend.start(spec_of(server_image, "gone"), "i-3")
     assert network_names(inspect(third.backend_ref)) == [network]
 
@@ -203,3 +275,59 @@ async def test_close_removes_the_networks_no_container_uses_and_leaves_the_other
         for name in containers_of(daemon_id):
             subprocess.run(["podman", "rm", "-f", name], capture_output=True)
         remove_networks_of(daemon_id)
+
+
+def pooled_release(tenant: str) -> Release:
+    manifest = validate_manifest(
+        {"name": f"fn.{tenant}", "runtime": "python"}, source="test", qualified=True
+    )
+    return Release(manifest, "v1", f"localhost/plat/fn.{tenant}:v1")
+
+
+async def test_a_pool_member_starts_on_its_tenants_network_and_becomes_a_function_of_it(
+    backend: ContainerBackend, tmp_path: Path
+) -> None:
+    images = ImageBuilder(BuildahBuilder(), tmp_path / "builds", {}, tmp_path / "dev")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "handler.py").write_text(
+        "def handle(event, context):\n    return {'function': context.function}\n"
+    )
+    a, b = pooled_release("a"), pooled_release("b")
+    async with aiohttp.ClientSession() as session:
+        pool = WarmPool(
+            backend,
+            FakeSources(app),
+            images.pool_image,
+            tmp_path / "pool",
+            size=1,
+            session=lambda: session,
+        )
+        await pool.start()
+        try:
+            pool.want([a, b])
+            await eventually(
+                lambda: [p.ready for p in pool.states()] == [1, 1],
+                timeout=120,  # the first run builds the pool image
+                what="a pool member of each tenant",
+            )
+            key_b = pool_key(b)
+            assert key_b is not None and key_b.tenant == "b"
+            (waiting,) = pool.pools[key_b].ready
+            claimed = await pool.claim(a, {"PLAT_HANDLER": "handler.handle"}, "handler.handle")
+            assert claimed is not None and claimed.function == "fn.a"
+            async with session.get(f"http://{claimed.address}/") as resp:
+                assert await resp.json() == {"function": "fn.a"}
+
+            data = inspect(claimed.backend_ref)
+            assert network_names(data) == [backend.networks.name("a")]
+            assert data["Config"]["Labels"][LABEL_TENANT] == "a"
+            # Tenant b's member waits on b's network; a's claim could not take it.
+            assert network_names(inspect(waiting.running.backend_ref)) == [
+                backend.networks.name("b")
+            ]
+            assert waiting in pool.pools[key_b].ready
+            b_address = address_on_its_network(backend, waiting.running)
+            assert connects_from(claimed, b_address).returncode != 0
+        finally:
+            await pool.close()
