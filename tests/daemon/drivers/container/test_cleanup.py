@@ -1,18 +1,23 @@
-"""plat.daemon.drivers.container.cleanup: a daemon's containers removed (`plat daemon stop`)."""
+"""plat.daemon.drivers.container.cleanup: a daemon's containers (and networks) removed
+(`plat daemon stop`)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from plat.daemon.drivers.base import InstanceSpec
+from plat.daemon.drivers.container.anchors import anchor_name
 from plat.daemon.drivers.container.backend import ContainerBackend
-from plat.daemon.drivers.container.cleanup import remove_all
+from plat.daemon.drivers.container.cleanup import remove_all, remove_all_podman
 from plat.engine import PodmanService
 from plat.errors import EngineError
+from tests.daemon.drivers.container.podman import networks_of, remove_networks_of
+from tests.daemon.fakes import eventually
 
 
 @pytest.mark.container
@@ -41,3 +46,29 @@ async def test_remove_all_removes_one_daemons_containers_running_or_not(
 def test_remove_all_without_an_engine_is_an_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=r"missing\.sock"):
         remove_all(f"unix://{tmp_path}/missing.sock", "any")
+
+
+def exists(container: str) -> bool:
+    return subprocess.run(["podman", "container", "exists", container]).returncode == 0
+
+
+@pytest.mark.container
+async def test_remove_all_podman_takes_the_networks_and_their_anchors_too(
+    podman_service: PodmanService, server_image: str
+) -> None:
+    """The podman CLI path (no Engine API answers): containers, then anchors, then networks."""
+    gone = f"test-{uuid.uuid4().hex[:8]}"
+    backend = ContainerBackend(podman_service.endpoint, gone)
+    spec = InstanceSpec(function="cleanup", version="v1", image=server_image, tenant="t1")
+    try:
+        await backend.start(spec, "i-running")
+        anchor = anchor_name(backend.networks.name("t1"))
+        # The anchor starts beside the instance's own start.
+        await eventually(lambda: exists(anchor), timeout=10, what="the anchor")
+        removed, remaining = await asyncio.to_thread(remove_all_podman, gone)
+        assert (removed, remaining) == (["plat-cleanup-i-running"], [])
+        assert not exists(anchor)
+        assert networks_of(gone) == []
+    finally:
+        await backend.close()
+        remove_networks_of(gone)
