@@ -2,7 +2,9 @@
 
 A backend starts an instance from an InstanceSpec, stops it, lists the instances
 it holds for this daemon (by label), reports liveness and returns log tails, and
-tells when one of its instances exits (``events``).
+tells when one of its instances exits (``events``). A backend that
+``isolates_tenants`` keeps each tenant's instances on a network of the tenant's
+own; one that does not (the process backend) says so, for the daemon to say it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class InstanceExit:
 
 class Backend(Protocol):
     name: str
+    # Whether one tenant's instances cannot open connections to another's.
+    isolates_tenants: bool
 
     @property
     def endpoint(self) -> str: ...
@@ -153,6 +157,11 @@ class Backend(Protocol):
         ...
 
     async def logs(self, instance: RunningInstance, tail: int = 50) -> str: ...
+
+    async def remove_network(self, tenant: str) -> bool:
+        """Remove what isolates ``tenant`` (its network), for ``plat tenant rm``; False,
+        quietly, while instances still use it. True when there is nothing to remove."""
+        ...
 
     def events(self, since: float | None = None) -> AsyncIterator[InstanceExit]:
         """Exits of this daemon's instances as they happen, from ``since`` (a
