@@ -75,13 +75,15 @@ async def remove_anchor(engine: Engine, network: str) -> None:
     await engine.remove(anchor_name(network))
 
 
-async def restart_anchor(engine: Engine, network: str) -> None:
-    """Stop and start ``network``'s anchor: its start puts the isolation jump back."""
+async def restart_anchor(engine: Engine, network: str) -> bool:
+    """Stop and start ``network``'s anchor: its start puts the isolation jump back.
+    False when there is no such anchor (yet)."""
     reply = await engine.call(
         "POST", f"/containers/{anchor_name(network)}/restart", params={"t": "0"}
     )
     if reply.status not in (204, 404):
         raise EngineAPIError(reply.status, explanation(reply))
+    return reply.status == 204
 
 
 async def used_by_others(engine: Engine, network: str) -> bool:

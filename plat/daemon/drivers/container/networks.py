@@ -143,7 +143,9 @@ class TenantNetworks:
         self.daemon_id = daemon_id
         self._ready: set[str] = set()  # tenants
         self._pending: dict[str, asyncio.Future[None]] = {}
-        # Each anchored tenant's anchor start, run beside the instance's own start.
+        self._podman = False  # the engine has anchors (see the module's doc)
+        # Each anchored tenant's anchor start, run beside the instance's own start;
+        # one that failed is dropped, so the tenant's next start tries again.
         self._anchors: dict[str, asyncio.Task[None]] = {}
 
     def name(self, tenant: str) -> str:
@@ -153,6 +155,7 @@ class TenantNetworks:
         """The name of ``tenant``'s network, created (isolated) if need be; its anchor
         (of ``image``) starts in the background. Concurrent calls share one creation."""
         if tenant in self._ready:
+            self._anchor_soon(tenant, image)
             return self.name(tenant)
         pending = self._pending.get(tenant)
         if pending is None:
@@ -172,19 +175,29 @@ class TenantNetworks:
             await check_isolated(self._engine, name)
         else:
             log.info("created isolated network %s for tenant %s", name, tenant)
-        if made.podman and tenant not in self._anchors:
-            self._anchors[tenant] = asyncio.create_task(self._anchor(tenant, image))
+        self._podman = made.podman
         self._ready.add(tenant)
+        self._anchor_soon(tenant, image)
+
+    def _anchor_soon(self, tenant: str, image: str) -> None:
+        if self._podman and tenant not in self._anchors:
+            self._anchors[tenant] = asyncio.create_task(self._anchor(tenant, image))
 
     async def _anchor(self, tenant: str, image: str) -> None:
         try:
             await start_anchor(self._engine, self.name(tenant), tenant, self.daemon_id, image)
         except EngineError as exc:
+            if self._anchors.get(tenant) is asyncio.current_task():
+                del self._anchors[tenant]
             log.warning(
                 "no anchor on network %s: isolation may lapse when its last instance stops: %s",
                 self.name(tenant),
                 exc.message,
             )
+
+    async def anchored(self) -> None:
+        """Wait for the anchors being started to have started (or failed)."""
+        await asyncio.gather(*map(asyncio.shield, list(self._anchors.values())))
 
     def forget(self, tenant: str) -> None:
         self._ready.discard(tenant)
@@ -217,11 +230,10 @@ class TenantNetworks:
         the isolation chains that a complete teardown took; never raises."""
         for tenant in list(self._anchors):
             try:
-                await restart_anchor(self._engine, self.name(tenant))
+                if await restart_anchor(self._engine, self.name(tenant)):
+                    return
             except EngineError as exc:
                 log.warning("could not restore isolation: %s", exc.message)
-                continue
-            return
 
     async def remove_unused(self) -> None:
         """Remove the networks (and anchors) this object made or checked that no

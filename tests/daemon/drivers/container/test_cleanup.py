@@ -17,7 +17,6 @@ from plat.daemon.drivers.container.cleanup import remove_all, remove_all_podman
 from plat.engine import PodmanService
 from plat.errors import EngineError
 from tests.daemon.drivers.container.podman import networks_of, remove_networks_of
-from tests.daemon.fakes import eventually
 
 
 @pytest.mark.container
@@ -63,8 +62,8 @@ async def test_remove_all_podman_takes_the_networks_and_their_anchors_too(
     try:
         await backend.start(spec, "i-running")
         anchor = anchor_name(backend.networks.name("t1"))
-        # The anchor starts beside the instance's own start.
-        await eventually(lambda: exists(anchor), timeout=10, what="the anchor")
+        await backend.networks.anchored()  # it starts beside the instance's own start
+        assert exists(anchor)
         removed, remaining = await asyncio.to_thread(remove_all_podman, gone)
         assert (removed, remaining) == (["plat-cleanup-i-running"], [])
         assert not exists(anchor)

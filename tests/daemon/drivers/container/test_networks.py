@@ -155,6 +155,20 @@ async def test_a_tenant_whose_last_instance_goes_keeps_its_network_in_use_by_its
     await assert_cannot_connect(backend, b, address_on_its_network(backend, a))
 
 
+async def test_an_anchor_that_could_not_start_is_tried_again_by_the_next_start(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    missing = "localhost/plat-test/no-such-image:v0"
+    with pytest.raises(EngineError):
+        await backend.start(spec_of(missing, "late"), "i-none")
+    await backend.networks.anchored()
+    anchor = anchor_name(backend.networks.name("late"))
+    assert subprocess.run(["podman", "container", "exists", anchor]).returncode == 1
+    await backend.start(spec_of(server_image, "late"), "i-late")
+    await backend.networks.anchored()
+    assert inspect(anchor)["State"]["Running"] is True
+
+
 async def test_each_instance_sits_on_its_tenants_isolated_labelled_network_only(
     backend: ContainerBackend, server_image: str
 ) -> None:
