@@ -176,11 +176,8 @@ class ContainerBackend:
             self.networks.forget(spec.tenant)
             await self.networks.ensure(spec.tenant, spec.image)
             return await self._engine.create(body, name), port
-        except EngineAPIError:
-            self._drop_secrets(instance_id)
-            raise
         except BaseException as exc:
-            if isinstance(exc, EngineError):
+            if isinstance(exc, EngineError) and not isinstance(exc, EngineAPIError):
                 # The engine may have made the container before the answer was lost.
                 self._unremoved.add(name)
             self._drop_secrets(instance_id)
@@ -253,7 +250,7 @@ class ContainerBackend:
         await self.unprepare(spec.function)
         try:
             ref, port = await self._create(spec, instance_id)
-        except EngineError as exc:
+        except PlatError as exc:  # the engine's refusal, or secrets that cannot be written
             log.info("no standby container for %s: %s", spec.function, exc.message)
             return
         stale = self._standby.pop(spec.function, None)
@@ -299,10 +296,9 @@ class ContainerBackend:
             self._unremoved.add(ref)
 
     async def sweep(self) -> None:
-        """Remove the containers whose removal failed, then the secret folders of no
-        container of this daemon that this object did not write (left by a daemon
-        that died; its own go with their containers, and one being written for a
-        start in progress is not listed yet)."""
+        """Retry the removals that failed while the engine was away; then remove the
+        secret folders that neither a container of this daemon nor this object uses
+        (a daemon that died left them: this object's own go with their containers)."""
         for ref in list(self._unremoved):
             self._unremoved.discard(ref)
             await self._discard(ref)

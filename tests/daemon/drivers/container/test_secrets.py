@@ -161,5 +161,6 @@ async def test_a_bad_secret_name_starts_nothing_and_leaves_no_files(
     )
     with pytest.raises(PlatError, match="not a valid secret name"):
         await backend.start(spec, "i-bad")
+    await backend.prepare(spec, "i-ahead")  # best effort: no standby, no error
     assert await backend.list() == []
     assert os.listdir(files.root) == []
