@@ -52,6 +52,7 @@ from plat.daemon.drivers.container.documents import (
     secret_owner,
 )
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.daemon.drivers.container.firewall import Firewall
 from plat.daemon.drivers.container.networks import TenantNetworks
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
@@ -93,10 +94,12 @@ class ContainerBackend:
         daemon_id: str,
         address: str = "published",
         secret_files: SecretFiles | None = None,
+        firewall: Firewall | None = None,
     ) -> None:
         """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc).
         ``secret_files``: where instances' secret files are written; without it an
-        instance that has secrets cannot start."""
+        instance that has secrets cannot start. ``firewall``: plat's own isolation
+        rules between tenant networks, beside netavark's."""
         self._endpoint = endpoint
         self.daemon_id = daemon_id
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
@@ -106,7 +109,7 @@ class ContainerBackend:
         # failed while the engine was away; ``sweep`` removes them once it answers.
         self._unremoved: set[str] = set()
         self._engine = Engine(endpoint)
-        self.networks = TenantNetworks(self._engine, daemon_id)
+        self.networks = TenantNetworks(self._engine, daemon_id, firewall)
         self._secret_files = secret_files
         # Instances whose secret folders this object wrote and has not removed yet.
         self._secret_ids: set[str] = set()

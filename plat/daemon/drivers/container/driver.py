@@ -12,6 +12,7 @@ from plat.daemon.drivers.container.build import ImageBuilder
 from plat.daemon.drivers.container.builders import Builder
 from plat.daemon.drivers.container.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.drivers.container.builders.engine import EngineBuilder
+from plat.daemon.drivers.container.firewall import Firewall
 from plat.daemon.drivers.container.unpack import ImageUnpacker
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import Driver
@@ -35,6 +36,8 @@ def container_driver(
     images = ImageBuilder(builder, home.builds_dir, env, home.root / "dev")
     daemon_id = home.daemon_id()
     secret_files = SecretFiles(SecretFiles.default_root(home.root, daemon_id, env=env))
-    backend = ContainerBackend(engine.endpoint, daemon_id, config.instance_address, secret_files)
+    backend = ContainerBackend(
+        engine.endpoint, daemon_id, config.instance_address, secret_files, Firewall()
+    )
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
     return Driver(backend, images, unpacker, link=True, closers=[unpacker.close])

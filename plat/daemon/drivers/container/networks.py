@@ -16,7 +16,9 @@ isolates from every other bridge network by itself.
 
 On Podman each network gets an anchor container (:mod:`.anchors`): netavark 1.4
 drops every network's isolation when any isolated network loses its last
-container, and a tenant scaling to zero must not do that.
+container, and a tenant scaling to zero must not do that. Where the daemon may
+(root, iptables), each network's bridge also gets plat's own isolation rules
+(:mod:`.firewall`), which no other program's network changes undo.
 
 Names are ``plat-<tenant>-<daemon id>``: two plat homes sharing one engine each
 have their own tenant ``acme``, and a daemon's networks are found by label
@@ -41,6 +43,7 @@ from plat.daemon.drivers.container.anchors import (
     used_by_others,
 )
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError, Reply, explanation
+from plat.daemon.drivers.container.firewall import Firewall
 from plat.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -67,14 +70,22 @@ def _from_podman(reply: Reply) -> bool:
 class Made(NamedTuple):
     created: bool  # False: one of that name existed (see ``check_isolated``)
     podman: bool  # made through Podman's own API (else Docker's)
+    bridge: str = ""  # the host's bridge interface of a network made, as Podman says
+
+
+def bridge_of(inspected: Mapping[str, Any]) -> str:
+    """The bridge interface in a libpod network document ("" when it names none)."""
+    return str(inspected.get("network_interface") or "")
 
 
 async def create_network(engine: Engine, name: str, labels: Mapping[str, str]) -> Made:
     """Create an isolated bridge network. Raises EngineAPIError on a refusal."""
     body = {"name": name, "driver": "bridge", "options": ISOLATE, "labels": dict(labels)}
     reply = await engine.call("POST", "/networks/create", body=body, libpod=True)
-    if reply.status in (200, 409):
-        return Made(reply.status == 200, podman=True)
+    if reply.status == 200:
+        return Made(True, podman=True, bridge=bridge_of(reply.data or {}))
+    if reply.status == 409:
+        return Made(False, podman=True)
     if reply.status == 404 and not _from_podman(reply):
         return Made(await _create_compatible(engine, name, labels), podman=False)
     raise EngineAPIError(reply.status, explanation(reply))
@@ -91,12 +102,13 @@ async def _create_compatible(engine: Engine, name: str, labels: Mapping[str, str
     raise EngineAPIError(reply.status, explanation(reply))
 
 
-async def check_isolated(engine: Engine, name: str) -> None:
+async def check_isolated(engine: Engine, name: str) -> str:
     """Raise EngineError unless the network ``name`` is isolated (a network of that
-    name made by hand without the option would let other networks' containers in)."""
+    name made by hand without the option would let other networks' containers in);
+    its bridge interface ("" on Docker)."""
     reply = await engine.call("GET", f"/networks/{name}/json", libpod=True)
     if reply.status == 404 and not _from_podman(reply):
-        return  # Docker: every bridge network is isolated from the others
+        return ""  # Docker: every bridge network is isolated from the others
     if reply.status == 404:
         raise EngineAPIError(404, f"network {name} vanished as it was created")
     if reply.status != 200:
@@ -107,6 +119,7 @@ async def check_isolated(engine: Engine, name: str) -> None:
             "(another tenant's instances could reach this one's)",
             hint=f"remove it (`podman network rm {name}`); plat creates it again, isolated",
         )
+    return bridge_of(reply.data)
 
 
 async def remove_network(engine: Engine, name: str) -> bool:
@@ -138,9 +151,11 @@ class TenantNetworks:
     said the network is gone) so that the next ``ensure`` asks again.
     """
 
-    def __init__(self, engine: Engine, daemon_id: str) -> None:
+    def __init__(self, engine: Engine, daemon_id: str, firewall: Firewall | None = None) -> None:
         self._engine = engine
         self.daemon_id = daemon_id
+        self._firewall = firewall
+        self._bridges: dict[str, str] = {}  # tenant: its bridge, isolated by the firewall
         self._ready: set[str] = set()  # tenants
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._podman = False  # the engine has anchors (see the module's doc)
@@ -171,10 +186,11 @@ class TenantNetworks:
         made = await create_network(
             self._engine, name, {LABEL_TENANT: tenant, LABEL_DAEMON: self.daemon_id}
         )
-        if not made.created:
-            await check_isolated(self._engine, name)
-        else:
+        bridge = made.bridge if made.created else await check_isolated(self._engine, name)
+        if made.created:
             log.info("created isolated network %s for tenant %s", name, tenant)
+        if self._firewall is not None and bridge and await self._firewall.isolate(bridge):
+            self._bridges[tenant] = bridge
         self._podman = made.podman
         self._ready.add(tenant)
         self._anchor_soon(tenant, image)
@@ -217,10 +233,13 @@ class TenantNetworks:
         # From here a start of the tenant makes the network (and anchor) anew.
         self._ready.discard(tenant)
         self._anchors.pop(tenant, None)
+        bridge = self._bridges.pop(tenant, "")
         await remove_anchor(self._engine, name)
         if not await remove_network(self._engine, name):  # a start attached one meanwhile
             log.info("network %s kept: a container was attached as it was removed", name)
             return False
+        if self._firewall is not None and bridge:  # a later network may take its name
+            await self._firewall.forget(bridge)
         if restore:
             await self.restore()
         return True

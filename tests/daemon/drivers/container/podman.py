@@ -13,20 +13,24 @@ from typing import Any
 
 from plat.daemon.drivers.base import LABEL_DAEMON
 from plat.daemon.drivers.container.backend import ContainerBackend
+from plat.daemon.drivers.container.firewall import Firewall
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.engine import PodmanService
 
 
 @contextlib.asynccontextmanager
 async def engine_backend(
-    tmp_path: Path, address: str, secret_files: SecretFiles | None = None
+    tmp_path: Path,
+    address: str,
+    secret_files: SecretFiles | None = None,
+    firewall: Firewall | None = None,
 ) -> AsyncIterator[ContainerBackend]:
     """A backend on ``podman system service`` at a socket of the test's own; its
     containers and networks are removed afterwards."""
     service = PodmanService(tmp_path / "engine.sock")
     info = await service.start()
     daemon_id = f"test-{uuid.uuid4().hex[:8]}"
-    backend = ContainerBackend(info.endpoint, daemon_id, address, secret_files)
+    backend = ContainerBackend(info.endpoint, daemon_id, address, secret_files, firewall)
     try:
         yield backend
     finally:

@@ -22,6 +22,7 @@ from plat.daemon.drivers.container.build import ImageBuilder
 from plat.daemon.drivers.container.builders.buildah import BuildahBuilder
 from plat.daemon.drivers.container.cleanup import remove_all
 from plat.daemon.drivers.container.documents import bridge_address
+from plat.daemon.drivers.container.firewall import FIRST, SECOND, Firewall
 from plat.daemon.drivers.versions import Release
 from plat.daemon.serving.pool import WarmPool, pool_key
 from plat.daemon.serving.probe import wait_ready
@@ -167,6 +168,42 @@ async def test_an_anchor_that_could_not_start_is_tried_again_by_the_next_start(
     await backend.start(spec_of(server_image, "late"), "i-late")
     await backend.networks.anchored()
     assert inspect(anchor)["State"]["Running"] is True
+
+
+def firewall_rules() -> str:
+    chains = [["iptables", "-w", "5", "-S", chain] for chain in (FIRST, SECOND)]
+    return "".join(subprocess.run(c, capture_output=True, text=True).stdout for c in chains)
+
+
+async def test_plats_own_rules_keep_tenants_apart_when_netavark_lifts_its_own(
+    tmp_path: Path, server_image: str
+) -> None:
+    firewall = Firewall()
+    assert firewall.available, "the tests run as root with iptables installed"
+    async with engine_backend(tmp_path, "direct", firewall=firewall) as backend:
+        x, y = await asyncio.gather(
+            backend.start(spec_of(server_image, "x"), "i-x"),
+            backend.start(spec_of(server_image, "y"), "i-y"),
+        )
+        await ready(backend, x)
+        await ready(backend, y)
+        bridges = [inspect(backend.networks.name(t), "network")["network_interface"] for t in "xy"]
+        for bridge in bridges:
+            assert f"-A {SECOND} -o {bridge} -j DROP" in firewall_rules()
+        # netavark 1.4 lifts its isolation when an isolated network loses its only container.
+        lift = f"plat-test-lift-{uuid.uuid4().hex[:8]}"
+        podman = ["podman", "network", "create", "--opt", "isolate=true", lift]
+        subprocess.run(podman, check=True, capture_output=True)
+        try:
+            run = ["podman", "run", "--rm", "--network", lift, server_image, "true"]
+            subprocess.run(run, check=True, capture_output=True)
+        finally:
+            subprocess.run(["podman", "network", "rm", "-f", lift], capture_output=True)
+        across = connects_from(y, x.host)
+        assert across.returncode != 0 and "timed out" in across.stderr, across.stderr
+        await backend.networks.restore()  # netavark's own, for the other tests on this host
+    for bridge in bridges:  # the networks went with the backend's close: their rules too
+        assert f"-o {bridge} " not in firewall_rules()
 
 
 async def test_each_instance_sits_on_its_tenants_isolated_labelled_network_only(
