@@ -441,4 +441,8 @@ def cleanup_hint(home: Home) -> str:
         ident = (home.root / "daemon-id").read_text().strip()
     except OSError:
         ident = "<daemon id>"
-    return f"`podman rm -f $(podman ps -aq --filter label=plat.daemon={ident})`"
+    return (
+        f"`podman rm -f $(podman ps -aq --filter label=plat.daemon={ident}) "
+        f"$(podman ps -aq --filter label=plat.anchor={ident})`, then "
+        f"`podman network rm $(podman network ls -q --filter label=plat.daemon={ident})`"
+    )

@@ -129,7 +129,11 @@ def network_missing(exc: EngineAPIError) -> bool:
 
 
 def listed_instance(entry: Mapping[str, Any], daemon_id: str = "") -> RunningInstance:
-    """An instance from its container's entry in an Engine API listing (pure)."""
+    """An instance from its container's entry in an Engine API listing (pure).
+
+    A container without a ``plat.tenant`` label was started before tenants had
+    networks (on the engine's shared network): it counts as not running, so a
+    restarted daemon replaces it rather than adopting it."""
     labels = entry.get("Labels") or {}
     ports = entry.get("Ports") or []
     host, port = LOOPBACK, next((int(p["PublicPort"]) for p in ports if p.get("PublicPort")), 0)
@@ -143,7 +147,7 @@ def listed_instance(entry: Mapping[str, Any], daemon_id: str = "") -> RunningIns
         host=host,
         port=port,
         backend_ref=str(entry.get("Id", "")),
-        running=entry.get("State") == "running",
+        running=entry.get("State") == "running" and LABEL_TENANT in labels,
     )
 
 

@@ -219,6 +219,18 @@ def test_a_listed_direct_instance_is_reached_on_its_tenant_network() -> None:
     )
 
 
+def test_a_container_from_before_tenant_networks_is_not_adopted() -> None:
+    entry = {
+        "Id": "abc123",
+        "State": "running",
+        "Labels": {LABEL_INSTANCE: "i-1", LABEL_FUNCTION: "fn"},
+        "Ports": [{"PublicPort": 40001}],
+    }
+    assert not listed_instance(entry, "d").running
+    entry["Labels"] = {**entry["Labels"], LABEL_TENANT: "default"}
+    assert listed_instance(entry, "d").running
+
+
 @pytest.mark.parametrize(
     ("message", "missing"),
     [
