@@ -8,13 +8,18 @@ per concurrency so that drift on a shared machine hits them alike:
   published 127.0.0.1 port; the upper bound);
 * ``nginx``: a private nginx with a keep-alive upstream to the same instance
   (the baseline a proxy should come near);
-* ``plat``: the gateway, ``/function/NAME`` with basic auth.
+* ``plat``: the gateway, ``/function/NAME`` with basic auth;
+* ``tenant``: the same function deployed for a tenant, through the gateway's
+  ``/function/NAME.TENANT`` with the tenant's bearer token (its own instance on
+  the tenant's network): what tenancy costs on the hot path.
 
 Headline: the p50 latency plat adds over direct at c=1 (next to what nginx adds)
 and plat's throughput as a fraction of nginx's at c=64.
 """
 
 from __future__ import annotations
+
+import json
 
 from benchmarks.context import BenchError, Context
 from benchmarks.daemon import Plat
@@ -34,7 +39,8 @@ LEVELS = (1, 16, 64)
 # One instance that takes every request at once, as nginx forwards them: plat's
 # default of 8 in flight per instance would queue the rest in the gateway.
 SCALE = "scale: {min: 1, max: 1, concurrency: 1000}\n"
-PATHS = ("direct", "nginx", "plat")
+PATHS = ("direct", "nginx", "plat", "tenant")
+TENANT = "bench"
 
 
 def run(ctx: Context) -> Section:
@@ -48,11 +54,19 @@ def run(ctx: Context) -> Section:
         plat.deploy(folder, name)
         address = str(plat.ready_instance(name)["address"])
         auth = {"Authorization": plat.auth_header()}
+        created = plat.cli("tenant", "create", TENANT, "--json", timeout=60)
+        token = json.loads(created.stdout)["token"]
+        ctx.log(f"deploying {name} for tenant {TENANT}")
+        plat.cli("--tenant", TENANT, "deploy", str(folder))
         with Nginx(ctx.work / "nginx-warm", address) as nginx:
             targets: dict[str, tuple[str, dict[str, str]]] = {
                 "direct": (f"http://{address}/", {}),
                 "nginx": (nginx.url, {}),
                 "plat": (plat.function_url(name), auth),
+                "tenant": (
+                    plat.function_url(f"{name}.{TENANT}"),
+                    {"Authorization": f"Bearer {token}"},
+                ),
             }
             for label, (url, headers) in targets.items():
                 status = http_get(url, headers)
@@ -114,6 +128,21 @@ def _section(results: dict[tuple[str, int], WrkResult], seconds: int, *, warmup:
             better="higher",
         ),
         Figure(f"p99 latency, c={high}", r("plat", high).p99, "ms", "nginx", r("nginx", high).p99),
+        Figure(
+            f"tenant path p50 latency, c={low}",
+            r("tenant", low).p50,
+            "ms",
+            "plat (default tenant)",
+            r("plat", low).p50,
+        ),
+        Figure(
+            f"tenant path throughput, c={high}",
+            r("tenant", high).rps,
+            "req/s",
+            "plat (default tenant)",
+            r("plat", high).rps,
+            better="higher",
+        ),
     ]
     detail = Table(
         "wrk results",
@@ -169,6 +198,8 @@ def _section(results: dict[tuple[str, int], WrkResult], seconds: int, *, warmup:
         + ", at each concurrency in turn against: **direct**, the "
         "instance's own address, as the gateway reaches it; **nginx**, a private nginx "
         "(`worker_processes auto`, upstream `keepalive 64`, HTTP/1.1, `access_log off`) "
-        "proxying to the same instance; **plat**, the gateway's `/function/NAME` with basic auth."
+        "proxying to the same instance; **plat**, the gateway's `/function/NAME` with basic auth; "
+        "**tenant**, the same function deployed for a tenant (its own instance, on the "
+        "tenant's network) at `/function/NAME.TENANT` with the tenant's bearer token."
     )
     return Section(NAME, TITLE, method, figures, [detail, ratios], notes)
