@@ -611,8 +611,8 @@ async def test_every_call_is_counted_and_recorded(
         assert (record.status, record.bytes_in, record.bytes_out) == (200, 5, size)
         assert record.version == version and not record.cold and record.duration > 0
     text, _ = daemon.metrics.render()
-    assert b'plat_invocations_total{code="200",function="echo"}' in text
-    assert b'plat_invocations_in_flight{function="echo"} 0.0' in text
+    assert b'plat_invocations_total{code="200",function="echo",tenant="default"}' in text
+    assert b'plat_invocations_in_flight{function="echo",tenant="default"} 0.0' in text
 
 
 async def test_pools_of_stopped_instances_are_closed(

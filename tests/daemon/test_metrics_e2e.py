@@ -102,7 +102,7 @@ def traffic(daemon: PlatRunner) -> PlatRunner:
 
     def dead_one_gone() -> bool:
         text, _ = scrape(plat)
-        return not value(text, "plat_instances", function="crash", state="ready")
+        return not value(text, "plat_instances", function="crash", tenant="default", state="ready")
 
     assert wait_for(dead_one_gone, timeout=30, interval=0.05)
     res = plat.http("GET", "/function/crash", timeout=120)
@@ -119,18 +119,24 @@ def test_metrics_are_open_by_default_and_in_the_text_format(traffic: PlatRunner)
 
 def test_invocations_latency_and_in_flight(traffic: PlatRunner) -> None:
     text, _ = scrape(traffic)
-    assert value(text, "plat_invocations_total", function="echo", code="200") == 3
-    assert value(text, "plat_invocations_total", function="crash", code="500") == 1
-    assert value(text, "plat_invocations_total", function="crash", code="502") == 1
-    assert value(text, "plat_invocations_total", function="crash", code="200") == 2
+    assert value(text, "plat_invocations_total", function="echo", tenant="default", code="200") == 3
+    assert (
+        value(text, "plat_invocations_total", function="crash", tenant="default", code="500") == 1
+    )
+    assert (
+        value(text, "plat_invocations_total", function="crash", tenant="default", code="502") == 1
+    )
+    assert (
+        value(text, "plat_invocations_total", function="crash", tenant="default", code="200") == 2
+    )
     duration = "plat_invocation_duration_seconds"
-    assert value(text, duration + "_count", function="echo") == 3
-    assert value(text, duration + "_count", function="crash") == 4
-    echo_sum = value(text, duration + "_sum", function="echo")
+    assert value(text, duration + "_count", function="echo", tenant="default") == 3
+    assert value(text, duration + "_count", function="crash", tenant="default") == 4
+    echo_sum = value(text, duration + "_sum", function="echo", tenant="default")
     assert echo_sum is not None and 0 < echo_sum < 30
-    assert value(text, duration + "_bucket", function="echo", le="+Inf") == 3
+    assert value(text, duration + "_bucket", function="echo", tenant="default", le="+Inf") == 3
     for function in ("echo", "crash"):
-        assert value(text, "plat_invocations_in_flight", function=function) == 0
+        assert value(text, "plat_invocations_in_flight", function=function, tenant="default") == 0
     # Unknown functions are not counted: their names come from unauthenticated URLs.
     assert traffic.http("GET", "/function/nope", auth=False).status == 404
     text, _ = scrape(traffic)
@@ -139,10 +145,12 @@ def test_invocations_latency_and_in_flight(traffic: PlatRunner) -> None:
 
 def test_the_request_after_a_crash_is_a_cold_start(traffic: PlatRunner) -> None:
     text, _ = scrape(traffic)
-    cold = value(text, "plat_cold_starts_total", function="crash")
+    cold = value(text, "plat_cold_starts_total", function="crash", tenant="default")
     assert cold is not None and cold >= 1
-    count = value(text, "plat_cold_start_duration_seconds_count", function="crash")
-    waited = value(text, "plat_cold_start_duration_seconds_sum", function="crash")
+    count = value(
+        text, "plat_cold_start_duration_seconds_count", function="crash", tenant="default"
+    )
+    waited = value(text, "plat_cold_start_duration_seconds_sum", function="crash", tenant="default")
     assert count == cold
     assert waited is not None and 0 < waited < 120
     # The cold request's latency bucket carries the {cold="true"} exemplar.
@@ -265,12 +273,16 @@ def prometheus(traffic: PlatRunner, tmp_path: Path) -> Iterator[int]:
 
 def test_prometheus_scrapes_the_daemon(traffic: PlatRunner, prometheus: int) -> None:
     def scraped() -> bool:
-        result = query(prometheus, 'plat_invocations_total{function="echo",code="200"}')
+        result = query(
+            prometheus, 'plat_invocations_total{function="echo",tenant="default",code="200"}'
+        )
         series = result["data"]["result"]
         return bool(series) and float(series[0]["value"][1]) > 0
 
     assert wait_for(scraped, timeout=30, interval=0.5), api_get(prometheus, "/api/v1/targets")
-    result = query(prometheus, 'plat_invocations_total{function="echo",code="200"}')
+    result = query(
+        prometheus, 'plat_invocations_total{function="echo",tenant="default",code="200"}'
+    )
     series = result["data"]["result"]
     assert len(series) == 1
     assert float(series[0]["value"][1]) == 3
@@ -282,7 +294,7 @@ def test_prometheus_scrapes_the_daemon(traffic: PlatRunner, prometheus: int) -> 
     for expr in dashboard_exprs():
         answer = query(prometheus, grafana_to_promql(expr))
         assert answer["status"] == "success", (expr, answer)
-    gauge = query(prometheus, 'plat_instances{function="crash",state="ready"}')
+    gauge = query(prometheus, 'plat_instances{function="crash",tenant="default",state="ready"}')
     assert [float(s["value"][1]) for s in gauge["data"]["result"]] == [1]
     rss = query(prometheus, "process_resident_memory_bytes and on (job, instance) plat_info")
     assert len(rss["data"]["result"]) == 1

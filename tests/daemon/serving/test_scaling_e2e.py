@@ -119,7 +119,7 @@ def test_scale_to_zero_and_a_burst_shares_one_cold_start(
     stats = json.loads(plat.run("stats", "sleepy", "--json").stdout)["functions"][0]
     assert stats["cold_starts"] == 6  # all six waited for the one instance
     metrics = plat.http("GET", "/metrics", auth=False).body.decode()
-    assert 'plat_cold_starts_total{function="sleepy"} 6.0' in metrics
+    assert 'plat_cold_starts_total{function="sleepy",tenant="default"} 6.0' in metrics
     # The burst shared one cold start; the autoscaler may add one more afterwards
     # (6 in flight exceed 8 x 0.7 target utilization), never one per request.
     assert 1 <= running(plat, "sleepy") <= 2
