@@ -709,6 +709,111 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def panel_exprs(title: str) -> list[str]:
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == title]
+    return [target["expr"] for target in panel["targets"]]
+
+
+def test_dashboard_filters_and_splits_every_per_function_query_by_tenant() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert list(variables) == ["instance", "tenant", "function"]
+    assert (
+        variables["tenant"]["definition"]
+        == 'label_values(plat_invocations_total{instance=~"$instance"}, tenant)'
+    )
+    # Picking a tenant narrows the function list to that tenant's functions.
+    assert 'tenant=~"$tenant"' in variables["function"]["definition"]
+    per_function = {s.name for s in samples(render_text(two_tenants())) if "function" in s.labels}
+    checked = 0
+    for expr in dashboard_exprs():
+        if not promql_metric_names(expr) & per_function:
+            continue
+        checked += 1
+        for matchers in re.findall(r"\{([^}]*)\}", expr):
+            assert 'tenant=~"$tenant"' in matchers, expr
+        for grouping in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            # Two tenants' hello must never be summed into one line.
+            assert "function" not in labels or "tenant" in labels, expr
+    assert checked >= 10
+
+
+def test_dashboard_queries_keep_two_tenants_apart(tmp_path: Path) -> None:
+    """``promtool test rules`` evaluates the dashboard's queries over two tenants'
+    ``hello`` (default: 1 request/s, acme: 2/s of which 0.5/s are 502s)."""
+    target = 'job="plat", instance="127.0.0.1:8080"'
+    series = [
+        (f'plat_invocations_total{{{target}, function="hello", tenant="default", code="200"}}', 15),
+        (f'plat_invocations_total{{{target}, function="hello", tenant="acme", code="200"}}', 22.5),
+        (f'plat_invocations_total{{{target}, function="hello", tenant="acme", code="502"}}', 7.5),
+    ]
+    instances = {("default", "ready"): 1, ("acme", "ready"): 3, ("acme", "starting"): 1}
+    instances[("acme", "draining")] = 2
+
+    def sample(labels: str, value: float) -> dict[str, Any]:
+        return {"labels": labels, "value": value}
+
+    def promql(expr: str, tenant: str = ".*") -> str:
+        return grafana_to_promql(expr.replace("$tenant", tenant))
+
+    (by_function,) = panel_exprs("Request rate by function")
+    (by_tenant,) = panel_exprs("Request rate by tenant")
+    (errors_by_tenant,) = panel_exprs("5xx answers by tenant")
+    (quota_use,) = panel_exprs("Instances by tenant (quota use)")
+    (by_state,) = panel_exprs("Instances by state")
+    tests = [
+        (
+            promql(by_function),
+            [
+                sample('{function="hello", tenant="default"}', 1),
+                sample('{function="hello", tenant="acme"}', 2),
+            ],
+        ),
+        (promql(by_function, "acme"), [sample('{function="hello", tenant="acme"}', 2)]),
+        (promql(by_tenant), [sample('{tenant="default"}', 1), sample('{tenant="acme"}', 2)]),
+        (promql(errors_by_tenant), [sample('{tenant="acme"}', 0.5)]),
+        (promql(quota_use), [sample('{tenant="default"}', 1), sample('{tenant="acme"}', 4)]),
+        (
+            promql(by_state, "acme"),
+            [
+                sample('{state="ready"}', 3),
+                sample('{state="starting"}', 1),
+                sample('{state="draining"}', 2),
+            ],
+        ),
+    ]
+    unit = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    *({"series": name, "values": f"0+{step}x40"} for name, step in series),
+                    *(
+                        {
+                            "series": f'plat_instances{{{target}, function="hello", '
+                            f'tenant="{tenant}", state="{state}"}}',
+                            "values": f"{count}x40",
+                        }
+                        for (tenant, state), count in instances.items()
+                    ),
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "5m", "exp_samples": expected}
+                    for expr, expected in tests
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "dashboard_test.yml"
+    path.write_text(yaml.safe_dump(unit))
+    proc = subprocess.run(
+        [promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def with_basic_auth(config: str, password_file: Path) -> str:
     """monitoring/prometheus.yml's text with its commented basic_auth block switched on."""
     lines = config.splitlines()
