@@ -715,10 +715,14 @@ class ScriptedBackend:
     """The narrow seam: instances are the scripted server, never started or stopped."""
 
     name = "scripted"
+    isolates_tenants = False
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.started: list[RunningInstance] = []
+
+    async def remove_network(self, tenant: str) -> bool:
+        return True
 
     @property
     def endpoint(self) -> str:
