@@ -4,6 +4,7 @@ real HTTP client; the controller runs on the in-memory backend."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -27,6 +28,8 @@ from plat.daemon.control.scope import socket_scope
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
 from plat.daemon.metrics import Metrics
+from plat.daemon.secrets.sealing import Sealer
+from plat.daemon.secrets.service import SecretsService
 from plat.daemon.serving.controller import Controller
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
@@ -79,7 +82,9 @@ class Doors:
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body)
+        data: Any = body if isinstance(body, bytes) or body is None else json.dumps(body)
+        if isinstance(data, bytes) and len(data) > 512 * 1024:
+            data = io.BytesIO(data)
         async with self.http.request(
             method, self.api_url + "/api" + path, data=data, headers=headers
         ) as resp:
@@ -90,9 +95,7 @@ class Doors:
 
     async def upload(self, folder_or_bytes: Path | bytes, token: str) -> tuple[int, Any]:
         body = (
-            folder_or_bytes
-            if isinstance(folder_or_bytes, bytes)
-            else pack_bytes(folder_or_bytes)
+            folder_or_bytes if isinstance(folder_or_bytes, bytes) else pack_bytes(folder_or_bytes)
         )
         return await self.api(
             "POST", "/v1/functions", token, body, {"Content-Type": "application/gzip"}
@@ -118,7 +121,8 @@ async def doors(store: Store, backend: FakeBackend, tmp_path: Path) -> AsyncIter
     journal = Journal(store, trim_interval=3600)
     await journal.start()
     tasks = TaskGroup(logging.getLogger(__name__))
-    services = Services(functions, store, journal, tasks, tenants, uploads=uploads)
+    secrets = SecretsService(store, Sealer.from_home(tmp_path), {})
+    services = Services(functions, store, journal, tasks, tenants, uploads=uploads, secrets=secrets)
 
     def status() -> Status:
         return {"pid": 1}  # type: ignore[typeddict-item]
@@ -356,3 +360,73 @@ async def test_an_uploaded_folder_is_kept_while_it_serves_and_goes_with_the_func
     assert len(kept) == 1 and (kept[0] / "handler.py").read_text().endswith("'v2'\n")
     await doors.api("DELETE", "/v1/functions/hello", token)
     assert not list(doors.uploads.iterdir())
+
+
+async def test_an_upload_cut_off_midway_leaves_nothing_and_the_door_serves_on(
+    doors: Doors, tmp_path: Path
+) -> None:
+    token = await new_tenant(doors, "acme")
+    archive = pack_bytes(function_folder(tmp_path, name="hello"))
+    host, port = doors.api_url.removeprefix("http://").rstrip("/").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/v1/functions HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {token}\r\n".encode()
+        + b"Content-Type: application/gzip\r\n"
+        + f"Content-Length: {len(archive) + 100_000}\r\n\r\n".encode()
+        + archive[: len(archive) // 2]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.2)
+    assert not doors.uploads.exists() or not list(doors.uploads.iterdir())
+    assert not doors.controller.functions
+    status, events = await doors.upload(function_folder(tmp_path, name="hello"), token)
+    assert status == 200 and events[-1]["type"] == "function"
+
+
+async def test_concurrent_uploads_of_one_function_end_with_one_serving_version(
+    doors: Doors, tmp_path: Path
+) -> None:
+    token = await new_tenant(doors, "acme")
+    folders = [function_folder(tmp_path / str(i), answer=f"v{i}", name="hello") for i in range(4)]
+    results = await asyncio.gather(*(doors.upload(folder, token) for folder in folders))
+    assert all(status == 200 and events[-1]["type"] == "function" for status, events in results)
+    fs = doors.controller.get("hello.acme")
+    assert len(fs.ready_instances()) == 1
+    assert len(list(doors.uploads.iterdir())) == 1  # only the serving version's folder
+
+
+async def test_many_tenants_created_at_once_each_get_one_working_token(doors: Doors) -> None:
+    names = [f"t{i}" for i in range(20)]
+    tokens = await asyncio.gather(*(new_tenant(doors, name) for name in names))
+    assert len(set(tokens)) == len(names)
+    for name, token in zip(names, tokens, strict=True):
+        assert doors.tenants.authenticate(token) is not None
+        assert doors.tenants.token_tenant(token) == name
+    status, _again = await doors.admin("POST", "/v1/tenants", {"name": "t0"})
+    assert status == 409
+
+
+async def test_a_secret_put_over_the_door_is_bounded_and_never_echoed(doors: Doors) -> None:
+    token = await new_tenant(doors, "acme")
+    big = b"x" * (1024 * 1024 + 1)
+    status, body = await doors.api(
+        "PUT", "/v1/secrets/db", token, big, {"Content-Type": "application/octet-stream"}
+    )
+    assert status == 413 and "x" * 100 not in json.dumps(body)
+
+
+async def test_a_tenants_secrets_are_its_own(doors: Doors) -> None:
+    acme, beta = await new_tenant(doors, "acme"), await new_tenant(doors, "beta")
+    octet = {"Content-Type": "application/octet-stream"}
+    status, body = await doors.api("PUT", "/v1/secrets/db", acme, b"acme-value", octet)
+    assert status == 200 and body["created"] and body["revision"] == 1
+    status, listed = await doors.api("GET", "/v1/secrets", beta)
+    assert status == 200 and listed["secrets"] == []
+    assert (await doors.api("DELETE", "/v1/secrets/db", beta))[0] == 404
+    status, listed = await doors.api("GET", "/v1/secrets", acme)
+    assert [s["name"] for s in listed["secrets"]] == ["db"]
+    assert "acme-value" not in json.dumps(listed)
