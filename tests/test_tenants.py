@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,3 +194,29 @@ def test_a_tenants_quota_refuses_deploys_and_starts_but_stops_nothing(
     assert res.json()["error"] == "quota_exceeded"  # type: ignore[index]
     time.sleep(1)
     assert len(tenancy.plat.instances_of("busy.tight", "status=running")) == 2
+
+
+def test_a_remote_user_deploys_and_invokes_with_only_plat_url_and_plat_token(
+    tenancy: Tenancy, tmp_path: Path
+) -> None:
+    """No home, no socket: the CLI in the function's folder, talking to the gateway."""
+    folder = write_python_function(tmp_path / "work", "remote", WHO % "beta")
+    env = {k: v for k, v in tenancy.plat.env.items() if not k.startswith("PLAT_")}
+    env.update(
+        {
+            "PLAT_URL": tenancy.plat.gateway,
+            "PLAT_TOKEN": tenancy.tokens["beta"],
+            "HOME": str(tmp_path / "nobody"),
+        }
+    )
+    cli = [sys.executable, "-m", "plat"]
+    deployed = subprocess.run(
+        [*cli, "deploy"], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    assert "/function/remote.beta" in deployed.stdout
+    invoked = subprocess.run(
+        [*cli, "invoke", "remote"], cwd=folder, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert invoked.returncode == 0 and '"tenant": "beta"' in invoked.stdout, invoked.stderr
+    assert not (tmp_path / "nobody" / ".plat").exists()  # nothing local was made
