@@ -117,9 +117,15 @@ def test_scale_to_zero_and_a_burst_shares_one_cold_start(
     assert [r.status for r in results] == [200] * 6
     assert len({r.json()["host"] for r in results}) == 1  # type: ignore[index]
     stats = json.loads(plat.run("stats", "sleepy", "--json").stdout)["functions"][0]
-    assert stats["cold_starts"] == 6  # all six waited for the one instance
+    # Those that arrived before the one instance was ready waited for it (a pooled
+    # cold start takes ~10 ms: a thread of the burst that starts late may find it
+    # ready and is rightly not counted); the metrics count the same calls.
+    assert 4 <= stats["cold_starts"] <= 6
     metrics = plat.http("GET", "/metrics", auth=False).body.decode()
-    assert 'plat_cold_starts_total{function="sleepy",tenant="default"} 6.0' in metrics
+    counted = (
+        f'plat_cold_starts_total{{function="sleepy",tenant="default"}} {stats["cold_starts"]}.0'
+    )
+    assert counted in metrics
     # The burst shared one cold start; the autoscaler may add one more afterwards
     # (6 in flight exceed 8 x 0.7 target utilization), never one per request.
     assert 1 <= running(plat, "sleepy") <= 2
