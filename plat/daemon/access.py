@@ -18,10 +18,14 @@ from collections.abc import Container
 
 from plat.credentials import check_basic
 from plat.daemon.control.scope import bearer_principal
-from plat.daemon.tenants import Tenants
+from plat.daemon.tenants import ADMIN, Principal, Tenants
 from plat.tenancy import tenant_of
 
 LOCALHOST = b".localhost"
+# Authorization headers whose tenant is known, kept until a token changes: a
+# tenant's call then costs a dict lookup, not a hash. Bounded, and only valid
+# tokens get in, so a flood of made-up tokens cannot grow it.
+KNOWN_MAX = 1024
 
 
 class Access:
@@ -30,6 +34,8 @@ class Access:
         self.auth_header = auth_header
         self.tenants = tenants
         self._auth = auth_header.encode()
+        self._known: dict[bytes, Principal] = {}
+        self._generation = 0
 
     def allows(self, header: bytes | None, key: str) -> bool | None:
         """Whether ``header`` may call the ``basic`` function ``key``; None for the
@@ -38,15 +44,31 @@ class Access:
             return False
         if hmac.compare_digest(header, self._auth):  # the usual case first: no decoding
             return True
-        text = header.decode("latin-1")
-        if check_basic(text, self.auth_header):
-            return True
-        if self.tenants is None:
-            return False
-        principal = bearer_principal(text, self.tenants, self.auth_header)
+        principal = self._principal(header)
         if principal is None:
             return False
         return True if principal.admin or principal.tenant == tenant_of(key) else None
+
+    def _principal(self, header: bytes) -> Principal | None:
+        """Who the header stands for: the admin (Basic or token), a tenant, or None."""
+        tenants = self.tenants
+        if tenants is not None and tenants.generation != self._generation:
+            self._known.clear()
+            self._generation = tenants.generation
+        principal = self._known.get(header)
+        if principal is not None:
+            return principal
+        text = header.decode("latin-1")
+        if check_basic(text, self.auth_header):
+            return ADMIN
+        if tenants is None:
+            return None
+        principal = bearer_principal(text, tenants, self.auth_header)
+        if principal is not None:
+            if len(self._known) >= KNOWN_MAX:
+                self._known.clear()
+            self._known[header] = principal
+        return principal
 
 
 def host_key(host: bytes, deployed: Container[str]) -> bytes | None:

@@ -73,6 +73,8 @@ class Tenants:
         self._admin_hash = token_hash(admin_token).encode()
         self._tenants: dict[str, TenantRecord] = {}
         self._lock = asyncio.Lock()
+        # Bumped by every change of a token: what remembers a token's tenant forgets.
+        self.generation = 0
 
     async def load(self) -> None:
         self._tenants = {t.name: t for t in await self.store.list_tenants()}
@@ -141,6 +143,7 @@ class Tenants:
             if not await self.store.set_token_hash(name, digest):
                 raise self.missing(name)
             self._tenants[name] = replace(record, token_hash=digest, token_at=time.time())
+            self.generation += 1
         log.info("tenant %s: token rotated", name)
         return token
 
@@ -149,6 +152,7 @@ class Tenants:
             self._get(name)
             await self.store.delete_tenant(name)
             self._tenants.pop(name, None)
+            self.generation += 1
         log.info("tenant %s removed", name)
 
     def check(self, name: str) -> None:
