@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "scale",
     "logs",
     "stats",
+    "slo",
     "auth",
     "tenant",
     "secret",

@@ -28,6 +28,7 @@ from pydantic import (
 
 from plat.errors import ManifestError
 from plat.runtimes import all_runtimes, detect_runtime
+from plat.slo import Slo
 from plat.tenancy import TENANT_RE
 from plat.units import parse_duration, parse_size
 
@@ -179,6 +180,7 @@ class Manifest(_Strict):
     resources: Resources = Field(default_factory=Resources)
     scale: Scale = Field(default_factory=Scale)
     secrets: list[SecretRef] = Field(default_factory=list)
+    slo: Slo | None = None
 
     @field_validator("name")
     @classmethod
@@ -265,12 +267,14 @@ class Manifest(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Secrets as a user writes them (a name, or {name, vault}); none: no key at
-        # all, so a manifest without secrets dumps as it did before they existed.
+        # Secrets as a user writes them (a name, or {name, vault}); none, or no slo:
+        # no key at all, so such a manifest dumps as it did before they existed.
         data: dict[str, Any] = handler(self)
         data.pop("secrets", None)
         if self.secrets:
             data["secrets"] = [r.name if r.vault is None else dict(r) for r in self.secrets]
+        if self.slo is None:
+            data.pop("slo", None)
         return data
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +316,8 @@ def _allowed_keys(parent: str | None) -> list[str]:
         model = Resources
     elif parent == "scale":
         model = Scale
+    elif parent == "slo":
+        model = Slo
     return list(model.model_fields)
 
 

@@ -22,6 +22,7 @@ from plat.daemon.control.functions import function_routes
 from plat.daemon.control.observe import observe_routes, percentile, summarize
 from plat.daemon.control.scope import http_scope, scope_of, socket_scope
 from plat.daemon.control.secrets import SecretsStore, secret_routes
+from plat.daemon.control.slo import slo_routes
 from plat.daemon.control.tenants import OnRemoved, tenant_routes
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
@@ -77,6 +78,7 @@ def control_routes(
         *daemon_routes(status, shutdown),
         *function_routes(functions, services.tasks, services.uploads),
         *observe_routes(functions, services.store, services.journal),
+        *slo_routes(functions, services.store, services.journal),
         *tenant_routes(
             services.tenants, functions, services.on_tenant_removed, services.tenant_warning
         ),
