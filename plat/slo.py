@@ -32,7 +32,7 @@ from plat.units import parse_duration
 SliName = Literal["availability", "latency"]
 Severity = Literal["page", "ticket"]
 
-PERCENTILE_RE = re.compile(r"p(\d{1,2}(?:\.\d{1,3})?)")
+PERCENTILE_RE = re.compile(r"p([0-9]{1,2}(?:\.[0-9]{1,3})?)")
 MAX_THRESHOLD = 3600.0  # the longest function timeout: no call runs longer
 EXAMPLE = "e.g. slo: {availability: 99.9, latency: {p95: 300ms}}"
 
