@@ -15,7 +15,6 @@ what is kept covers less, and the report says so.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -45,10 +44,7 @@ def human(seconds: float) -> str:
     """7d, 36h, 2.5h, 20m, 45s: a span as the windows are written."""
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if seconds >= size:
-            value = seconds / size
-            return (
-                f"{value:.0f}{unit}" if math.isclose(value, round(value)) else f"{value:.1f}{unit}"
-            )
+            return f"{seconds / size:.1f}".removesuffix(".0") + unit
     return f"{seconds:.0f}s"
 
 
