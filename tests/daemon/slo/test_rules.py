@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from plat.daemon.metrics import INVOCATION_BUCKETS, Metrics
 from plat.daemon.slo.rules import ALERTS, Rules, boundary, slo_rules
 from plat.slo import Slo
-from tests.daemon.test_metrics import promtool
+from tests.daemon.test_metrics import dashboard, grafana_to_promql, promtool
 
 HELLO = Slo.model_validate({"availability": 99.9, "latency": {"p95": "300ms"}})
 
@@ -307,6 +307,68 @@ def test_slow_calls_page_on_the_latency_slo_alone(tmp_path: Path) -> None:
                     "alertname": FAST,
                     "exp_alerts": [expected(rules, FAST, "default", "hello", "latency")],
                 }
+            ],
+        }
+    ]
+    run_tests(tmp_path, rules, tests)
+
+
+def test_the_dashboards_slo_panels_agree_with_the_rules(tmp_path: Path) -> None:
+    """Over the same series, the Grafana SLO panels show what the recording rules
+    record: the 5xx share over 5m, availability and the share of calls within 500 ms
+    over 1h, for two tenants' hello kept apart."""
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+    (availability,) = panels["Availability (not 5xx), 1h window"]["targets"]
+    five_minutes, _ = panels["5xx share over the paging windows (5m, 1h)"]["targets"]
+    _, within_500ms, _ = panels["Calls within 250 ms / 500 ms / 1 s, 1h window"]["targets"]
+    (month,) = panels["Availability, last 30 days"]["targets"]
+    assert month["instant"] and "[30d]" in month["expr"]
+    rules = rules_of(("hello", HELLO.model_dump()), ("hello.acme", HELLO.model_dump()))
+
+    def same(panel: str, rule: str) -> dict[str, Any]:
+        # Both sides' labels dropped and compared as one number per tenant.
+        return {
+            "expr": f"sum by (tenant) ({grafana_to_promql(panel)}) - sum by (tenant) ({rule})",
+            "eval_time": "50m",
+            "exp_samples": [
+                {"labels": f'{{tenant="{tenant}"}}', "value": 0} for tenant in ("default", "acme")
+            ],
+        }
+
+    def duration(tenant: str, suffix: str, step: int, le: str = "") -> dict[str, str]:
+        extra = {"le": le} if le else {}
+        return {
+            "series": f"plat_invocation_duration_seconds_{suffix}"
+            f"{{{labels(tenant, 'hello', **extra)}}}",
+            "values": f"0+{step}x60",
+        }
+
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": [
+                calls("default", "hello", 200, 90, 60),
+                calls("default", "hello", 503, 10, 60),
+                calls("acme", "hello", 200, 100, 60),
+                duration("default", "bucket", 70, "0.5"),
+                duration("default", "count", 100),
+                duration("acme", "bucket", 100, "0.5"),
+                duration("acme", "count", 100),
+            ],
+            "promql_expr_test": [
+                same(five_minutes["expr"], "plat_slo:sli_error:ratio_rate5m{sli='availability'}"),
+                same(
+                    availability["expr"], "1 - plat_slo:sli_error:ratio_rate1h{sli='availability'}"
+                ),
+                same(within_500ms["expr"], "1 - plat_slo:sli_error:ratio_rate1h{sli='latency'}"),
+                {
+                    "expr": grafana_to_promql(availability["expr"]),
+                    "eval_time": "50m",
+                    "exp_samples": [
+                        {"labels": '{tenant="default", function="hello"}', "value": 0.9},
+                        {"labels": '{tenant="acme", function="hello"}', "value": 1},
+                    ],
+                },
             ],
         }
     ]
