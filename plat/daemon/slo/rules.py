@@ -33,6 +33,7 @@ DURATION = "plat_invocation_duration_seconds"
 ERROR_RATIO = "plat_slo:sli_error:ratio_rate"  # + the window: ..._rate5m
 OBJECTIVE = "plat_slo:objective:ratio"
 BUDGET_LEFT = "plat_slo:error_budget_left:ratio"
+INTERVAL = "1m"
 ALERTS: dict[Severity, str] = {"page": "PlatSLOFastBurn", "ticket": "PlatSLOSlowBurn"}
 HEADER = """\
 # Prometheus rules for plat's SLOs, written by `plat slo rules`: recording rules
@@ -185,7 +186,10 @@ def _function_group(key: str, slo: Slo) -> tuple[dict[str, Any], list[str]]:
             alert = _alert(name, tenant, slo, sli, severity, policy, selector, budget_ratio)
             alert["labels"] = {**labels, **alert["labels"]}
             rules.append(alert)
-    return {"name": f"plat-slo:{tenant}/{name}", "rules": rules}, notes
+    # Once a minute is plenty for windows of 5m and more, and a 30d rate over a
+    # scrape every 5s is costly to evaluate at the global evaluation_interval.
+    group = {"name": f"plat-slo:{tenant}/{name}", "interval": INTERVAL, "rules": rules}
+    return group, notes
 
 
 def _availability_ratio(selector: str) -> str:

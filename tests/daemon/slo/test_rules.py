@@ -373,3 +373,26 @@ def test_the_dashboards_slo_panels_agree_with_the_rules(tmp_path: Path) -> None:
         }
     ]
     run_tests(tmp_path, rules, tests)
+
+
+MONITORING = Path(__file__).resolve().parents[3] / "monitoring"
+
+
+def test_the_example_in_monitoring_is_what_plat_slo_rules_writes_and_loads(
+    tmp_path: Path,
+) -> None:
+    example = (MONITORING / "slo-rules.example.yml").read_text()
+    assert example == slo_rules([("hello", HELLO)]).to_yaml()
+    # prometheus.yml with its rule_files block uncommented loads it.
+    lines = (MONITORING / "prometheus.yml").read_text().splitlines()
+    start = lines.index("# rule_files:")
+    lines[start : start + 2] = [line.removeprefix("# ") for line in lines[start : start + 2]]
+    config = tmp_path / "prometheus.yml"
+    config.write_text("\n".join(lines) + "\n")
+    assert yaml.safe_load(config.read_text())["rule_files"] == ["slo-rules.yml"]
+    (tmp_path / "slo-rules.yml").write_text(example)
+    proc = subprocess.run(
+        [promtool(), "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 24 rules found" in proc.stdout
