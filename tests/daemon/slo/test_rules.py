@@ -220,7 +220,7 @@ def test_the_fast_burn_alert_fires_for_the_burning_function_only(tmp_path: Path)
 
 def test_a_healthy_function_stays_silent(tmp_path: Path) -> None:
     rules = rules_of(("hello", HELLO.model_dump()))
-    quiet = [
+    quiet: list[dict[str, Any]] = [
         {"eval_time": when, "alertname": name, "exp_alerts": []}
         for when in ("10m", "1h", "6h")
         for name in (FAST, SLOW)

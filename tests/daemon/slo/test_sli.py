@@ -3,6 +3,8 @@ records, over tables of calls at known times (no daemon: the math alone)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from plat.daemon.journal import Retention
@@ -26,7 +28,7 @@ def calls(n: int, age: float, spread: float, **kw: object) -> list[Invocation]:
 
 
 def report(
-    records: list[Invocation], slo: dict[str, object], retention: Retention = LONG
+    records: list[Invocation], slo: Mapping[str, object], retention: Retention = LONG
 ) -> SloReport:
     return slo_report("hello", Slo.model_validate(slo), records, now=NOW, retention=retention)
 
@@ -108,8 +110,8 @@ def test_a_fast_burn_pages_only_when_the_long_and_the_short_window_agree() -> No
     burst = calls(10_000, age=300, spread=3300) + calls(100, age=0, spread=300, status=500)
     burst += calls(200_000, age=3600, spread=3 * DAY)
     rep = report(burst, slo)
-    assert window(rep, "availability", "5m")["burn_rate"] > 14.4
-    assert window(rep, "availability", "1h")["burn_rate"] < 14.4
+    assert (window(rep, "availability", "5m")["burn_rate"] or 0) > 14.4
+    assert (window(rep, "availability", "1h")["burn_rate"] or 0) < 14.4
     assert rep["slis"][0]["alert"] is None
 
 
