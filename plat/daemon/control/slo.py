@@ -18,7 +18,7 @@ from plat.daemon.journal import Journal
 from plat.daemon.slo.rules import slo_rules
 from plat.daemon.slo.sli import slo_report
 from plat.daemon.store import FunctionRecord, Store
-from plat.errors import NotFoundError
+from plat.errors import NotFoundError, no_function
 from plat.slo import BUDGET_WINDOW, EXAMPLE, RulesAnswer, Slo, SloAnswer
 from plat.tenancy import tenant_of
 
@@ -49,7 +49,11 @@ def slo_routes(functions: Functions, store: Store, journal: Journal) -> list[web
         named = request.query.get("function")
         if named:
             key = scope.key(named)
-            slo = slo_of(await functions.record(key))
+            try:
+                record = await functions.record(key)
+            except NotFoundError:
+                raise no_function(named) from None  # as the caller named it, not its key
+            slo = slo_of(record)
             if slo is None:
                 raise NoSlo(
                     f"function {named!r} has no SLO",

@@ -252,6 +252,8 @@ async def test_a_tenant_sees_only_its_own_slos(door: Door, tmp_path: Path) -> No
         assert status == 404, path
     status, _ = await door.get("/v1/slo?function=hello.acme", token=beta)
     assert status == 404
+    status, body = await door.get("/v1/slo?function=hello", token=beta)
+    assert body["message"] == "no function named 'hello'"  # not its key, hello.beta
 
     status, (_, text) = await door.get("/v1/slo/rules", token=acme)
     assert status == 200
