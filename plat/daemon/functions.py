@@ -68,6 +68,7 @@ class Functions:
         self.uploads = uploads
         self.secrets = secrets
         self.uploading: set[Path] = set()
+        self._pruning = asyncio.Lock()
 
     @property
     def builder(self) -> str:
@@ -254,14 +255,17 @@ class Functions:
     async def prune_uploads(self, done: Path | None = None) -> None:
         """Remove uploaded folders no function's record names (``done``: a deploy
         from that folder ended, kept only if it is now the function's source)."""
-        if done is not None:
-            self.uploading.discard(done)
-        if self.uploads is None or not self.uploads.is_dir():
-            return
-        used = {Path(r.source_dir) for r in await self.store.list_functions()}
-        for folder in self.uploads.iterdir():
-            if folder.is_dir() and folder not in used and folder not in self.uploading:
-                await asyncio.to_thread(shutil.rmtree, folder, True)
+        # One prune at a time: a prune that read the records before another deploy
+        # recorded its folder must not remove that folder afterwards.
+        async with self._pruning:
+            if done is not None:
+                self.uploading.discard(done)
+            if self.uploads is None or not self.uploads.is_dir():
+                return
+            used = {Path(r.source_dir) for r in await self.store.list_functions()}
+            for folder in self.uploads.iterdir():
+                if folder.is_dir() and folder not in used and folder not in self.uploading:
+                    await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def rescale(self, name: str, changes: dict[str, Any], *, reset: bool) -> ScaleResult:
         """Change scale settings now; they outlive redeploys (an override) until reset.
