@@ -83,6 +83,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         "doctor",
         "tenant",
         "secret",
+        "slo",
     ):
         assert command in result.stdout
     # The global options that choose the daemon and the tenant, with their variables.
