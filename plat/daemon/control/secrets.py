@@ -15,12 +15,11 @@ from aiohttp import web
 from plat.daemon.control.scope import scope_of
 from plat.daemon.deployer import Deployer
 from plat.daemon.functions import Functions
+from plat.daemon.secrets.service import MAX_VALUE as MAX_SECRET
 from plat.errors import ConflictError, PlatError
 from plat.tenancy import split_key
 
 log = logging.getLogger(__name__)
-
-MAX_SECRET = 1024 * 1024
 
 
 class SecretsStore(Protocol):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from plat.daemon.serving.function_state import FunctionState
 from plat.errors import PlatError
-from plat.tenancy import tenant_of
+from plat.tenancy import split_key, tenant_of
 from plat.units import format_size
 
 
@@ -95,9 +95,9 @@ class Quotas:
 
     def refusal(self, fs: FunctionState) -> QuotaExceeded:
         """The error for a call that found no instance and no room to start one."""
-        tenant = tenant_of(fs.name)
+        name, tenant = split_key(fs.name)
         return QuotaExceeded(
-            f"tenant {tenant!r} is at its quota: no instance of {fs.name.partition('.')[0]} "
+            f"tenant {tenant!r} is at its quota: no instance of {name} "
             "can start until another stops",
             hint="retry later, or raise the tenant's quota",
         )
