@@ -45,6 +45,7 @@ from plat.daemon.serving.pool import WarmPool
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup, cancel_and_wait
 from plat.daemon.tenants import Tenants
+from plat.daemon.ui import ui_routes
 from plat.errors import DaemonError, EngineError, PlatError
 from plat.paths import Home
 
@@ -204,6 +205,7 @@ class Daemon:
                 self.metrics, auth_header=self.auth_header if self.config.metrics_auth else None
             )
         )
+        others.add_routes(ui_routes())
         others.add_subapp(API_PREFIX, api_app(self.routes, self.tenants, self.auth_header))
         self.gateway = Gateway(
             self.controller,
