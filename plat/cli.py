@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "logs",
     "stats",
     "slo",
+    "traces",
     "auth",
     "tenant",
     "secret",
