@@ -42,9 +42,11 @@ from plat.daemon.secrets.service import SecretsService
 from plat.daemon.serving.autoscaler import ScalerSettings
 from plat.daemon.serving.controller import Controller
 from plat.daemon.serving.pool import WarmPool
-from plat.daemon.store import Store
+from plat.daemon.store import SpanRecord, Store
 from plat.daemon.tasks import TaskGroup, cancel_and_wait
 from plat.daemon.tenants import Tenants
+from plat.daemon.tracing.export import Exporter, wanted
+from plat.daemon.tracing.tracer import Tracer
 from plat.daemon.ui import ui_routes
 from plat.errors import DaemonError, EngineError, PlatError
 from plat.paths import Home
@@ -135,8 +137,16 @@ class Daemon:
         )
         await self.journal.start()
         stack.push_async_callback(self.journal.close)
+        self.tracer, self.exporter = self._tracing()
+        if self.exporter is not None:
+            self.exporter.start()
+            stack.push_async_callback(self.exporter.close)
         self.collector = LogCollector(
-            backend, self.journal, enabled=self.config.log_capture, rate=self.config.log_rate
+            backend,
+            self.journal,
+            enabled=self.config.log_capture,
+            rate=self.config.log_rate,
+            on_span=self._span,
         )
         stack.push_async_callback(self.collector.close)
 
@@ -215,11 +225,34 @@ class Daemon:
             max_body=self.config.max_body,
             others=others,
             tenants=self.tenants,
+            tracer=self.tracer,
+            exporter=self.exporter,
         )
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
         stack.push_async_callback(self.tasks.close)
         await self._serve()
+
+    @staticmethod
+    def _tracing() -> tuple[Tracer, Exporter | None]:
+        """The gateway's tracer, and the OTLP exporter when OTEL_* variables ask for one."""
+        tracer = Tracer()
+        if not tracer.enabled:
+            log.info("tracing is off (OTEL_SDK_DISABLED=true)")
+            return tracer, None
+        endpoint = wanted(os.environ)
+        log.info(
+            "tracing: sampler %s; spans kept locally%s",
+            tracer.sampler.get_description(),
+            f" and exported over OTLP/HTTP to {endpoint}" if endpoint else "",
+        )
+        return tracer, Exporter(endpoint) if endpoint else None
+
+    def _span(self, record: SpanRecord) -> None:
+        """A span a handler recorded: kept, and exported when exporting."""
+        self.journal.span(record)
+        if self.exporter is not None:
+            self.exporter.offer_span(record)
 
     async def _pool(self, driver: Driver) -> WarmPool | None:
         """The pre-warmed pool of generic runtime instances, specialised on a start."""

@@ -4,7 +4,9 @@ One reader task per instance follows the backend's output stream. The stream is
 read until the instance exits, and the controller waits for it before removing
 the instance, so no line is lost at start-up or death. A stream that ends while
 the instance still runs (the engine was restarted) is followed again from its
-last line. Lines a shim tags with ``[call:<id>] `` are stored with that call id.
+last line. Lines a shim tags with ``[call:<id>] `` (or ``[call:<id> trace:<id>] ``)
+are stored with that call id (and trace id); ``plat-span:`` lines are spans the
+handler recorded (plat.daemon.tracing.spanline), handed to ``on_span``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 
 from plat.daemon.drivers.base import Backend, RunningInstance
 from plat.daemon.journal import Journal
+from plat.daemon.store import SpanRecord
+from plat.daemon.tracing.spanline import PREFIX as SPAN_PREFIX
+from plat.daemon.tracing.spanline import parse_span_line
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
@@ -24,15 +30,15 @@ log = logging.getLogger(__name__)
 RETRY_FIRST = 0.25
 RETRY_MAX = 5.0
 
-CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})\] ?")
+CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})(?: trace:([0-9a-f]{32}))?\] ?")
 
 
-def split_call_id(text: str) -> tuple[str | None, str]:
-    """(call id, line without the tag) of a line a shim wrote during a call."""
+def split_call_id(text: str) -> tuple[str | None, str | None, str]:
+    """(call id, trace id, line without the tag) of a line a shim wrote during a call."""
     match = CALL_TAG.match(text)
     if match is None:
-        return None, text
-    return match.group(1), text[match.end() :]
+        return None, None, text
+    return match.group(1), match.group(2), text[match.end() :]
 
 
 def line_time(engine_ts: float, now: float) -> float:
@@ -74,9 +80,11 @@ class LogCollector:
         *,
         enabled: bool = True,
         rate: float = 2000.0,
+        on_span: Callable[[SpanRecord], None] | None = None,
     ) -> None:
         self.backend = backend
         self.journal = journal
+        self.on_span = on_span
         self.enabled = enabled
         self.rate = rate
         self._readers: dict[str, asyncio.Task[None]] = {}
@@ -142,7 +150,12 @@ class LogCollector:
                         f"{self.rate:g} lines/s (PLAT_LOG_RATE)",
                     )
                     dropped = 0
-                call_id, text = split_call_id(out.text)
+                call_id, trace_id, text = split_call_id(out.text)
+                if text.startswith(SPAN_PREFIX) and self.on_span is not None:
+                    span = parse_span_line(text, running.function, running.id)
+                    if span is not None:
+                        self.on_span(span)
+                        continue
                 self.journal.log(
                     running.function,
                     running.version,
@@ -151,6 +164,7 @@ class LogCollector:
                     text,
                     ts=line_time(out.ts, time.time()),
                     call_id=call_id,
+                    trace_id=trace_id,
                 )
         finally:
             if dropped:

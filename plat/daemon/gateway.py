@@ -6,24 +6,19 @@ the exchange over plat.daemon.http.upstream's keep-alive connections, one pool p
 instance. Every method, the query, headers (hop-by-hop dropped) and bodies pass
 through, streamed both ways. Errors are JSON bodies: 401, 404, 413, 429, 502,
 503, 504; every answer about a function carries its X-Call-Id. Every call of a
-deployed function is counted (metrics) and recorded (journal).
-
-Everything else on the gateway port (``/healthz``, ``/readyz``, ``/metrics``)
-is an aiohttp application that the gateway reaches in-process over socket
-pairs, with the same keep-alive pooling; it answers exactly as before.
+deployed function is counted (metrics), recorded (journal) and traced (a W3C
+traceparent goes to the instance; plat.daemon.tracing). Everything else on the
+port (``/healthz``, ``/metrics``, ``/api/``, ``/ui/``) is an aiohttp application
+the gateway reaches in-process over socket pairs, with the same keep-alive pooling.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
-import re
-import secrets
 import socket
 import time
-from typing import Literal, NamedTuple
+from typing import Literal
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
@@ -32,7 +27,15 @@ from plat.daemon.access import Access, host_key
 from plat.daemon.control.upload import MAX_UPLOAD
 from plat.daemon.http.deadlines import Deadlines
 from plat.daemon.http.message import BodyTooLarge, ClientGone, Request, Response
-from plat.daemon.http.relay import HOP_BY_HOP, Call, exchange, forward_headers
+from plat.daemon.http.relay import (
+    CALL_ID_RE,
+    HOP_BY_HOP,
+    Call,
+    CallIds,
+    exchange,
+    forward_headers,
+    json_error,
+)
 from plat.daemon.http.upstream import (
     UpstreamError,
     UpstreamPool,
@@ -46,6 +49,8 @@ from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.serving.instance import Instance
 from plat.daemon.store import Invocation
 from plat.daemon.tenants import Tenants
+from plat.daemon.tracing.export import Exporter
+from plat.daemon.tracing.tracer import CallTrace, Tracer
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
@@ -57,41 +62,16 @@ _REPLACED = frozenset({b"x-call-id", b"x-forwarded-for", b"x-forwarded-host", b"
 # themselves: a client's would keep its call from the handler.
 TO_FUNCTION = HOP_BY_HOP | _REPLACED | {b"expect", b"x-plat-probe"}
 TO_FUNCTION_NO_AUTH = TO_FUNCTION | {b"authorization"}
+# With tracing on, the gateway sends its own traceparent (its span is the parent).
+_TRACED = frozenset({b"traceparent"})
 # The in-process aiohttp app sees Authorization (and the client's Host, set apart).
 TO_INTERNAL = HOP_BY_HOP | {b"expect"}
 
 # Read small bodies whole (one write upstream, a retry possible); stream the rest.
 SMALL_BODY = 256 * 1024
-CALL_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 # Requests of other methods always state a length, 0 included (as aiohttp's client did).
 _BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 SWEEP_INTERVAL = 10.0
-
-
-class Reply(NamedTuple):
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-def json_error(status: int, code: str, message: str, **extra: object) -> Reply:
-    headers = [(b"Content-Type", b"application/json; charset=utf-8")]
-    if status == 401:
-        headers.append((b"WWW-Authenticate", b'Basic realm="plat"'))
-    body = json.dumps({"error": code, "message": message, **extra}).encode()
-    return Reply(status, headers, body)
-
-
-class CallIds:
-    """Call ids unique to this daemon: a random prefix and a counter (no uuid4 per call),
-    32 hex digits as uuid4().hex ids were."""
-
-    def __init__(self) -> None:
-        self.prefix = secrets.token_hex(8)
-        self._count = itertools.count(1)
-
-    def new(self) -> str:
-        return f"{self.prefix}{next(self._count):016x}"
 
 
 class Gateway:
@@ -111,9 +91,12 @@ class Gateway:
         others: web.Application | None = None,
         tenants: Tenants | None = None,
         max_api_body: int = MAX_UPLOAD,
+        tracer: Tracer | None = None,
+        exporter: Exporter | None = None,
     ) -> None:
         """``tenants``: whose tokens may call a ``basic`` function of their tenant;
-        ``max_api_body``: the body limit of the control API's door (an upload)."""
+        ``max_api_body``: the control API's body limit; ``tracer``: traces calls
+        (None: off); ``exporter``: sends sampled calls' spans over OTLP."""
         self.controller = controller
         self.journal = journal
         self.metrics = metrics
@@ -129,6 +112,10 @@ class Gateway:
         self._internal: UpstreamPool | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._fqdn: bytes | None = None
+        self.tracer = tracer if tracer is not None and tracer.enabled else None
+        self.exporter = exporter if self.tracer is not None else None
+        traced = _TRACED if self.tracer is not None else frozenset()
+        self._drop = (TO_FUNCTION | traced, TO_FUNCTION_NO_AUTH | traced)
 
     async def start(self) -> None:
         if self._sweeper is not None:
@@ -213,10 +200,14 @@ class Gateway:
         if fs is None:
             self._error(response, call, 404, "not_found", f"no function named {name!r} is deployed")
             return
+        trace: CallTrace | None = None
+        traceparent = b""
+        if self.tracer is not None:
+            trace, traceparent = self.tracer.start(request.header(b"traceparent"))
         started = time.perf_counter()
         self.metrics.request_started(name)
         try:
-            await self._proxy(request, response, fs, call, subpath)
+            await self._proxy(request, response, fs, call, subpath, trace, traceparent)
         except ClientGone as exc:
             call.status = exc.status
         except BaseException:
@@ -229,22 +220,32 @@ class Gateway:
             self.metrics.request_finished(name, status, seconds, cold > 0)
             if cold:
                 self.metrics.cold_start(name, cold)
-            self.journal.invocation(
-                Invocation(
-                    time.time(),
-                    name,
-                    fs.version,
-                    status,
-                    seconds,
-                    request.content_length or call.bytes_in,
-                    call.bytes_out,
-                    cold > 0,
-                    call.call_id,
-                )
+            extra = () if trace is None else trace.fields(started, request.method)
+            record = Invocation(
+                time.time(),
+                name,
+                fs.version,
+                status,
+                seconds,
+                request.content_length or call.bytes_in,
+                call.bytes_out,
+                cold > 0,
+                call.call_id,
+                *extra,
             )
+            if trace is not None and self.exporter is not None:
+                self.exporter.offer(record)
+            self.journal.invocation(record)
 
     async def _proxy(
-        self, request: Request, response: Response, fs: FunctionState, call: Call, subpath: bytes
+        self,
+        request: Request,
+        response: Response,
+        fs: FunctionState,
+        call: Call,
+        subpath: bytes,
+        trace: CallTrace | None,
+        traceparent: bytes,
     ) -> None:
         name = fs.name
         manifest = fs.manifest
@@ -269,16 +270,25 @@ class Gateway:
         body = await self._body(request, response, call)
         if body is False:
             return
+        if trace is not None:
+            trace.acquire_at = time.perf_counter()
         try:
             inst, call.cold = await self.controller.acquire(name)
         except PlatError as exc:
+            if trace is not None:
+                trace.wait = time.perf_counter() - trace.acquire_at
             retry = [b"Retry-After: 1\r\n"] if exc.status in (429, 503) else []
             self._error(response, call, exc.status, exc.code, exc.message, retry)
             return
+        if trace is not None:
+            trace.wait = time.perf_counter() - trace.acquire_at
+            trace.instance = inst.id
+            trace.pooled = inst.pooled and call.cold > 0
+            trace.upstream = time.perf_counter()  # when the exchange began, until it ends
         try:
             running = inst.running
             pool = self.upstreams.pool(inst.id, running.host, running.port)
-            head = self._function_head(request, pool, public, subpath, call, body)
+            head = self._function_head(request, pool, public, subpath, call, body, traceparent)
             timeout = manifest.timeout
             deadline = asyncio.get_running_loop().time() + timeout
             try:
@@ -309,6 +319,8 @@ class Gateway:
                         f"the instance of {name} failed to answer ({exc}); see `plat logs {name}`",
                     )
         finally:
+            if trace is not None and trace.upstream is not None:
+                trace.upstream = time.perf_counter() - trace.upstream
             self.controller.release(inst)
             if inst.state == "stopped":  # it stopped during the call: no pool outlives it
                 self.upstreams.drop(inst.id)
@@ -383,12 +395,11 @@ class Gateway:
         subpath: bytes,
         call: Call,
         body: bytes | None,
+        traceparent: bytes,
     ) -> bytes:
         target = subpath + b"?" + request.query if request.query else subpath
         parts = [request.method, b" ", target, b" HTTP/1.1\r\nHost: ", pool.address, b"\r\n"]
-        for name, value in forward_headers(
-            request.headers, TO_FUNCTION if public else TO_FUNCTION_NO_AUTH
-        ):
+        for name, value in forward_headers(request.headers, self._drop[0 if public else 1]):
             parts += (name, b": ", value, b"\r\n")
         parts.append(self._framing(request, body))
         host = request.host
@@ -403,6 +414,7 @@ class Gateway:
             host,
             b"\r\nX-Forwarded-Proto: http\r\n",
             call.id_line,
+            traceparent,
             b"\r\n",
         )
         return b"".join(parts)

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from plat.daemon.store import Invocation, LogLine, Store
+from plat.daemon.store import Invocation, LogLine, SpanRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Retention:
     log_age: float = 7 * 86400.0
     invocations: int = 100_000  # per function
     invocation_age: float = 7 * 86400.0
+    spans: int = 20_000  # per function: those its handler recorded
 
 
 class Subscription:
@@ -92,6 +93,7 @@ class Journal:
         self._logs: dict[str, deque[LogLine]] = {}
         self._dropped: dict[str, int] = {}
         self._invocations: deque[Invocation] = deque()
+        self._spans: deque[SpanRecord] = deque(maxlen=max_pending)
         # Records dropped unwritten since the start (lines, invocations), and when
         # writing started failing with the counts then; None while writes work.
         self.lost_lines = 0
@@ -138,9 +140,18 @@ class Journal:
         *,
         ts: float | None = None,
         call_id: str | None = None,
+        trace_id: str | None = None,
     ) -> LogLine:
         line = LogLine(
-            self._next_id, ts or time.time(), function, version, instance, stream, call_id, text
+            self._next_id,
+            ts or time.time(),
+            function,
+            version,
+            instance,
+            stream,
+            call_id,
+            text,
+            trace_id,
         )
         self._next_id += 1
         pending = self._logs.get(function)
@@ -155,6 +166,10 @@ class Journal:
     def invocation(self, record: Invocation) -> None:
         self._invocations.append(record)
         self._bound_invocations()
+
+    def span(self, record: SpanRecord) -> None:
+        """A span a handler recorded (the oldest unwritten go first past the bound)."""
+        self._spans.append(record)
 
     def _bound(self, function: str, pending: deque[LogLine]) -> None:
         """Drop the oldest of ``function``'s unwritten lines past ``max_pending``."""
@@ -186,13 +201,17 @@ class Journal:
         """
         async with self._flush_lock:
             lines, markers, dropped, invocations = self._take()
-            if not lines and not markers and not invocations:
+            spans = list(self._spans)
+            self._spans.clear()
+            if not lines and not markers and not invocations and not spans:
                 return self._failing is None
             try:
                 if lines or markers:
                     await self.store.insert_logs(lines + markers)
                 if invocations:
                     await self.store.insert_invocations(invocations)
+                if spans:
+                    await self.store.insert_spans(spans)
                 await self.store.commit()
             except REFUSED as exc:
                 await self._rollback()
@@ -208,6 +227,7 @@ class Journal:
             except (sqlite3.Error, OSError) as exc:
                 await self._rollback()
                 self._put_back(lines, dropped, invocations)
+                self._spans.extendleft(reversed(spans))
                 self._failed(exc)
                 return False
             self._recovered()
@@ -313,6 +333,7 @@ class Journal:
         for function in await self.store.logged_functions():
             await self.store.trim_logs(function, r.log_lines, now - r.log_age)
             await self.store.trim_invocations(function, r.invocations, now - r.invocation_age)
+            await self.store.trim_spans(function, r.spans, now - r.invocation_age)
 
     async def _trimmer(self) -> None:
         while True:

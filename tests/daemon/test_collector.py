@@ -19,15 +19,20 @@ from plat.daemon.store import Store
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[call:abc-123] hello", ("abc-123", "hello")),
-        ("[call:a.b_c]no space", ("a.b_c", "no space")),
-        ("plain line", (None, "plain line")),
-        ("[call:bad id] x", (None, "[call:bad id] x")),
-        (" [call:abc] indented", (None, " [call:abc] indented")),
-        ("", (None, "")),
+        ("[call:abc-123] hello", ("abc-123", None, "hello")),
+        ("[call:a.b_c]no space", ("a.b_c", None, "no space")),
+        ("plain line", (None, None, "plain line")),
+        ("[call:bad id] x", (None, None, "[call:bad id] x")),
+        (" [call:abc] indented", (None, None, " [call:abc] indented")),
+        ("", (None, None, "")),
+        (f"[call:c1 trace:{'ab' * 16}] traced", ("c1", "ab" * 16, "traced")),
+        # Not a trace id: upper case, short, or long; the tag is then not recognised.
+        (f"[call:c1 trace:{'AB' * 16}] x", (None, None, f"[call:c1 trace:{'AB' * 16}] x")),
+        ("[call:c1 trace:abc] x", (None, None, "[call:c1 trace:abc] x")),
+        (f"[call:c1 trace:{'a' * 33}] x", (None, None, f"[call:c1 trace:{'a' * 33}] x")),
     ],
 )
-def test_split_call_id(text: str, expected: tuple[str | None, str]) -> None:
+def test_split_call_id(text: str, expected: tuple[str | None, str | None, str]) -> None:
     assert split_call_id(text) == expected
 
 

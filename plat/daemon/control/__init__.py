@@ -24,6 +24,7 @@ from plat.daemon.control.scope import http_scope, scope_of, socket_scope
 from plat.daemon.control.secrets import SecretsStore, secret_routes
 from plat.daemon.control.slo import slo_routes
 from plat.daemon.control.tenants import OnRemoved, tenant_routes
+from plat.daemon.control.traces import trace_routes
 from plat.daemon.functions import Functions
 from plat.daemon.journal import Journal
 from plat.daemon.store import Store
@@ -79,6 +80,7 @@ def control_routes(
         *function_routes(functions, services.tasks, services.uploads),
         *observe_routes(functions, services.store, services.journal),
         *slo_routes(functions, services.store, services.journal),
+        *trace_routes(functions, services.store, services.journal),
         *tenant_routes(
             services.tenants, functions, services.on_tenant_removed, services.tenant_warning
         ),

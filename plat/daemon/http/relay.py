@@ -11,7 +11,12 @@ drops hop-by-hop headers, sets the call's id, and records status and bytes.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import re
+import secrets
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from plat.daemon.http.deadlines import Deadlines
 from plat.daemon.http.message import ClientGone, Request, Response
@@ -60,6 +65,9 @@ def forward_headers(
     return out
 
 
+CALL_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+
 class Call:
     """One call: its id, and what is learned while serving it (the relay sets
     ``status`` and ``bytes_out``)."""
@@ -73,6 +81,32 @@ class Call:
         self.bytes_in = 0
         self.bytes_out = 0
         self.cold = 0.0
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def json_error(status: int, code: str, message: str, **extra: object) -> Reply:
+    headers = [(b"Content-Type", b"application/json; charset=utf-8")]
+    if status == 401:
+        headers.append((b"WWW-Authenticate", b'Basic realm="plat"'))
+    body = json.dumps({"error": code, "message": message, **extra}).encode()
+    return Reply(status, headers, body)
+
+
+class CallIds:
+    """Call ids unique to this daemon: a random prefix and a counter (no uuid4 per call),
+    32 hex digits as uuid4().hex ids were."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self._count):016x}"
 
 
 class Relay:

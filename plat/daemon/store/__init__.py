@@ -4,7 +4,7 @@ The store is the only source of truth for functions, their versions (builds) and
 instances, and keeps the logs and invocation records of each function.
 Everything the daemon persists goes through this package: :mod:`.database`
 (connection and migrations), :mod:`.schema` (the migrations), :mod:`.catalog`
-(functions, versions, instances), :mod:`.history` (logs, invocations),
+(functions, versions, instances), :mod:`.history` (logs, invocations), :mod:`.traces`,
 :mod:`.tenants` and :mod:`.secrets`.
 """
 
@@ -15,17 +15,21 @@ from plat.daemon.store.history import History, Invocation, LogLine
 from plat.daemon.store.schema import MIGRATIONS
 from plat.daemon.store.secrets import SecretRows
 from plat.daemon.store.tenants import TenantRows
+from plat.daemon.store.traces import ORDERS, Order, SpanRecord, TraceRows
 
 __all__ = [
     "MIGRATIONS",
+    "ORDERS",
     "FunctionRecord",
     "InstanceRecord",
     "Invocation",
     "LogLine",
+    "Order",
+    "SpanRecord",
     "Store",
     "VersionRecord",
 ]
 
 
-class Store(Catalog, History, TenantRows, SecretRows):
+class Store(Catalog, History, TraceRows, TenantRows, SecretRows):
     """Async access to the database. ``open()`` and ``close()`` are idempotent."""

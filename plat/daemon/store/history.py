@@ -24,6 +24,7 @@ class LogLine:
     stream: str  # stdout | stderr | plat
     call_id: str | None
     line: str
+    trace_id: str | None = None  # the call's trace, when its instance was told one
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +43,27 @@ class Invocation:
     bytes_out: int
     cold: bool
     call_id: str
+    # A sampled call's trace (plat.daemon.tracing): its ids (hex), the instance, and
+    # the parts timed: acquire_at (s from the start), wait (for an instance),
+    # upstream (the exchange; None without one), pooled (a warm-pool instance).
+    method: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_id: str | None = None
+    upstream_id: str | None = None
+    instance: str | None = None
+    acquire_at: float | None = None
+    wait: float | None = None
+    upstream: float | None = None
+    pooled: bool = False
+
+
+def invocation_of(row: Any) -> Invocation:
+    data = dict(row)
+    data.pop("id")
+    data["cold"] = bool(data["cold"])
+    data["pooled"] = bool(data["pooled"])
+    return Invocation(**data)
 
 
 class History(Database):
@@ -49,11 +71,21 @@ class History(Database):
 
     async def insert_logs(self, rows: Sequence[LogLine]) -> None:
         await self.db.executemany(
-            "INSERT INTO logs(id, ts, function, version, instance, stream, call_id, line) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO logs(id, ts, function, version, instance, stream, call_id, line, "
+            "trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             # Plain tuples: dataclasses.astuple deep-copies every field (hot path).
             [
-                (r.id, r.ts, r.function, r.version, r.instance, r.stream, r.call_id, r.line)
+                (
+                    r.id,
+                    r.ts,
+                    r.function,
+                    r.version,
+                    r.instance,
+                    r.stream,
+                    r.call_id,
+                    r.line,
+                    r.trace_id,
+                )
                 for r in rows
             ],
         )
@@ -61,7 +93,9 @@ class History(Database):
     async def insert_invocations(self, rows: Sequence[Invocation]) -> None:
         await self.db.executemany(
             "INSERT INTO invocations(ts, function, version, status, duration, bytes_in, "
-            "bytes_out, cold, call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "bytes_out, cold, call_id, method, trace_id, span_id, parent_id, upstream_id, "
+            "instance, acquire_at, wait, upstream, pooled) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.ts,
@@ -73,6 +107,16 @@ class History(Database):
                     r.bytes_out,
                     r.cold,
                     r.call_id,
+                    r.method,
+                    r.trace_id,
+                    r.span_id,
+                    r.parent_id,
+                    r.upstream_id,
+                    r.instance,
+                    r.acquire_at,
+                    r.wait,
+                    r.upstream,
+                    r.pooled,
                 )
                 for r in rows
             ],
@@ -136,7 +180,8 @@ class History(Database):
 
     async def logged_functions(self) -> list[str]:
         async with self.db.execute(
-            "SELECT DISTINCT function FROM logs UNION SELECT DISTINCT function FROM invocations"
+            "SELECT DISTINCT function FROM logs UNION SELECT DISTINCT function FROM invocations "
+            "UNION SELECT DISTINCT function FROM spans"
         ) as cur:
             rows = await cur.fetchall()
         return [str(row[0]) for row in rows]
@@ -151,10 +196,4 @@ class History(Database):
             args.append(function)
         async with self.db.execute(query + " ORDER BY id", args) as cur:
             rows = await cur.fetchall()
-        out = []
-        for row in rows:
-            data = dict(row)
-            data.pop("id")
-            data["cold"] = bool(data["cold"])
-            out.append(Invocation(**data))
-        return out
+        return [invocation_of(row) for row in rows]

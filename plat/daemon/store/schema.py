@@ -90,4 +90,36 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (tenant, name)
     );
     """,
+    """
+    ALTER TABLE invocations ADD COLUMN method TEXT;
+    ALTER TABLE invocations ADD COLUMN trace_id TEXT;
+    ALTER TABLE invocations ADD COLUMN span_id TEXT;
+    ALTER TABLE invocations ADD COLUMN parent_id TEXT;
+    ALTER TABLE invocations ADD COLUMN upstream_id TEXT;
+    ALTER TABLE invocations ADD COLUMN instance TEXT;
+    ALTER TABLE invocations ADD COLUMN acquire_at REAL;
+    ALTER TABLE invocations ADD COLUMN wait REAL;
+    ALTER TABLE invocations ADD COLUMN upstream REAL;
+    ALTER TABLE invocations ADD COLUMN pooled INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX invocations_by_trace ON invocations(trace_id) WHERE trace_id IS NOT NULL;
+    ALTER TABLE logs ADD COLUMN trace_id TEXT;
+    CREATE INDEX logs_by_trace ON logs(trace_id) WHERE trace_id IS NOT NULL;
+    CREATE TABLE spans (
+        id          INTEGER PRIMARY KEY,
+        function    TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        trace_id    TEXT NOT NULL,
+        span_id     TEXT NOT NULL,
+        parent_id   TEXT,
+        name        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        start_ts    REAL NOT NULL,
+        end_ts      REAL NOT NULL,
+        error       INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        attributes  TEXT NOT NULL
+    );
+    CREATE INDEX spans_by_trace ON spans(trace_id);
+    CREATE INDEX spans_by_function ON spans(function, id);
+    """,
 )
