@@ -19,16 +19,23 @@ from plat.runtimes import runtimes_root
 PYTHON_SHIM = runtimes_root() / "python" / "shim" / "plat_shim.py"
 NODE_SHIM = runtimes_root() / "node" / "shim" / "plat-shim.cjs"
 
-# The tag a shim puts before each line a call writes, as plat's log collector reads it.
-CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})\] ?")
+# The tag a shim puts before each line a call writes, as plat's log collector reads it:
+# the call id, and the trace id when the call came with a valid traceparent.
+CALL_TAG = re.compile(r"\[call:([A-Za-z0-9._-]{1,128})(?: trace:([0-9a-f]{32}))?\] ?")
 
 
 def split_call_tag(line: str) -> tuple[str | None, str]:
     """(call id or None, the line without its tag)."""
+    call_id, _, text = split_tag(line)
+    return call_id, text
+
+
+def split_tag(line: str) -> tuple[str | None, str | None, str]:
+    """(call id or None, trace id or None, the line without its tag)."""
     match = CALL_TAG.match(line)
     if match is None:
-        return None, line
-    return match.group(1), line[match.end() :]
+        return None, None, line
+    return match.group(1), match.group(2), line[match.end() :]
 
 
 def free_port() -> int:

@@ -338,7 +338,9 @@ NODE_LOG_HANDLER = textwrap.dedent(
 
 PYTHON = ShimKind(
     name="python",
-    command=(sys.executable, str(PYTHON_SHIM)),
+    # -S, as the process backend runs it: no site-packages (the venv's OpenTelemetry
+    # among them), so the handler sees the standard library and its own folder only.
+    command=(sys.executable, "-S", str(PYTHON_SHIM)),
     handler_file="handler.py",
     default_handler="handler.handle",
     handler=PYTHON_HANDLER,

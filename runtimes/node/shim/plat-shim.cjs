@@ -26,6 +26,11 @@
  *   call (console.log, process.stdout.write, the shim's stack trace), including
  *   by work it started, begin with `[call:<id>] `; plat's log collector strips
  *   the tag and stores it as the line's call id. Other output is untagged.
+ * - Trace context: a valid W3C traceparent header (version 00, lower-case hex,
+ *   trace and parent ids not all zero; set by plat's gateway) gives
+ *   context.traceId (alias trace_id; 32 hex), context.traceparent and
+ *   context.tracestate (the headers); all null without one. The call's lines are
+ *   then tagged `[call:<id> trace:<trace id>] `.
  * - Secrets: context.secret(name) (text) and context.secretBytes(name) (a Buffer)
  *   read the file `name` in PLAT_SECRETS_DIR (default /var/plat/secrets), where
  *   plat puts each secret plat.yaml lists; a missing one throws a
@@ -69,6 +74,18 @@ let inFlight = 0;
 // --- call ids on log lines ---------------------------------------------------------------
 
 const CALL_ID = /^[A-Za-z0-9._-]{1,128}$/;
+// W3C traceparent, version 00 only (https://www.w3.org/TR/trace-context/).
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
+/** The trace id of a valid traceparent header, else null. */
+function traceIdOf(value) {
+  if (typeof value !== 'string' || value.length !== 55) return null;
+  const match = TRACEPARENT.exec(value);
+  if (match === null || match[1] === ZERO_TRACE || match[2] === ZERO_SPAN) return null;
+  return match[1];
+}
 // The call whose code is running: { tag, cut }, kept across awaits, timers and callbacks.
 const currentCall = new AsyncLocalStorage();
 // Output from outside any call: a writer like the calls, without a tag.
@@ -332,7 +349,7 @@ function sendJson(req, res, status, payload) {
 }
 
 /** Call the handler for one request and send its outcome. */
-async function respond(handler, req, res, body, callId) {
+async function respond(handler, req, res, body, callId, traceId) {
   const event = makeEvent(req, body);
   const context = {
     function: FUNCTION,
@@ -341,6 +358,10 @@ async function respond(handler, req, res, body, callId) {
     requestId: req.headers['x-request-id'] || callId,
     callId,
     call_id: callId,
+    traceId,
+    trace_id: traceId,
+    traceparent: traceId === null ? null : req.headers.traceparent,
+    tracestate: traceId === null ? null : (req.headers.tracestate ?? null),
     secret,
     secretBytes,
   };
@@ -448,13 +469,15 @@ function serve(initial) {
       }
       const header = req.headers['x-call-id'];
       const callId = typeof header === 'string' && CALL_ID.test(header) ? header : '';
+      const traceId = traceIdOf(req.headers.traceparent);
       if (!callId) {
-        respond(handler, req, res, body, callId);
+        respond(handler, req, res, body, callId, traceId);
         return;
       }
-      const call = { tag: `[call:${callId}] `, cut: [false, false] };
+      const tag = traceId === null ? `[call:${callId}] ` : `[call:${callId} trace:${traceId}] `;
+      const call = { tag, cut: [false, false] };
       currentCall.run(call, () => {
-        respond(handler, req, res, body, callId).finally(() => endCall(call));
+        respond(handler, req, res, body, callId, traceId).finally(() => endCall(call));
       });
     });
   });

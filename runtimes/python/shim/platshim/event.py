@@ -102,16 +102,39 @@ class Event:
 class Context:
     """Facts about the instance and the request that are not part of the request."""
 
-    __slots__ = ("call_id", "function", "hostname", "request_id", "version")
+    __slots__ = (
+        "call_id",
+        "function",
+        "hostname",
+        "request_id",
+        "trace_id",
+        "traceparent",
+        "tracestate",
+        "version",
+    )
 
     def __init__(
-        self, function: str, version: str, hostname: str, request_id: str, call_id: str = ""
+        self,
+        function: str,
+        version: str,
+        hostname: str,
+        request_id: str,
+        call_id: str = "",
+        *,
+        trace_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         self.function = function
         self.version = version
         self.hostname = hostname
         self.request_id = request_id
         self.call_id = call_id
+        # The W3C trace context of the request (platshim.tracing): all None
+        # unless the request had a valid traceparent.
+        self.trace_id = trace_id
+        self.traceparent = traceparent
+        self.tracestate = tracestate
 
     def secret(self, name: str) -> str:
         """The value of the function's secret ``name`` as text (the file's exact

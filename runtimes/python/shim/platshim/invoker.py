@@ -1,7 +1,9 @@
 """Calling the handler: ``async def`` ones on the event loop, plain ones in worker threads.
 
 Each call gets its ``Context`` (with the call id of ``X-Call-Id``, under which
-its output is tagged); an exception or an unrenderable result becomes a 500.
+its output is tagged, and the trace of ``traceparent``); an exception or an
+unrenderable result becomes a 500. When the function has OpenTelemetry, the
+request's trace context is current while the handler runs (platshim.tracing).
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import inspect
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platshim.adapters import Handler
 from platshim.event import Context, Event
 from platshim.output import CALL_ID, begin_call, finish_call, log_error
 from platshim.responses import InvalidResponse, Response, json_bytes, render_result
+from platshim.tracing import handler_spans, trace_id_of
+
+if TYPE_CHECKING:
+    from platshim.handlerspans import HandlerSpans
 
 
 class Invoker:
@@ -35,6 +41,8 @@ class Invoker:
         # Handler threads running now, those whose caller gave up included.
         self.threads_busy = 0
         self._threads_lock = threading.Lock()
+        # Set by ``use`` when the function has OpenTelemetry.
+        self.spans: HandlerSpans | None = None
 
     def use(self, handler: Handler, function: str, version: str, spec: str) -> None:
         """Serve ``handler`` as the function ``function`` at ``version`` (from ``spec``)."""
@@ -44,6 +52,9 @@ class Invoker:
         self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
         )
+        # After the import: its dependencies are on the path by now (pool mode too),
+        # and a TracerProvider it set up itself is kept.
+        self.spans = handler_spans(function)
 
     def wedged(self) -> bool:
         """Every worker thread is stuck in a handler: no call given now could run."""
@@ -53,9 +64,14 @@ class Invoker:
         assert self.handler is not None
         with self._threads_lock:
             self.threads_busy += 1
+        spans = self.spans
+        # In the worker thread: its context is the one the handler's spans see.
+        token = spans.attach(event.headers) if spans is not None else None
         try:
             return self.handler(event, context)
         finally:
+            if spans is not None:
+                spans.detach(token)
             with self._threads_lock:
                 self.threads_busy -= 1
 
@@ -65,10 +81,16 @@ class Invoker:
         if call_id and not CALL_ID.fullmatch(call_id):
             call_id = ""
         request_id = event.headers.get("x-request-id") or call_id
+        traceparent = event.headers.get("traceparent")
+        trace_id = trace_id_of(traceparent)
         context = Context(self.function, self.version, self.hostname, request_id, call_id)
+        if trace_id is not None:
+            context.trace_id = trace_id
+            context.traceparent = traceparent
+            context.tracestate = event.headers.get("tracestate")
         if not call_id:
             return await self._invoke(event, context, tagged=False)
-        call = begin_call(call_id)
+        call = begin_call(call_id, trace_id)
         try:
             return await self._invoke(event, context, tagged=True)
         finally:
@@ -79,7 +101,13 @@ class Invoker:
         assert handler is not None
         try:
             if self.is_async:
-                result = await handler(event, context)
+                spans = self.spans
+                token = spans.attach(event.headers) if spans is not None else None
+                try:
+                    result = await handler(event, context)
+                finally:
+                    if spans is not None:
+                        spans.detach(token)
             else:
                 loop = asyncio.get_running_loop()
                 if not tagged:

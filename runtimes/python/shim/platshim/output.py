@@ -1,8 +1,10 @@
 """The process's output: call ids on the lines calls write, and the shim's own reports.
 
 While a call with an id runs, every line it writes to ``sys.stdout`` or
-``sys.stderr`` starts with ``[call:<id>] ``, which plat's log collector strips
-and stores as the line's call id.
+``sys.stderr`` starts with ``[call:<id>] `` (``[call:<id> trace:<trace id>] ``
+when the request had a valid ``traceparent``), which plat's log collector strips
+and stores as the line's call id (and trace id). ``write_raw_line`` writes a line
+past the tags (the handler spans' ``plat-span:`` lines).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class CallLog:
 
     __slots__ = ("cut", "done", "held", "tag", "token")
 
-    def __init__(self, call_id: str) -> None:
-        self.tag = f"[call:{call_id}] "
+    def __init__(self, call_id: str, trace_id: str | None = None) -> None:
+        self.tag = f"[call:{call_id} trace:{trace_id}] " if trace_id else f"[call:{call_id}] "
         self.held = ["", ""]  # per stream (stdout, stderr): text after the last newline
         self.cut = [False, False]  # per stream: another writer ended this call's open line
         self.done = False  # the call has returned; later output is not held
@@ -66,7 +68,12 @@ class TaggedStream:
     def write(self, text: str) -> int:
         call = _current_call.get()
         if call is None:
-            if not _calls_running or not isinstance(text, str) or not text:
+            if not isinstance(text, str) or not text:
+                return self.wrapped.write(text)
+            if not _calls_running:
+                # Remembered (no lock: only untagged writers run), so that the next
+                # tagged or raw line does not continue an unfinished untagged one.
+                self._owner = None if text[-1] == "\n" else _UNTAGGED
                 return self.wrapped.write(text)
             with self._lock:  # untagged output among tagged calls: keep lines apart
                 out = self._end_other_line(_UNTAGGED) + text
@@ -122,6 +129,23 @@ class TaggedStream:
                 if out:
                     self.wrapped.write(out)
 
+    def write_raw(self, fd: int, data: bytes) -> None:
+        """Write ``data``, one whole line, to ``fd`` (the wrapped stream's descriptor), untagged.
+
+        What went through this stream before goes out first, and a line left
+        unfinished on it is ended (as another call's output would end it), so
+        ``data`` is a line of its own, written by one system call.
+        """
+        with self._lock:
+            owner = self._owner
+            if owner is not None:
+                if owner is not _UNTAGGED:
+                    owner.cut[self._index] = True
+                self._owner = None
+                data = b"\n" + data
+            self.wrapped.flush()
+            _write_all(fd, data)
+
     # The helpers run under the lock.
 
     def _end_other_line(self, writer: Any) -> str:
@@ -174,13 +198,14 @@ def tag_output() -> None:
         _tagged_streams.append(tagged)
 
 
-def begin_call(call_id: str) -> CallLog:
-    """From now on, output in this context belongs to the call ``call_id``.
+def begin_call(call_id: str, trace_id: str | None = None) -> CallLog:
+    """From now on, output in this context belongs to the call ``call_id`` (of the
+    trace ``trace_id``, if given: a valid one, as platshim.tracing.trace_id_of gives).
 
     Call on the event loop, and ``finish_call`` in the same context when the call returns.
     """
     global _calls_running
-    call = CallLog(call_id)
+    call = CallLog(call_id, trace_id)
     call.token = _current_call.set(call)
     _calls_running += 1
     return call
@@ -195,6 +220,29 @@ def finish_call(call: CallLog) -> None:
     call.done = True
     for stream in _tagged_streams:
         stream.end_call(call)
+
+
+_raw_lock = threading.Lock()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A blocking descriptor takes it all at once; a signal may cut a write short.
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_raw_line(data: bytes) -> None:
+    """Write ``data`` (one line, its newline included) to fd 1, past the call tags.
+
+    Thread-safe; the line never lands inside a line written through sys.stdout.
+    """
+    for stream in _tagged_streams:
+        if stream._index == 0:  # sys.stdout's: its lock keeps other lines whole
+            stream.write_raw(1, data)
+            return
+    with _raw_lock:
+        _write_all(1, data)
 
 
 # --- the shim's own reports ------------------------------------------------------------------
