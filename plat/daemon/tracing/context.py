@@ -3,9 +3,10 @@ parsed and written, as bytes, for the gateway's hot path."""
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
-_HEX = frozenset(b"0123456789abcdef")
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.S)
 TRACE_ID_RE = r"[0-9a-f]{32}"
 
 
@@ -26,22 +27,17 @@ def parse_traceparent(value: bytes | None) -> Parent | None:
     """
     if value is None:
         return None
-    value = value.strip()
-    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None:
         return None
-    version = value[:2]
-    if version == b"00":
-        if len(value) != 55:
-            return None
-    elif version == b"ff" or (len(value) > 55 and value[55:56] != b"-"):
+    version, trace, span, flags, rest = match.groups()
+    if (version == b"00" and rest) or version == b"ff":
         return None
-    if not _HEX.issuperset(value[:2] + value[3:35] + value[36:52] + value[53:55]):
-        return None
-    trace_id = int(value[3:35], 16)
-    span_id = int(value[36:52], 16)
+    trace_id = int(trace, 16)
+    span_id = int(span, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return Parent(trace_id, span_id, int(value[53:55], 16))
+    return Parent(trace_id, span_id, int(flags, 16))
 
 
 def traceparent(trace_id: int, span_id: int, sampled: bool) -> bytes:
