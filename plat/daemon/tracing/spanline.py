@@ -30,21 +30,39 @@ def _valid_id(value: object, pattern: re.Pattern[str]) -> str | None:
     return None
 
 
-def _attribute(value: object) -> object:
-    """A value OTLP can carry (str, bool, int, float, or a list of one of them),
-    bounded; None for anything else."""
-    if isinstance(value, bool | int):
-        return value if isinstance(value, bool) or -(2**63) <= value < 2**63 else None
+def _text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, storable: JSON's ``\\ud800`` escapes
+    decode to lone surrogates, which UTF-8 (SQLite, OTLP) refuses."""
+    value = value[:limit]
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return value[:MAX_VALUE]
-    if isinstance(value, list) and len(value) <= 64:
-        items = [_attribute(item) for item in value if not isinstance(item, list)]
-        kinds = {type(item) for item in items}
-        if None not in items and len(kinds) <= 1:
-            return items
+        return _text(value, MAX_VALUE)
     return None
+
+
+def _attribute(value: object) -> object:
+    """A value OTLP can carry (str, bool, int, float, or a list of one of them),
+    bounded; None for anything else (a list holding anything else, a nested list
+    or mixed types included: the whole attribute is dropped, as the SDK does)."""
+    if not isinstance(value, list):
+        return _scalar(value)
+    if len(value) > 64:
+        return None
+    items = [_scalar(item) for item in value]
+    if None in items or len({type(item) for item in items}) > 1:
+        return None
+    return items
 
 
 def _nanos(value: object) -> float | None:
@@ -57,9 +75,11 @@ def parse_span_line(text: str, function: str, instance: str) -> SpanRecord | Non
     """The span a ``plat-span:`` line reports, or None when the line is not one."""
     if not text.startswith(PREFIX) or len(text) > MAX_LINE:
         return None
+    if not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > MAX_LINE:
+        return None
     try:
         data: Any = json.loads(text[len(PREFIX) :])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         return None
     if not isinstance(data, dict):
         return None
@@ -76,6 +96,7 @@ def parse_span_line(text: str, function: str, instance: str) -> SpanRecord | Non
         or (parent is not None and parent_id is None)
         or not isinstance(name, str)
         or not name
+        or not isinstance(kind, str)
         or kind not in KINDS
         or start is None
         or end is None
@@ -88,7 +109,7 @@ def parse_span_line(text: str, function: str, instance: str) -> SpanRecord | Non
         for key, value in list(raw.items())[:MAX_ATTRIBUTES]:
             kept = _attribute(value)
             if kept is not None and isinstance(key, str) and key:
-                attributes[key[:MAX_NAME]] = kept
+                attributes[_text(key, MAX_NAME)] = kept
     status = data.get("status")
     return SpanRecord(
         function=function,
@@ -96,11 +117,11 @@ def parse_span_line(text: str, function: str, instance: str) -> SpanRecord | Non
         trace_id=trace_id,
         span_id=span_id,
         parent_id=parent_id,
-        name=name[:MAX_NAME],
+        name=_text(name, MAX_NAME),
         kind=kind,
         start=start,
         end=end,
         error=data.get("error") is True,
-        status=status[:MAX_VALUE] if isinstance(status, str) else "",
+        status=_text(status, MAX_VALUE) if isinstance(status, str) else "",
         attributes=attributes,
     )
