@@ -67,6 +67,7 @@ GAP = 1  # cells between columns
 MIN_BAR = 10  # the bar column keeps at least this many cells, when the terminal has them
 SERVICE_MAX = 16
 SERVICE_FROM = 60  # terminals narrower than this drop the service column
+WIDE_LIST = 80  # narrower terminals list traces without a table
 BAR_STYLE = {"queue": "yellow", "cold start": "magenta", "pool specialisation": "magenta"}
 
 
@@ -323,33 +324,48 @@ def render(cols: Columns, rows: Sequence[Row], total: float) -> list[Text]:
     return lines
 
 
-def traces_table(rows: Sequence[TraceSummary], now: float) -> Table:
-    """The list of traced calls; a TENANT column only when another tenant than the
-    default one is among them."""
-    from rich.table import Table
+def summary_cells(rows: Sequence[TraceSummary], now: float) -> tuple[list[str], list[list[str]]]:
+    """The headers and cells (rich markup) of the list of traced calls; a TENANT
+    column only when another tenant than the default one is among them."""
+    from rich.markup import escape
 
     tenants = any(row["tenant"] != DEFAULT_TENANT for row in rows)
-    table = Table(box=None, header_style="bold")
-    table.add_column("TRACE ID", no_wrap=True, min_width=32)
-    table.add_column("FUNCTION", overflow="fold")
-    if tenants:
-        table.add_column("TENANT", overflow="fold")
-    table.add_column("STATUS", justify="right")
-    table.add_column("DURATION", justify="right", no_wrap=True)
-    table.add_column("START")
-    table.add_column("AGE", justify="right")
+    headers = ["TRACE ID", "FUNCTION", *(["TENANT"] if tenants else []), "STATUS"]
+    cells = []
     for row in rows:
         status = int(row["status"])
-        style = "red" if status >= 500 else "yellow" if status >= 400 else ""
-        table.add_row(
-            row["trace_id"],
-            clean(row["function"]),
-            *([clean(row["tenant"])] if tenants else []),
-            f"[{style}]{status}[/{style}]" if style else str(status),
-            ms(row["duration"]),
-            "[magenta]cold[/magenta]" if row["cold"] else "warm",
-            age(now - row["ts"]),
+        style = "red" if status >= 500 else "yellow" if status >= 400 else "green"
+        cells.append(
+            [
+                row["trace_id"],
+                escape(clean(row["function"])),
+                *([escape(clean(row["tenant"]))] if tenants else []),
+                f"[{style}]{status}[/{style}]",
+                ms(row["duration"]),
+                "[magenta]cold[/magenta]" if row["cold"] else "warm",
+                age(now - row["ts"]),
+            ]
         )
+    return [*headers, "DURATION", "START", "AGE"], cells
+
+
+def traces_table(rows: Sequence[TraceSummary], now: float, width: int) -> Table | Text:
+    """A table of traced calls, or on a terminal too narrow for one, each call's
+    trace id on a line of its own (ids are to be copied whole) and the rest below."""
+    from rich.table import Table
+    from rich.text import Text
+
+    headers, cells = summary_cells(rows, now)
+    if width < WIDE_LIST:
+        lines = [f"[bold]{row[0]}[/bold]\n  " + " ".join(row[1:]) for row in cells]
+        return Text.from_markup("\n".join(lines))
+    table = Table(box=None, header_style="bold")
+    for header in headers:
+        right = header in ("STATUS", "DURATION", "AGE")
+        table.add_column(header, justify="right" if right else "left", no_wrap=right)
+    table.columns[0].no_wrap, table.columns[0].min_width = True, 32
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
@@ -390,7 +406,7 @@ def traces(
             err.print(f"no traced calls{of} in the last {since}")
             err.print(f"[yellow]hint:[/yellow] {NO_TRACES_HINT}")
         return
-    out.print(traces_table(rows, time.time()))
+    out.print(traces_table(rows, time.time(), out.width))
 
 
 def trace(

@@ -4,8 +4,12 @@ arguments refused before any request."""
 
 from __future__ import annotations
 
+import json
 import random
+import secrets
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,9 @@ from plat.commands.traces import (
     waterfall,
 )
 from plat.errors import PlatError
-from tests.fixtures import make_runner
+from tests.commands.remote import create_tenant, remote
+from tests.fixtures import PlatRunner, make_runner, stop_daemon, wait_for
+from tests.functions import write_python_function
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -298,9 +304,9 @@ def summary(tenant: str = "default", **extra: Any) -> TraceSummary:
     return row
 
 
-def table_text(rows: list[TraceSummary], now: float = 1090.0) -> str:
-    console = Console(width=160, record=True, color_system=None)
-    console.print(traces_table(rows, now))
+def table_text(rows: list[TraceSummary], width: int = 160, now: float = 1090.0) -> str:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(traces_table(rows, now, width))
     return console.export_text()
 
 
@@ -315,6 +321,12 @@ def test_the_list_shows_a_tenant_column_only_beside_other_tenants() -> None:
     assert "TENANT" in mixed and "acme" in mixed
 
 
+def test_a_narrow_terminal_lists_whole_trace_ids_on_lines_of_their_own() -> None:
+    text = table_text([summary("acme", function="[bold]x", status=500)], width=40)
+    assert text.splitlines() == [TRACE, "  [bold]x acme 500 12.3 ms warm 1m"]
+    assert all(len(line) <= 40 for line in table_text([summary()], width=79).splitlines())
+
+
 def test_refused_arguments_reach_no_daemon(tmp_path: Path) -> None:
     runner = make_runner(tmp_path)
     bad = runner.run("trace", "not-a-trace", check=False)
@@ -325,3 +337,176 @@ def test_refused_arguments_reach_no_daemon(tmp_path: Path) -> None:
     zero = runner.run("traces", "--limit", "0", check=False)
     assert zero.returncode == 2 and "Traceback" not in zero.stderr
     assert not (runner.home / "run").exists()  # no daemon was started to ask
+
+
+# -- end to end: the real CLI against a real daemon (process backend) and gateway --------
+
+# A handler with a span of its own (opentelemetry-sdk is in its requirements) and a
+# log line; ?status=N answers N, ?sleep=S takes S seconds first.
+TRACED = """
+import time
+
+from opentelemetry import trace
+
+
+def handle(event, context):
+    query = dict(event.query)
+    with trace.get_tracer("hello").start_as_current_span("work"):
+        print("working in", context.trace_id)
+        time.sleep(float(query.get("sleep", "0")))
+    return {"statusCode": int(query.get("status", "200")), "body": "ok"}
+"""
+PLAIN = """
+def handle(event, context):
+    return "ok"
+"""
+SLEEPY = """
+import time
+
+
+def handle(event, context):
+    time.sleep(float(dict(event.query).get("sleep", "0")))
+    return "ok"
+"""
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatRunner]:
+    """A daemon on the process backend whose idle functions of min 0 stop after 1 s."""
+    runner = make_runner(tmp_path_factory.mktemp("traces"))
+    runner.env["PLAT_SCALE_TO_ZERO_AFTER"] = "1s"
+    try:
+        runner.run("daemon", "start", "--backend", "process")
+        yield runner
+    finally:
+        stop_daemon(runner)
+
+
+@pytest.fixture(scope="module")
+def hello(plat: PlatRunner, tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = write_python_function(
+        tmp_path_factory.mktemp("fn"), "hello", TRACED, requirements="opentelemetry-sdk\n"
+    )
+    plat.run("deploy", str(folder))
+    return "hello"
+
+
+def call(plat: PlatRunner, path: str, trace_id: str | None = None, **headers: str) -> str:
+    """Calls ``path`` through the gateway with a traceparent; the trace id."""
+    trace_id = trace_id or secrets.token_hex(16)
+    headers["traceparent"] = f"00-{trace_id}-{CALLER_SPAN}-01"
+    plat.http("GET", path, headers=headers)
+    return trace_id
+
+
+def listed(runner: PlatRunner, *args: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(runner.run("traces", *args, "--json").stdout)["traces"]
+    return rows
+
+
+def test_nothing_traced_says_so_with_the_settings_that_turn_tracing_off(
+    plat: PlatRunner,
+) -> None:
+    empty = plat.run("traces", "--since", "1s")
+    assert empty.stdout == ""
+    assert "no traced calls in the last 1s" in empty.stderr
+    assert "OTEL_SDK_DISABLED" in empty.stderr and "OTEL_TRACES_SAMPLER" in empty.stderr
+
+
+def test_a_call_with_a_traceparent_is_listed_and_drawn(plat: PlatRunner, hello: str) -> None:
+    trace_id = call(plat, f"/function/{hello}")
+    (row,) = [r for r in listed(plat, hello) if r["trace_id"] == trace_id]
+    assert (row["function"], row["tenant"], row["status"]) == ("hello", "default", 200)
+    assert trace_id in plat.run("traces").stdout
+
+    data = json.loads(plat.run("trace", trace_id.upper(), "--json").stdout)
+    assert data["trace_id"] == trace_id
+    by_name = {s["name"]: s for s in data["spans"]}
+    server, upstream, work = by_name["GET /function/hello"], by_name["upstream"], by_name["work"]
+    assert server["parent_id"] == CALLER_SPAN  # the caller's span: not in the trace
+    assert upstream["parent_id"] == server["span_id"]
+    assert work["parent_id"] == upstream["span_id"] and work["service"] == "hello"
+
+    shown = plat.run("trace", trace_id)
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"trace {trace_id}")
+    (server_line,) = [line for line in lines if line.startswith("GET /function/hello 200 ")]
+    (upstream_line,) = [line for line in lines if line.startswith("  upstream ")]
+    (work_line,) = [line for line in lines if line.startswith("    work ")]
+    assert " hello " in work_line and "█" in work_line
+    assert lines.index(server_line) < lines.index(upstream_line) < lines.index(work_line)
+    assert all(len(line) <= 200 for line in lines)
+    assert f"working in {trace_id}" in shown.stdout.split("logs", 1)[1]
+
+
+def test_errors_and_slowest_pick_their_calls(plat: PlatRunner, hello: str) -> None:
+    failed = call(plat, f"/function/{hello}?status=503")
+    slow = call(plat, f"/function/{hello}?sleep=0.4")
+    quick = call(plat, f"/function/{hello}")
+    assert [r["trace_id"] for r in listed(plat, hello, "--limit", "3")] == [quick, slow, failed]
+    errors = listed(plat, hello, "--errors")
+    assert failed in [r["trace_id"] for r in errors]
+    assert all(r["status"] >= 500 for r in errors)
+    assert listed(plat, hello, "--slowest", "--limit", "1")[0]["trace_id"] == slow
+    table = plat.run("traces", hello, "--errors").stdout
+    assert failed in table and " 503 " in table and slow not in table
+    drawn = plat.run("trace", failed).stdout
+    assert "GET /function/hello 503" in drawn
+
+
+def test_unknown_traces_and_functions_are_the_apis_errors(plat: PlatRunner) -> None:
+    unknown = secrets.token_hex(16)
+    missing = plat.run("trace", unknown, check=False)
+    assert missing.returncode == 1 and f"no trace {unknown} is kept" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    nope = plat.run("traces", "nope", check=False)
+    assert nope.returncode == 1 and "no function named 'nope'" in nope.stderr
+    bad = plat.run("traces", "--since", "forever", check=False)
+    assert bad.returncode == 1 and "bad since" in bad.stderr
+    assert "Traceback" not in nope.stderr + bad.stderr
+
+
+def test_a_tenant_sees_only_its_own_traces(plat: PlatRunner, hello: str, tmp_path: Path) -> None:
+    acme = remote(plat, create_tenant(plat, "acme"))
+    beta = remote(plat, create_tenant(plat, "beta"))
+    acme.run("deploy", str(write_python_function(tmp_path, "hello", PLAIN)))
+    theirs = call(plat, "/function/hello.acme")
+    ours = call(plat, f"/function/{hello}")
+    assert [r["trace_id"] for r in listed(acme)] == [theirs]
+    assert "GET /function/hello 200" in acme.run("trace", theirs).stdout
+    denied = beta.run("trace", theirs, check=False)
+    assert denied.returncode == 1 and f"no trace {theirs} is kept" in denied.stderr
+    assert listed(beta) == []
+    # The admin lists every tenant's calls, with a TENANT column beside the default's.
+    table = plat.run("traces").stdout
+    assert "TENANT" in table and theirs in table and ours in table
+    chosen = json.loads(plat.run("--tenant", "acme", "traces", "--json").stdout)["traces"]
+    assert [(r["trace_id"], r["tenant"]) for r in chosen] == [(theirs, "acme")]
+
+
+def instances(plat: PlatRunner, name: str) -> int:
+    (found,) = [f for f in json.loads(plat.run("ls", "--json").stdout) if f["name"] == name]
+    return int(found["instances"])
+
+
+def test_a_cold_start_and_a_wait_in_the_queue_show_as_their_own_rows(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    scale = "scale: {min: 0, max: 1, concurrency: 1}\n"
+    plat.run("deploy", str(write_python_function(tmp_path, "lazy", SLEEPY, extra_manifest=scale)))
+    assert wait_for(lambda: instances(plat, "lazy") == 0, timeout=30)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(call, plat, "/function/lazy?sleep=0.5")
+        time.sleep(0.2)  # the first call holds the only slot when the second comes
+        second = pool.submit(call, plat, "/function/lazy")
+        cold, queued = first.result(), second.result()
+    rows = {r["trace_id"]: r for r in listed(plat, "lazy")}
+    assert rows[cold]["cold"] is True and rows[queued]["cold"] is False
+    started = plat.run("trace", cold).stdout.splitlines()
+    # A pool of started instances makes most cold starts a specialisation of one.
+    start = ("  cold start ", "  pool specialisation ")
+    assert any(line.startswith(start) and "█" in line for line in started), "\n".join(started)
+    waited = plat.run("trace", queued).stdout.splitlines()
+    assert any(line.startswith("  queue ") and "█" in line for line in waited), "\n".join(waited)
+    assert "cold" in plat.run("traces", "lazy").stdout
