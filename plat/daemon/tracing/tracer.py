@@ -15,6 +15,7 @@ import os
 import random
 from collections.abc import Mapping
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
@@ -25,8 +26,12 @@ _getrandbits = random.getrandbits
 # An Invocation's trace fields, in order: method, trace_id, span_id, parent_id,
 # upstream_id, instance, acquire_at, wait, upstream, pooled.
 TraceFields = (
-    tuple[str, str, str, str | None, str, str | None, float, float, float | None, bool] | tuple[()]
+    tuple[str, str, str, str | None, str, str | None, float | None, float, float | None, bool]
+    | tuple[()]
 )
+# A call without a (valid) traceparent is a root: its sampler is asked with an empty
+# context, not None (None means the current one, where a library may have left a span).
+_ROOT = Context()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
@@ -34,7 +39,8 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 class CallTrace:
     """One sampled call: its ids, and the parts of it the gateway timed.
 
-    ``acquire_at``: seconds from the call's start until it asked for an instance;
+    ``acquire_at``: when it asked for an instance (perf_counter; 0: it never did,
+    being refused before, and its record then has None);
     ``wait``: how long that took (a queue or a start); ``upstream``: the exchange
     with the instance (None when there was none); ``pooled``: the instance it got
     had just been specialised from the warm pool.
@@ -73,7 +79,7 @@ class CallTrace:
             f"{self.parent_id:016x}" if self.parent_id else None,
             f"{self.upstream_id:016x}",
             self.instance or None,
-            self.acquire_at - started,
+            self.acquire_at - started if self.acquire_at else None,
             self.wait,
             self.upstream,
             self.pooled,
@@ -121,7 +127,7 @@ class Tracer:
             if rule is not None:
                 sampled = rule[0]
             else:
-                decision = self.sampler.should_sample(None, trace_id, "call").decision
+                decision = self.sampler.should_sample(_ROOT, trace_id, "call").decision
                 sampled = decision.is_sampled()
         else:
             trace_id = parent.trace_id
