@@ -78,9 +78,16 @@ def call_spans(inv: Invocation) -> list[Span]:
             **common,
         )
     ]
-    acquired = start + (inv.acquire_at or 0.0)
+    # None (or, in records of older daemons, below 0): it never asked for an instance.
+    acquire_at = inv.acquire_at if inv.acquire_at is not None and inv.acquire_at >= 0 else None
+    asked = acquire_at is not None
+    # The parts are timed on another clock than the call's end: kept within the call.
+    acquired = min(start + (acquire_at or 0.0), inv.ts)
     wait = inv.wait or 0.0
-    if wait >= WAITED:
+    # A call refused when it asked for an instance (a full queue, a quota) shows
+    # that wait, however short: it is where the call failed.
+    refused = asked and inv.instance is None and inv.upstream is None
+    if wait >= WAITED or refused:
         part = "queue"
         if inv.cold:
             part = "pool specialisation" if inv.pooled else "cold start"
@@ -92,14 +99,14 @@ def call_spans(inv: Invocation) -> list[Span]:
                 part,
                 "internal",
                 start=acquired,
-                end=acquired + wait,
+                end=min(acquired + wait, inv.ts),
                 error=inv.instance is None,  # no instance came
                 attributes={"plat.pooled": inv.pooled} if inv.cold else {},
                 **common,
             )
         )
     if inv.upstream is not None and inv.upstream_id is not None:
-        began = acquired + wait
+        began = min(acquired + wait, inv.ts)
         spans.append(
             Span(
                 inv.trace_id,
@@ -123,9 +130,6 @@ def call_spans(inv: Invocation) -> list[Span]:
 def function_span(record: SpanRecord) -> Span:
     """A span a function's handler recorded; its service is the function."""
     name, tenant = split_key(record.function)
-    attributes = dict(record.attributes)
-    if record.status:
-        attributes["otel.status_description"] = record.status
     return Span(
         record.trace_id,
         record.span_id,
