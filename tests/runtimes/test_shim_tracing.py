@@ -250,13 +250,3 @@ def test_concurrent_calls_tag_their_own_trace(shim: ServerProcess) -> None:
         for text in ("out", "err", "unfinished"):
             expected.add((call_id, trace_id, f"{text} {call_id}"))
     assert found == expected
-
-
-def test_trace_parsing_imports_nothing(kind: ShimKind, shim: ServerProcess) -> None:
-    if kind.name != "python":
-        pytest.skip("the import of modules is the Python shim's concern")
-    plain = shim.request("GET", "/modules").json()
-    traced = shim.request("GET", "/modules", headers={"traceparent": VALID, "X-Call-Id": "m"})
-    assert traced.json() == plain
-    assert not [name for name in plain if name.startswith("opentelemetry")]
-    assert "platshim.handlerspans" not in plain

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import StatusCode
 
-from platshim.output import log_error, write_raw_line
+from platshim.output import keep_line_state, log_error, write_raw_line
 
 PREFIX = "plat-span:"
 # The whole line in bytes: prefix, JSON and newline.
@@ -150,6 +150,7 @@ def install(service: str) -> HandlerSpans:
     its own processors and gets the line processor besides; otherwise the global
     TracerProvider becomes one of ours.
     """
+    keep_line_state()
     processor = LineProcessor()
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):

@@ -41,6 +41,9 @@ _current_call: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
 )
 _calls_running = 0  # calls with a call id in progress (changed on the event loop only)
 _UNTAGGED: Any = object()  # the writer of output from outside calls
+# Set once raw lines are written (``keep_line_state``): every write then takes the
+# stream's lock, so that whether a line is open is always known.
+_line_state_kept = False
 
 
 class TaggedStream:
@@ -70,9 +73,10 @@ class TaggedStream:
         if call is None:
             if not isinstance(text, str) or not text:
                 return self.wrapped.write(text)
-            if not _calls_running:
-                # Remembered (no lock: only untagged writers run), so that the next
-                # tagged or raw line does not continue an unfinished untagged one.
+            if not _calls_running and not _line_state_kept:
+                # Remembered without the lock (only untagged writers run, racing as
+                # they always could), so that the next tagged line does not
+                # continue an unfinished untagged one.
                 self._owner = None if text[-1] == "\n" else _UNTAGGED
                 return self.wrapped.write(text)
             with self._lock:  # untagged output among tagged calls: keep lines apart
@@ -230,6 +234,14 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def keep_line_state() -> None:
+    """Make every write through the tagged streams keep track of whether a line is
+    open, under the stream's lock (a little slower), so that ``write_raw_line``
+    always starts its line at the start of one. Call before the first raw line."""
+    global _line_state_kept
+    _line_state_kept = True
 
 
 def write_raw_line(data: bytes) -> None:
