@@ -23,6 +23,9 @@ TRACE_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MAX_LOG_LINES = 1000
+# A trace is read up to these bounds (a caller may reuse one trace id for ever).
+MAX_CALLS = 1000
+MAX_SPANS = 10_000
 
 
 def _limit(raw: str | None) -> int:
@@ -92,13 +95,13 @@ def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[w
         await journal.flush()
         spans = [
             span
-            for call in await store.trace_calls(trace_id)
+            for call in await store.trace_calls(trace_id, MAX_CALLS)
             if scope.sees(tenant_of(call.function))
             for span in call_spans(call)
         ]
         spans += [
             function_span(record)
-            for record in await store.trace_spans(trace_id)
+            for record in await store.trace_spans(trace_id, MAX_SPANS)
             if scope.sees(tenant_of(record.function))
         ]
         if not spans:

@@ -87,16 +87,21 @@ class TraceRows(Database):
             rows = await cur.fetchall()
         return [invocation_of(row) for row in rows]
 
-    async def trace_calls(self, trace_id: str) -> list[Invocation]:
+    # The caller chooses its trace ids: one may be reused on any number of calls, and a
+    # handler may report any number of spans on it; a trace is read up to ``limit``.
+
+    async def trace_calls(self, trace_id: str, limit: int) -> list[Invocation]:
+        """The first ``limit`` calls of the trace."""
         async with self.db.execute(
-            "SELECT * FROM invocations WHERE trace_id=? ORDER BY id", (trace_id,)
+            "SELECT * FROM invocations WHERE trace_id=? ORDER BY id LIMIT ?", (trace_id, limit)
         ) as cur:
             rows = await cur.fetchall()
         return [invocation_of(row) for row in rows]
 
-    async def trace_spans(self, trace_id: str) -> list[SpanRecord]:
+    async def trace_spans(self, trace_id: str, limit: int) -> list[SpanRecord]:
+        """The first ``limit`` spans handlers recorded in the trace, by start."""
         async with self.db.execute(
-            "SELECT * FROM spans WHERE trace_id=? ORDER BY start_ts, id", (trace_id,)
+            "SELECT * FROM spans WHERE trace_id=? ORDER BY start_ts, id LIMIT ?", (trace_id, limit)
         ) as cur:
             rows = await cur.fetchall()
         return [span_of(row) for row in rows]
