@@ -13,7 +13,6 @@ anything (a cold start without it pays a few ``stat`` calls); only then is
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,9 +22,11 @@ if TYPE_CHECKING:
     from platshim.handlerspans import HandlerSpans
 
 # Version 00 only: a later version may add fields, and a proxy that does not know it
-# must not pretend to. Lower-case hex only, as the specification requires.
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-_TRACEPARENT_LENGTH = 55
+# must not pretend to. Lower-case hex only, as the specification requires. Checked
+# by hand: compiling a regular expression would cost every cold start ~0.1 ms.
+_VERSION_00 = "00-"
+_TRACEPARENT_LENGTH = 55  # 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+_HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -36,12 +37,24 @@ def trace_id_of(traceparent: str | None) -> str | None:
     Invalid: another version, other lengths, upper-case hex, an all-zero trace or
     parent id, anything around the value (several headers joined by ", " included).
     """
-    if traceparent is None or len(traceparent) != _TRACEPARENT_LENGTH:
+    if (
+        traceparent is None
+        or len(traceparent) != _TRACEPARENT_LENGTH
+        or not traceparent.startswith(_VERSION_00)
+        or traceparent[35] != "-"
+        or traceparent[52] != "-"
+    ):
         return None
-    match = _TRACEPARENT.fullmatch(traceparent)
-    if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+    trace_id, parent_id = traceparent[3:35], traceparent[36:52]
+    if (
+        not _HEX.issuperset(trace_id)
+        or not _HEX.issuperset(parent_id)
+        or not _HEX.issuperset(traceparent[53:])
+        or trace_id == _ZERO_TRACE
+        or parent_id == _ZERO_SPAN
+    ):
         return None
-    return match[1]
+    return trace_id
 
 
 def _findable(name: str) -> bool:
