@@ -31,6 +31,12 @@ Contract (the instance contract of plat, see docs/runtimes.md):
   to ``sys.stdout``/``sys.stderr`` (print, logging, the shim's own traceback)
   starts with ``[call:<id>] ``, which plat's log collector strips and stores as
   the line's call id. Output outside calls is not tagged.
+* Trace context: a valid W3C ``traceparent`` (version 00, lower-case hex, ids not
+  all zero; set by plat's gateway) gives ``context.trace_id``,
+  ``context.traceparent`` and ``context.tracestate`` (else all None), and the
+  call's lines are tagged ``[call:<id> trace:<trace id>] ``. When the function
+  has OpenTelemetry's SDK, its spans are written to fd 1 as ``plat-span:``
+  lines (see ``handlerspans``), children of the request's traceparent.
 * SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
   ``PLAT_SHUTDOWN_GRACE`` seconds, default 5), exit 0.
 * Pool mode (``PLAT_POOL_TOKEN`` set): a generic, pre-started instance of the
@@ -55,7 +61,10 @@ Modules, one concept each:
 * ``secretfiles``: ``context.secret(name)``: the files in ``$PLAT_SECRETS_DIR``
   (default ``/var/plat/secrets``).
 * ``responses``: what the handler may return -> status, headers, body.
-* ``output``: call ids on the lines of stdout/stderr; the shim's error reports.
+* ``output``: call ids on the lines of stdout/stderr, raw lines past them; the
+  shim's error reports.
+* ``tracing``: the request's ``traceparent``; whether handler spans are on.
+* ``handlerspans``: the OpenTelemetry part, imported only when the function has it.
 * ``loader`` and ``adapters``: from ``PLAT_HANDLER`` to a callable handler, and
   the place of adapters for other kinds of application (WSGI, ASGI, Lambda).
 
