@@ -1,18 +1,11 @@
 """The Python shim's handler spans: a function with OpenTelemetry's SDK gets its
-spans written as ``plat-span:`` lines, children of the request's traceparent; one
-without it imports nothing of it and writes none. Real shim processes over HTTP,
-run with ``-S`` as the process backend runs them; the venv's site-packages on
-PYTHONPATH stands for a function's installed requirements."""
+spans written as ``plat-span:`` lines, children of the request's traceparent. Real
+shim processes over HTTP; without the SDK see test_python_shim_no_spans.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
-import os
-import secrets
 import textwrap
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,78 +15,18 @@ import pytest
 
 from tests.runtimes import ServerProcess, split_tag
 from tests.runtimes.shims import PYTHON, running, served
+from tests.runtimes.spans import (
+    MAX_LINE,
+    OTEL,
+    SITE_PACKAGES,
+    SPANS_HANDLER,
+    check_span,
+    new_traceparent,
+    spans,
+    wait_spans,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-_spec = importlib.util.find_spec("opentelemetry")
-assert _spec is not None and _spec.submodule_search_locations
-SITE_PACKAGES = Path(next(iter(_spec.submodule_search_locations))).parent
-OTEL = dataclasses.replace(
-    PYTHON, name="python-otel", env={**PYTHON.env, "PYTHONPATH": str(SITE_PACKAGES)}
-)
-MAX_LINE = 16 * 1024
-PREFIX = "plat-span:"
-
-SPANS_HANDLER = textwrap.dedent(
-    """
-    import sys
-
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
-
-    # Made at import, before the shim sets the provider: a proxy that follows it.
-    tracer = trace.get_tracer("t")
-
-
-    def handle(event, context):
-        q = event.query
-        m = q.get("m", "")
-        if event.path == "/span":
-            with tracer.start_as_current_span("work") as span:
-                span.set_attribute("m", m)
-                span.set_attribute("numbers", [1, 2, 3])
-                span.set_attribute("ratio", 0.5)
-                span.set_attribute("nan", float("nan"))
-                print(f"inside {m}")
-                with tracer.start_as_current_span("child"):
-                    pass
-            return {"trace_id": context.trace_id}
-        if event.path == "/leak":
-            # Leaves its span current in the worker thread: the next call must not see it.
-            otel_context.attach(trace.set_span_in_context(tracer.start_span("leaked")))
-            return "leaked"
-        if event.path == "/error":
-            with tracer.start_as_current_span("failing") as span:
-                span.set_attribute("m", m)
-                raise ValueError(f"span boom {m}")
-        if event.path == "/huge":
-            with tracer.start_as_current_span(m + "n" * int(q.get("name", "0"))) as span:
-                span.set_attribute("m", m)
-                span.set_attribute("big", "x" * int(q.get("attr", "0")))
-                span.set_attribute("many", ["y" * 100] * int(q.get("items", "0")))
-                if "status" in q:
-                    span.set_status(Status(StatusCode.ERROR, "s" * int(q["status"])))
-                print(f"huge {m}")
-            return "ok"
-        if event.path == "/partial":
-            sys.stdout.write(f"before {m} ")
-            sys.stdout.flush()
-            with tracer.start_as_current_span("between") as span:
-                span.set_attribute("m", m)
-            sys.stdout.write("after\\n")
-            return "ok"
-        if event.path == "/chatty":
-            for n in range(30):
-                print(f"chat {m} {n}")
-                with tracer.start_as_current_span("chat") as span:
-                    span.set_attribute("m", m)
-            return "ok"
-        if event.path == "/provider":
-            return type(trace.get_tracer_provider()).__name__
-        return {"unknown": event.path}
-    """
-)
 
 ASYNC_SPANS_HANDLER = textwrap.dedent(
     """
@@ -125,61 +58,6 @@ ASYNC_SPANS_HANDLER = textwrap.dedent(
 )
 
 
-def new_traceparent(flags: str = "01") -> tuple[str, str, str]:
-    """(trace id, parent span id, traceparent) of a fresh random trace."""
-    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    return trace_id, span_id, f"00-{trace_id}-{span_id}-{flags}"
-
-
-def span_lines(server: ServerProcess) -> list[bytes]:
-    return [line for line in server.stdout_path.read_bytes().split(b"\n") if b"plat-span:" in line]
-
-
-def spans(server: ServerProcess, **match: Any) -> list[dict[str, Any]]:
-    """The spans written so far (each line checked), those whose fields match ``match``."""
-    found = []
-    for line in span_lines(server):
-        assert line.startswith(PREFIX.encode()), line[:200]
-        assert len(line) + 1 <= MAX_LINE
-        span = json.loads(line[len(PREFIX) :])
-        if all(span.get(k) == v or span["attributes"].get(k) == v for k, v in match.items()):
-            found.append(span)
-    return found
-
-
-def wait_spans(server: ServerProcess, count: int, **match: Any) -> list[dict[str, Any]]:
-    """The matching spans once there are ``count`` of them (or after 5 s)."""
-    deadline = time.monotonic() + 5
-    found = spans(server, **match)
-    while len(found) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-        found = spans(server, **match)
-    return found
-
-
-def check_span(span: dict[str, Any]) -> None:
-    """The fields and types the contract promises."""
-    assert set(span) == {
-        "trace_id",
-        "span_id",
-        "parent_id",
-        "name",
-        "kind",
-        "start",
-        "end",
-        "error",
-        "status",
-        "attributes",
-    }
-    assert len(span["trace_id"]) == 32 and int(span["trace_id"], 16)
-    assert len(span["span_id"]) == 16 and int(span["span_id"], 16)
-    assert span["parent_id"] is None or len(span["parent_id"]) == 16
-    assert span["kind"] in {"internal", "server", "client", "producer", "consumer"}
-    assert isinstance(span["start"], int) and isinstance(span["end"], int)
-    assert 0 < span["start"] <= span["end"]
-    assert isinstance(span["error"], bool) and isinstance(span["status"], str)
-
-
 @pytest.fixture(scope="module")
 def otel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from served(OTEL, tmp_path_factory, SPANS_HANDLER)
@@ -200,6 +78,15 @@ def test_sync_handler_span_is_a_child_of_the_traceparent(otel: ServerProcess) ->
     assert work["attributes"] == {"m": "s1", "numbers": [1, 2, 3], "ratio": 0.5, "nan": "nan"}
     # The span lines are not tagged; the handler's print is.
     assert f"[call:sp-1 trace:{trace_id}] inside s1" in otel.stdout.splitlines()
+
+
+def test_oversized_tracestate_does_not_break_the_span(otel: ServerProcess) -> None:
+    trace_id, parent, traceparent = new_traceparent()
+    state = ",".join(f"v{n}=" + "x" * 200 for n in range(250))  # 50 KB, 250 members
+    headers = {"traceparent": traceparent, "tracestate": state}
+    assert otel.request("GET", "/span?m=state", headers=headers).status == 200
+    found = {span["name"]: span for span in wait_spans(otel, 2, trace_id=trace_id)}
+    assert found["work"]["parent_id"] == parent
 
 
 def test_span_without_traceparent_is_a_root(otel: ServerProcess) -> None:
@@ -389,68 +276,3 @@ def test_pool_instance_finds_the_sdk_when_specialised(tmp_path: Path) -> None:
         server.request("GET", "/span?m=pool", headers={"traceparent": traceparent})
         found = wait_spans(server, 2, trace_id=trace_id)
         assert {span["name"] for span in found} == {"work", "child"}
-
-
-# --- without OpenTelemetry ---------------------------------------------------------
-
-NO_OTEL_HANDLER = textwrap.dedent(
-    """
-    import sys
-
-
-    def handle(event, context):
-        print(f"plain {context.trace_id}")
-        return sorted(sys.modules)
-    """
-)
-
-
-def test_without_opentelemetry_nothing_of_it_is_imported(tmp_path: Path) -> None:
-    with running(PYTHON, PYTHON.write(tmp_path / "app", NO_OTEL_HANDLER)) as server:
-        plain = server.request("GET", "/").json()
-        trace_id, _, traceparent = new_traceparent()
-        traced = server.request("GET", "/", headers={"traceparent": traceparent, "X-Call-Id": "n"})
-        # Parsing the traceparent imports nothing either.
-        assert traced.json() == plain
-        assert not [name for name in plain if name.startswith("opentelemetry")]
-        assert "platshim.handlerspans" not in plain
-        assert f"[call:n trace:{trace_id}] plain {trace_id}" in server.wait_lines("plain", 2)
-        assert PREFIX not in server.stdout
-        assert server.stderr == ""
-
-
-def _api_only(root: Path) -> Path:
-    """A dependency folder with OpenTelemetry's API but not its SDK."""
-    package = root / "opentelemetry"
-    package.mkdir(parents=True)
-    for entry in (SITE_PACKAGES / "opentelemetry").iterdir():
-        if entry.name not in {"sdk", "exporter", "proto"}:
-            (package / entry.name).symlink_to(entry)
-    for pattern in ("opentelemetry_api-*.dist-info", "typing_extensions.py"):
-        for entry in SITE_PACKAGES.glob(pattern):
-            (root / entry.name).symlink_to(entry)
-    return root
-
-
-def test_the_api_alone_writes_no_spans(tmp_path: Path) -> None:
-    deps = _api_only(tmp_path / "deps")
-    folder = PYTHON.write(tmp_path / "app", SPANS_HANDLER)
-    with running(PYTHON, folder, PYTHONPATH=str(deps)) as server:
-        trace_id, _, traceparent = new_traceparent()
-        resp = server.request("GET", "/span?m=api", headers={"traceparent": traceparent})
-        assert resp.json() == {"trace_id": trace_id}
-        assert server.request("GET", "/provider").text == "ProxyTracerProvider"
-        assert PREFIX not in server.stdout
-        assert server.stderr == ""
-
-
-def test_a_broken_opentelemetry_does_not_stop_the_function(tmp_path: Path) -> None:
-    files = {"opentelemetry/__init__.py": "raise RuntimeError('broken install')\n"}
-    folder = PYTHON.write(tmp_path / "app", NO_OTEL_HANDLER)
-    for name, text in files.items():
-        os.makedirs(folder / os.path.dirname(name), exist_ok=True)
-        (folder / name).write_text(text)
-    with running(PYTHON, folder) as server:
-        headers = {"traceparent": new_traceparent()[2]}
-        assert server.request("GET", "/", headers=headers).status == 200
-        assert "handler spans are off: RuntimeError: broken install" in server.stderr

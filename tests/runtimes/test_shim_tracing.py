@@ -152,6 +152,13 @@ def test_unsampled_and_tracestate_less_traceparent_is_in_the_context(
     }
 
 
+def test_tracestate_is_passed_on_as_it_is(shim: ServerProcess) -> None:
+    # Not parsed by the shim: whatever the caller sent, up to the header size limit.
+    state = ",".join(f"v{n}=" + "x" * 60 for n in range(120))
+    data = trace_context(shim, {"traceparent": VALID, "tracestate": state})
+    assert (data["trace_id"], data["tracestate"]) == (TRACE_ID, state)
+
+
 def test_no_traceparent_no_trace(shim: ServerProcess) -> None:
     # A tracestate without its traceparent means nothing (W3C: ignore it).
     data = trace_context(shim, {"tracestate": "plat=1"})

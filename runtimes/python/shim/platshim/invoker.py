@@ -64,14 +64,17 @@ class Invoker:
         assert self.handler is not None
         with self._threads_lock:
             self.threads_busy += 1
-        spans = self.spans
-        # In the worker thread: its context is the one the handler's spans see.
-        token = spans.attach(event.headers) if spans is not None else None
         try:
-            return self.handler(event, context)
-        finally:
-            if spans is not None:
+            spans = self.spans
+            if spans is None:
+                return self.handler(event, context)
+            # In the worker thread: its context is the one the handler's spans see.
+            token = spans.attach(event.headers)
+            try:
+                return self.handler(event, context)
+            finally:
                 spans.detach(token)
+        finally:
             with self._threads_lock:
                 self.threads_busy -= 1
 
@@ -102,11 +105,13 @@ class Invoker:
         try:
             if self.is_async:
                 spans = self.spans
-                token = spans.attach(event.headers) if spans is not None else None
-                try:
+                if spans is None:
                     result = await handler(event, context)
-                finally:
-                    if spans is not None:
+                else:
+                    token = spans.attach(event.headers)
+                    try:
+                        result = await handler(event, context)
+                    finally:
                         spans.detach(token)
             else:
                 loop = asyncio.get_running_loop()
