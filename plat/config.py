@@ -115,6 +115,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scale_down_rate", 2.0, float, "at most divide instances by this per tick"),
     Setting("scale_to_zero_after", 30.0, parse_duration, "idle time before min 0 reaches 0"),
     Setting("secrets_ttl", 60.0, parse_duration, "how often Vault secrets in use are read again"),
+    Setting(
+        "callback_hosts",
+        "",
+        str,
+        "hosts (shell patterns, comma-separated) async callbacks may reach besides loopback",
+    ),
     Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
     Setting("daemon_log_size", 10 * 1024**2, parse_size, "daemon.log rotates at this size"),
     Setting("daemon_log_files", 5, _count, "rotated daemon.log files kept (daemon.log.1 ...)"),

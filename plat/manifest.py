@@ -30,6 +30,7 @@ from plat.errors import ManifestError
 from plat.runtimes import all_runtimes, detect_runtime
 from plat.slo import Slo
 from plat.tenancy import TENANT_RE
+from plat.triggers import AsyncPolicy, check_schedule
 from plat.units import parse_duration, parse_size
 
 MANIFEST_NAME = "plat.yaml"
@@ -181,6 +182,15 @@ class Manifest(_Strict):
     scale: Scale = Field(default_factory=Scale)
     secrets: list[SecretRef] = Field(default_factory=list)
     slo: Slo | None = None
+    async_: AsyncPolicy | None = Field(default=None, alias="async")
+    schedule: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> list[str]:
+        return check_schedule(value)
 
     @field_validator("name")
     @classmethod
@@ -275,6 +285,11 @@ class Manifest(_Strict):
             data["secrets"] = [r.name if r.vault is None else dict(r) for r in self.secrets]
         if self.slo is None:
             data.pop("slo", None)
+        policy = data.pop("async_", None)
+        if self.async_ is not None:
+            data["async"] = policy
+        if not self.schedule:
+            data.pop("schedule", None)
         return data
 
     def to_dict(self) -> dict[str, Any]:

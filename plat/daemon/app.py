@@ -23,6 +23,8 @@ from plat import engine as engines
 from plat.api import PoolStatus, Status
 from plat.config import Config
 from plat.credentials import basic_header, ensure_admin_token, ensure_password
+from plat.daemon.asyncq.callbacks import CallbackPolicy
+from plat.daemon.asyncq.service import CallService
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import API_PREFIX, Services, api_app, control_routes, control_runner
 from plat.daemon.deployer import Deployer
@@ -328,6 +330,16 @@ class Daemon:
             ) from None
         self._stack.push_async_callback(server.close)
         self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
+        # Queued calls go through this server in process; they stop before it.
+        self.calls = CallService(
+            self.store,
+            self.gateway,
+            server.accept,
+            auth_header=self.auth_header,
+            callback_policy=CallbackPolicy.parse(config.callback_hosts),
+        )
+        await self.calls.start()
+        self._stack.push_async_callback(self.calls.close)
 
         runner = control_runner(self.routes, self.tenants)
         await runner.setup()

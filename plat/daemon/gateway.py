@@ -18,6 +18,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 from urllib.parse import unquote_to_bytes
 
@@ -34,7 +35,7 @@ from plat.daemon.http.relay import (
     CallIds,
     exchange,
     forward_headers,
-    json_error,
+    send_error,
 )
 from plat.daemon.http.upstream import (
     UpstreamError,
@@ -54,6 +55,8 @@ from plat.daemon.tracing.tracer import CallTrace, Tracer
 from plat.errors import PlatError
 
 log = logging.getLogger(__name__)
+
+Door = Callable[[Request, Response, bytes, bytes], Awaitable[None]]
 
 # The gateway sets these itself: a client's values are replaced, not passed on.
 _REPLACED = frozenset({b"x-call-id", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
@@ -116,6 +119,8 @@ class Gateway:
         self.exporter = exporter if self.tracer is not None else None
         traced = _TRACED if self.tracer is not None else frozenset()
         self._drop = (TO_FUNCTION | traced, TO_FUNCTION_NO_AUTH | traced)
+        # Accepts /async-function/ calls once the queue is there (plat.daemon.asyncq.door).
+        self.async_door: Door | None = None
 
     async def start(self) -> None:
         if self._sweeper is not None:
@@ -178,9 +183,14 @@ class Gateway:
             if name:
                 await self.invoke(request, response, name, b"/" + rest)
                 return
+        elif path.startswith(b"/async-function/") and self.async_door is not None:
+            name, _, rest = path[16:].partition(b"/")
+            if name:
+                await self.async_door(request, response, name, b"/" + rest)
+                return
         elif not path.startswith(b"/"):  # OPTIONS *: nothing answers for the whole server
             target = path.decode("latin-1")
-            self._error(response, Call(""), 404, "not_found", f"nothing answers for {target}")
+            send_error(response, Call(""), 404, "not_found", f"nothing answers for {target}")
             return
         await self._other(request, response)
 
@@ -198,7 +208,7 @@ class Gateway:
         else:
             call = Call(self.call_ids.new())
         if fs is None:
-            self._error(response, call, 404, "not_found", f"no function named {name!r} is deployed")
+            send_error(response, call, 404, "not_found", f"no function named {name!r} is deployed")
             return
         trace: CallTrace | None = None
         traceparent = b""
@@ -250,24 +260,9 @@ class Gateway:
         name = fs.name
         manifest = fs.manifest
         public = manifest.auth == "public"
-        if not public:
-            allowed = self.access.allows(request.authorization, name)
-            if allowed is None:  # another tenant's token: as if the function did not exist
-                self._error(
-                    response, call, 404, "not_found", f"no function named {name!r} is deployed"
-                )
-                return
-            if not allowed:
-                self._error(
-                    response,
-                    call,
-                    401,
-                    "unauthorized",
-                    "this function needs the admin's basic auth (user admin, password from "
-                    "`plat auth password`) or its tenant's token (Authorization: Bearer <token>)",
-                )
-                return
-        body = await self._body(request, response, call)
+        if not public and not self.admits(request, response, fs, call):
+            return
+        body = await self.read_body(request, response, call)
         if body is False:
             return
         if trace is not None:
@@ -278,7 +273,7 @@ class Gateway:
             if trace is not None:
                 trace.wait = time.perf_counter() - trace.acquire_at
             retry = [b"Retry-After: 1\r\n"] if exc.status in (429, 503) else []
-            self._error(response, call, exc.status, exc.code, exc.message, retry)
+            send_error(response, call, exc.status, exc.code, exc.message, retry)
             return
         if trace is not None:
             trace.wait = time.perf_counter() - trace.acquire_at
@@ -298,7 +293,7 @@ class Gateway:
                 if response.started:
                     call.status = 499
                 else:
-                    self._error(
+                    send_error(
                         response,
                         call,
                         504,
@@ -311,7 +306,7 @@ class Gateway:
                     call.status = 499
                 else:
                     self.controller.suspect(inst)
-                    self._error(
+                    send_error(
                         response,
                         call,
                         502,
@@ -325,6 +320,25 @@ class Gateway:
             if inst.state == "stopped":  # it stopped during the call: no pool outlives it
                 self.upstreams.drop(inst.id)
 
+    def admits(self, request: Request, response: Response, fs: FunctionState, call: Call) -> bool:
+        """Whether the caller may call ``fs`` (a function that is not public); the
+        refusal is sent otherwise."""
+        allowed = self.access.allows(request.authorization, fs.name)
+        if allowed is None:  # another tenant's token: as if the function did not exist
+            message = f"no function named {fs.name!r} is deployed"
+            send_error(response, call, 404, "not_found", message)
+            return False
+        if not allowed:
+            send_error(
+                response,
+                call,
+                401,
+                "unauthorized",
+                "this function needs the admin's basic auth (user admin, password from "
+                "`plat auth password`) or its tenant's token (Authorization: Bearer <token>)",
+            )
+        return allowed
+
     async def _other(self, request: Request, response: Response) -> None:
         """Anything but a function: the in-process aiohttp app answers."""
         call = Call("")
@@ -334,7 +348,7 @@ class Gateway:
             return
         limit = self.max_api_body if request.path.startswith(b"/api/") else self.max_body
         try:
-            body = await self._body(request, response, call, limit)
+            body = await self.read_body(request, response, call, limit)
             if body is False:
                 return
             parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
@@ -349,13 +363,13 @@ class Gateway:
         except (UpstreamError, OSError) as exc:
             if not response.started:
                 log.warning("the gateway's internal routes failed: %s", exc)
-                self._error(
+                send_error(
                     response, call, 502, "internal_error", f"the daemon failed to answer ({exc})"
                 )
 
     # pieces
 
-    async def _body(
+    async def read_body(
         self, request: Request, response: Response, call: Call, limit: int | None = None
     ) -> bytes | Literal[False] | None:
         """The request body to send: bytes (read whole), None (to be streamed), or
@@ -421,7 +435,7 @@ class Gateway:
 
     def _too_large(self, response: Response, call: Call, limit: int | None = None) -> None:
         limit = self.max_body if limit is None else limit
-        self._error(
+        send_error(
             response,
             call,
             413,
@@ -429,22 +443,3 @@ class Gateway:
             f"the request body is larger than the gateway's limit of {limit} bytes",
             hint="send less, or raise PLAT_MAX_BODY for the daemon",
         )
-
-    @staticmethod
-    def _error(
-        response: Response,
-        call: Call,
-        status: int,
-        code: str,
-        message: str,
-        lines: list[bytes] | None = None,
-        **extra: object,
-    ) -> None:
-        reply = json_error(status, code, message, **extra)
-        out = [name + b": " + value + b"\r\n" for name, value in reply.headers]
-        if lines:
-            out += lines
-        out.append(call.id_line)
-        call.status = 499 if response.gone else status
-        call.bytes_out = len(reply.body)
-        response.send(status, out, reply.body)

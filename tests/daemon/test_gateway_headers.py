@@ -9,15 +9,8 @@ import json
 
 import pytest
 
-from plat.daemon.gateway import (
-    CALL_ID_RE,
-    TO_FUNCTION,
-    TO_FUNCTION_NO_AUTH,
-    TO_INTERNAL,
-    CallIds,
-    json_error,
-)
-from plat.daemon.http.relay import HOP_BY_HOP, forward_headers
+from plat.daemon.gateway import TO_FUNCTION, TO_FUNCTION_NO_AUTH, TO_INTERNAL
+from plat.daemon.http.relay import CALL_ID_RE, HOP_BY_HOP, CallIds, forward_headers, json_error
 
 Pairs = list[tuple[bytes, bytes]]
 

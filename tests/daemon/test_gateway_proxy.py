@@ -33,7 +33,7 @@ from plat.daemon.app import Daemon
 from plat.daemon.drivers.base import InstanceExit, InstanceSpec, OutputLine, RunningInstance
 from plat.daemon.drivers.process.artifacts import ProcessArtifacts
 from plat.daemon.drivers.versions import Driver, Release
-from plat.daemon.gateway import CALL_ID_RE
+from plat.daemon.http.relay import CALL_ID_RE
 from plat.daemon.store import Invocation
 from plat.manifest import Manifest, load_manifest
 from plat.paths import Home

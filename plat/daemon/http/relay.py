@@ -97,6 +97,26 @@ def json_error(status: int, code: str, message: str, **extra: object) -> Reply:
     return Reply(status, headers, body)
 
 
+def send_error(
+    response: Response,
+    call: Call,
+    status: int,
+    code: str,
+    message: str,
+    lines: list[bytes] | None = None,
+    **extra: object,
+) -> None:
+    """Answer ``call`` with plat's JSON error body (``lines``: more header lines)."""
+    reply = json_error(status, code, message, **extra)
+    out = [name + b": " + value + b"\r\n" for name, value in reply.headers]
+    if lines:
+        out += lines
+    out.append(call.id_line)
+    call.status = 499 if response.gone else status
+    call.bytes_out = len(reply.body)
+    response.send(status, out, reply.body)
+
+
 class CallIds:
     """Call ids unique to this daemon: a random prefix and a counter (no uuid4 per call),
     32 hex digits as uuid4().hex ids were."""

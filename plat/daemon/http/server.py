@@ -81,6 +81,10 @@ class HttpServer:
         self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = self.loop.create_task(self._sweep(), name="http-server-sweeper")
 
+    async def accept(self, sock: socket.socket) -> None:
+        """Serve a connection made in process (one end of a socket pair)."""
+        await self.loop.connect_accepted_socket(lambda: ServerConnection(self), sock)
+
     @property
     def port(self) -> int:
         """The port listened on (0 before ``start``)."""

@@ -4,12 +4,13 @@ The store is the only source of truth for functions, their versions (builds) and
 instances, and keeps the logs and invocation records of each function.
 Everything the daemon persists goes through this package: :mod:`.database`
 (connection and migrations), :mod:`.schema` (the migrations), :mod:`.catalog`
-(functions, versions, instances), :mod:`.history` (logs, invocations), :mod:`.traces`,
-:mod:`.tenants` and :mod:`.secrets`.
+(functions, versions, instances), :mod:`.history` (logs, invocations),
+:mod:`.traces`, :mod:`.calls` (queued calls), :mod:`.tenants` and :mod:`.secrets`.
 """
 
 from __future__ import annotations
 
+from plat.daemon.store.calls import CallRows
 from plat.daemon.store.catalog import Catalog, FunctionRecord, InstanceRecord, VersionRecord
 from plat.daemon.store.history import History, Invocation, LogLine
 from plat.daemon.store.schema import MIGRATIONS
@@ -31,5 +32,5 @@ __all__ = [
 ]
 
 
-class Store(Catalog, History, TraceRows, TenantRows, SecretRows):
+class Store(Catalog, History, TraceRows, CallRows, TenantRows, SecretRows):
     """Async access to the database. ``open()`` and ``close()`` are idempotent."""

@@ -122,4 +122,49 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX spans_by_trace ON spans(trace_id);
     CREATE INDEX spans_by_function ON spans(function, id);
     """,
+    """
+    CREATE TABLE calls (
+        id              TEXT PRIMARY KEY,
+        function        TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        trigger         TEXT NOT NULL,
+        method          TEXT NOT NULL,
+        target          TEXT NOT NULL,
+        headers         TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        callback_url    TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        budget          INTEGER NOT NULL,
+        next_at         REAL NOT NULL,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL,
+        finished_at     REAL,
+        status          INTEGER,
+        duration        REAL,
+        response_headers TEXT,
+        response_body   BLOB,
+        error           TEXT,
+        callback_state  TEXT,
+        callback_attempts INTEGER NOT NULL DEFAULT 0,
+        callback_status INTEGER
+    );
+    CREATE INDEX calls_waiting ON calls(state, next_at) WHERE state IN ('queued', 'running');
+    CREATE INDEX calls_by_function ON calls(function, created_at);
+    CREATE INDEX calls_callbacks ON calls(callback_state) WHERE callback_state = 'pending';
+    CREATE TABLE call_attempts (
+        call_id     TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        duration    REAL,
+        status      INTEGER,
+        error       TEXT,
+        PRIMARY KEY (call_id, attempt)
+    );
+    CREATE TABLE cron_ticks (
+        function    TEXT NOT NULL,
+        schedule    TEXT NOT NULL,
+        last_tick   REAL NOT NULL,
+        PRIMARY KEY (function, schedule)
+    );
+    """,
 )

@@ -1,0 +1,83 @@
+"""The queue's writes, grouped: each write is a coroutine on the store, and one
+commit covers every write that arrived while the last batch was being written.
+
+An accepted call must be committed before it is acknowledged (``durable``): under
+load, many accepts share a commit, so acknowledging stays cheap; alone, one waits
+for its own commit only. Writes that need no acknowledgement (a call started)
+ride along with the next commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+from plat.daemon.store import Store
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[Store], Awaitable[None]]
+
+
+class Ledger:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._writes: list[tuple[Write, asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="queue-ledger")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._flush()
+
+    def write(self, op: Write) -> None:
+        """Write with the next batch; nobody waits for it."""
+        self._writes.append((op, None))
+        self._wake.set()
+
+    async def durable(self, op: Write) -> None:
+        """Write and wait until it is committed; raises the store's error if not."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append((op, done))
+        self._wake.set()
+        await done
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("writing the queue's records failed")
+
+    async def _flush(self) -> None:
+        writes, self._writes = self._writes, []
+        if not writes:
+            return
+        error: BaseException | None = None
+        try:
+            for op, _ in writes:
+                await op(self.store)
+            await self.store.commit()
+        except (sqlite3.Error, OSError) as exc:
+            error = exc
+            log.error("the store refused %d queue writes: %s", len(writes), exc)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                await self.store.db.rollback()
+        for _, done in writes:
+            if done is not None and not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)

@@ -1,0 +1,323 @@
+"""The queue of accepted calls: what runs when, and what becomes of each attempt.
+
+An accepted call is committed before its 202 (:mod:`.ledger`), so it survives
+``kill -9``. Each function's calls run oldest first, at most ``share`` at a time:
+half the function's capacity (``scale.max`` x ``concurrency``, at least one), so
+a backlog scales the function like synchronous traffic does but always leaves
+room for synchronous calls. An attempt is a call through the gateway
+(:mod:`.invoker`). A 5xx, a 429, a timeout or no answer is retried after
+``async.backoff`` doubling up to ``async.max_backoff`` (with jitter), until
+``async.retries`` retries are spent: then the call is dead-lettered. Any other
+answer ends it: ``done`` below 400, ``failed`` for a 4xx. A finished call's state
+is committed before its callback goes out, so a call whose callback arrived never
+runs again; one running when the daemon died runs again after the restart
+(at-least-once, with the same call id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from plat.daemon.asyncq.invoker import Invoker, Outcome
+from plat.daemon.asyncq.ledger import Ledger, Write
+from plat.daemon.serving.function_state import FunctionState
+from plat.daemon.store import Store
+from plat.daemon.store.calls import FINISHED, Attempt, QueuedCall
+from plat.errors import PlatError
+from plat.manifest import Manifest
+from plat.tenancy import split_key
+from plat.triggers import AsyncPolicy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = AsyncPolicy()
+KEPT_BODY = 64 * 1024  # of an answer, in the store (`plat call ID`)
+TIMEOUT_MARGIN = 5.0  # the gateway times the call out first: that answer is a 504
+
+
+class QueueFull(PlatError):
+    status = 429
+    code = "queue_full"
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One function's queue for the metrics: calls waiting (queued or retrying),
+    running, and the age of the oldest waiting."""
+
+    function: str
+    waiting: int
+    running: int
+    oldest: float
+
+
+def policy_of(manifest: Manifest) -> AsyncPolicy:
+    return manifest.async_ or DEFAULT_POLICY
+
+
+def share(manifest: Manifest) -> int:
+    """How many of a function's queued calls may run at once."""
+    return max(1, manifest.scale.max * manifest.scale.concurrency // 2)
+
+
+class AsyncQueue:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        invoker: Invoker,
+        functions: Mapping[str, FunctionState],
+        *,
+        auth_header: str,
+        on_finished: Callable[[QueuedCall], None] | None = None,
+    ) -> None:
+        """``functions``: the controller's function states (read only);
+        ``auth_header``: the admin's, for functions that are not public;
+        ``on_finished``: called with a finished call that has a callback, once its
+        state is committed."""
+        self.store = store
+        self.ledger = ledger
+        self.invoker = invoker
+        self.functions = functions
+        self.auth_header = auth_header.encode("latin-1")
+        self.on_finished = on_finished
+        self._waiting: dict[str, dict[str, float]] = {}  # function -> {id: created_at}
+        self._ready: dict[str, deque[str]] = {}
+        self._delayed: list[tuple[float, int, str, str]] = []  # (next_at, seq, id, function)
+        self._running: dict[str, int] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[None]] = set()
+
+    # life
+
+    async def start(self) -> None:
+        """Pick up every call a previous daemon left waiting or running."""
+        now = time.time()
+        interrupted = 0
+        for call_id, function, state, next_at in await self.store.waiting_calls():
+            if state == "running":
+                interrupted += 1
+                self.ledger.write(_requeue(call_id, now))
+                next_at = now
+            self._add(call_id, function, next_at, now)
+        if interrupted:
+            log.warning(
+                "%d queued calls were running when the daemon stopped; they run again", interrupted
+            )
+        self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="async-queue")
+
+    async def close(self) -> None:
+        """Stop dispatching; calls running now stay ``running`` in the store and run
+        again at the next start."""
+        tasks = [t for t in (self._task, *self._runs) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    # intake
+
+    def depth(self, function: str) -> int:
+        return len(self._waiting.get(function, ()))
+
+    def states(self) -> list[QueueState]:
+        now = time.time()
+        out = []
+        for function, waiting in self._waiting.items():
+            running = self._running.get(function, 0)
+            if waiting or running:
+                oldest = now - next(iter(waiting.values())) if waiting else 0.0
+                out.append(QueueState(function, len(waiting) - running, running, oldest))
+        return out
+
+    async def accept(self, call: QueuedCall, manifest: Manifest) -> None:
+        """Queue ``call`` durably; raises QueueFull past the function's limit."""
+        limit = policy_of(manifest).queue_limit
+        if self.depth(call.function) >= limit:
+            name = split_key(call.function)[0]
+            raise QueueFull(
+                f"{name} has {limit} calls queued, its limit",
+                hint="retry later, or raise async.queue_limit in plat.yaml",
+            )
+        call.budget = policy_of(manifest).retries + 1
+        self._waiting.setdefault(call.function, {})[call.id] = call.created_at
+        try:
+            await self.ledger.durable(lambda store: store.insert_calls([call]))
+        except BaseException:
+            self._waiting[call.function].pop(call.id, None)
+            raise
+        self._add(call.id, call.function, call.next_at, call.created_at)
+
+    async def retry(self, call: QueuedCall) -> QueuedCall:
+        """Queue a dead or failed call again, with a fresh set of retries."""
+        fs = self.functions.get(call.function)
+        policy = policy_of(fs.manifest) if fs is not None else DEFAULT_POLICY
+        now = time.time()
+        call.state, call.next_at, call.updated_at = "queued", now, now
+        call.budget = call.attempts + policy.retries + 1
+        call.finished_at = call.error = None
+        if call.callback_url:
+            call.callback_state, call.callback_attempts = None, 0
+        await self.ledger.durable(lambda store: store.save_call(call))
+        self._add(call.id, call.function, now, call.created_at)
+        return call
+
+    def _add(self, call_id: str, function: str, next_at: float, created_at: float) -> None:
+        self._waiting.setdefault(function, {})[call_id] = created_at
+        if next_at <= time.time():
+            self._ready.setdefault(function, deque()).append(call_id)
+        else:
+            heapq.heappush(self._delayed, (next_at, next(self._seq), call_id, function))
+        self._wake.set()
+
+    # dispatch
+
+    async def _dispatch(self) -> None:
+        while True:
+            timeout = None
+            if self._delayed:
+                timeout = max(0.0, self._delayed[0][0] - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            now = time.time()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, call_id, function = heapq.heappop(self._delayed)
+                self._ready.setdefault(function, deque()).append(call_id)
+            for function, ready in list(self._ready.items()):
+                fs = self.functions.get(function)
+                limit = share(fs.manifest) if fs is not None else len(ready)
+                while ready and self._running.get(function, 0) < limit:
+                    call_id = ready.popleft()
+                    self._running[function] = self._running.get(function, 0) + 1
+                    task = asyncio.get_running_loop().create_task(
+                        self._run(call_id, function), name=f"async-call-{call_id}"
+                    )
+                    self._runs.add(task)
+                    task.add_done_callback(self._runs.discard)
+                if not ready:
+                    del self._ready[function]
+
+    async def _run(self, call_id: str, function: str) -> None:
+        try:
+            call = await self.store.get_call(call_id)
+            if call is None or call.state in FINISHED:
+                self._waiting.get(function, {}).pop(call_id, None)
+                return
+            await self._attempt(call)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("queued call %s of %s failed in the queue", call_id, function)
+        finally:
+            self._running[function] -= 1
+            if not self._running[function]:
+                del self._running[function]
+            if not self._waiting.get(function, True):
+                self._waiting.pop(function, None)
+            self._wake.set()
+
+    async def _attempt(self, call: QueuedCall) -> None:
+        fs = self.functions.get(call.function)
+        now = time.time()
+        if fs is None:
+            call.error = "the function was removed before the call ran"
+            self._finish(call, "dead", now)
+            await self.ledger.durable(_save(call))
+            self._finished(call)
+            return
+        manifest = fs.manifest
+        policy = policy_of(manifest)
+        call.attempts += 1
+        call.state, call.updated_at = "running", now
+        number = call.attempts
+        self.ledger.write(_save(call))
+        self.ledger.write(_save_attempt(Attempt(call.id, number, now, None, None, None)))
+        timeout = min(policy.timeout or manifest.timeout, manifest.timeout) + TIMEOUT_MARGIN
+        started = time.monotonic()
+        outcome = await self.invoker.attempt(self._head(call, manifest), call.body, timeout)
+        took = time.monotonic() - started
+        self.ledger.write(
+            _save_attempt(
+                Attempt(call.id, number, now, took, outcome.status or None, outcome.error)
+            )
+        )
+        end = time.time()
+        call.duration = took
+        call.status = outcome.status or None
+        call.error = outcome.error
+        if not _retryable(outcome):
+            call.response_headers = outcome.headers
+            call.response_body = outcome.body[:KEPT_BODY]
+            self._finish(call, "done" if outcome.status < 400 else "failed", end)
+        elif call.attempts < call.budget:
+            call.state, call.updated_at = "queued", end
+            call.next_at = end + policy.delay(call.attempts, random.random())
+        else:
+            call.response_headers = outcome.headers
+            call.response_body = outcome.body[:KEPT_BODY]
+            self._finish(call, "dead", end)
+        await self.ledger.durable(_save(call))
+        if call.state == "queued":
+            heapq.heappush(self._delayed, (call.next_at, next(self._seq), call.id, call.function))
+        else:
+            self._finished(call)
+
+    def _finish(self, call: QueuedCall, state: str, now: float) -> None:
+        call.state, call.finished_at, call.updated_at = state, now, now
+        if call.callback_url:
+            call.callback_state = "pending"
+        self._waiting.get(call.function, {}).pop(call.id, None)
+
+    def _finished(self, call: QueuedCall) -> None:
+        if call.callback_state == "pending" and self.on_finished is not None:
+            self.on_finished(call)
+
+    def _head(self, call: QueuedCall, manifest: Manifest) -> bytes:
+        target = f"/function/{call.function}{call.target}".encode("latin-1", "replace")
+        parts = [call.method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: localhost\r\n"]
+        for name, value in call.headers:
+            parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+        if manifest.auth != "public":
+            parts += (b"Authorization: ", self.auth_header, b"\r\n")
+        parts.append(
+            b"X-Call-Id: %s\r\nX-Plat-Trigger: %s\r\nX-Plat-Attempt: %d\r\nContent-Length: %d"
+            b"\r\n\r\n" % (call.id.encode(), call.trigger.encode(), call.attempts, len(call.body))
+        )
+        return b"".join(parts)
+
+
+def _retryable(outcome: Outcome) -> bool:
+    return outcome.status == 0 or outcome.status >= 500 or outcome.status == 429
+
+
+def _save(call: QueuedCall) -> Write:
+    async def op(store: Store) -> None:
+        await store.save_call(call)
+
+    return op
+
+
+def _save_attempt(attempt: Attempt) -> Write:
+    async def op(store: Store) -> None:
+        await store.save_attempt(attempt)
+
+    return op
+
+
+def _requeue(call_id: str, now: float) -> Write:
+    async def op(store: Store) -> None:
+        await store.requeue_call(call_id, now)
+
+    return op
