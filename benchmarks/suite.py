@@ -19,7 +19,18 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import builds, chaos, cold_start, fuzz, hot_reload, logs, scale, soak, warm
+from benchmarks import (
+    builds,
+    chaos,
+    cold_start,
+    fuzz,
+    hot_reload,
+    logs,
+    scale,
+    soak,
+    tracing,
+    warm,
+)
 from benchmarks.context import BenchError, Context
 from benchmarks.machine import check_tools, machine, versions
 from benchmarks.report import Report, Section
@@ -33,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
     hot_reload.NAME: (hot_reload.TITLE, hot_reload.run),
     cold_start.NAME: (cold_start.TITLE, cold_start.run),
     logs.NAME: (logs.TITLE, logs.run),
+    tracing.NAME: (tracing.TITLE, tracing.run),
     soak.NAME: (soak.TITLE, soak.run),
     fuzz.NAME: (fuzz.TITLE, fuzz.run),
     chaos.NAME: (chaos.TITLE, chaos.run),
