@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from plat.daemon.asyncq.ledger import Ledger, Write
+from plat.daemon.hosts import is_loopback
 from plat.daemon.http.relay import HOP_BY_HOP
 from plat.daemon.store import Store
 from plat.daemon.store.calls import QueuedCall
@@ -62,21 +62,12 @@ class CallbackPolicy:
             return f"X-Callback-Url {url[:100]!r} is not a URL: {exc}"
         if parts.scheme not in ("http", "https") or not host:
             return f"X-Callback-Url {url[:100]!r} must be an http:// or https:// URL with a host"
-        if _loopback(host) or any(fnmatch.fnmatchcase(host, p) for p in self.hosts):
+        if is_loopback(host) or any(fnmatch.fnmatchcase(host, p) for p in self.hosts):
             return None
         return (
             f"callbacks to {host} are not allowed: only loopback addresses, localhost and "
             "the hosts in the daemon's PLAT_CALLBACK_HOSTS"
         )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Callbacks:

@@ -15,7 +15,6 @@ what to check.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from plat.daemon.hosts import is_loopback
 from plat.errors import PlatError
 from plat.manifest import parse_vault_ref
 
@@ -201,7 +201,7 @@ def _proxies(addr: str, env: Mapping[str, str]) -> dict[str, str]:
         return env.get(name.upper()) or env.get(name.lower()) or ""
 
     proxy = get(f"{scheme}_proxy") or get("all_proxy")
-    if not proxy or not host or _loopback(host):
+    if not proxy or not host or is_loopback(host):
         return {}
     for raw in get("no_proxy").split(","):
         entry = raw.strip().lower()
@@ -211,12 +211,3 @@ def _proxies(addr: str, env: Mapping[str, str]) -> dict[str, str]:
         if entry and (host == entry or host.endswith("." + entry)):
             return {}
     return {scheme: proxy}
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
