@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
-from plat.daemon.asyncq.queue import AsyncQueue, QueueFull
+from plat.daemon.asyncq.queue import AsyncQueue, CallExists, QueueFull
 from plat.daemon.gateway import TO_FUNCTION_NO_AUTH, Gateway
 from plat.daemon.http.message import ClientGone, Request, Response
 from plat.daemon.http.relay import CALL_ID_RE, Call, forward_headers, send_error
@@ -103,14 +103,7 @@ class AsyncDoor:
         if body is None:  # a large body, not read yet: whole, within the limit
             body = await request.read(gateway.max_body)
         if not fresh and await store.get_call(call.call_id) is not None:
-            send_error(
-                response,
-                call,
-                409,
-                "call_exists",
-                f"a call with id {call.call_id} was queued already",
-                hint="send a new X-Call-Id, or none",
-            )
+            _exists(response, call)
             return
         target = subpath + b"?" + request.query if request.query else subpath
         now = time.time()
@@ -134,6 +127,9 @@ class AsyncDoor:
             await self.queue.accept(queued, fs.manifest)
         except QueueFull as exc:
             send_error(response, call, 429, exc.code, exc.message, [b"Retry-After: 1\r\n"])
+            return
+        except (CallExists, sqlite3.IntegrityError):  # the same id, sent twice at once
+            _exists(response, call)
             return
         except (sqlite3.Error, OSError) as exc:
             log.error("queuing a call of %s failed: %s", name, exc)
@@ -162,3 +158,14 @@ class AsyncDoor:
             [b"Content-Type: application/json; charset=utf-8\r\n", call.id_line],
             body_out,
         )
+
+
+def _exists(response: Response, call: Call) -> None:
+    send_error(
+        response,
+        call,
+        409,
+        "call_exists",
+        f"a call with id {call.call_id} was queued already",
+        hint="send a new X-Call-Id, or none",
+    )

@@ -65,19 +65,47 @@ class Ledger:
         writes, self._writes = self._writes, []
         if not writes:
             return
-        error: BaseException | None = None
         try:
-            for op, _ in writes:
+            await self._commit([op for op, _ in writes])
+        except sqlite3.IntegrityError as exc:
+            if len(writes) == 1:
+                log.error("the store refused a queue write: %s", exc)
+                _settle(writes, exc)
+                return
+            # A constraint broken by one write (a call id inserted twice) must not
+            # fail the batch it rode in: each again on its own, so only it fails.
+            for write in writes:
+                try:
+                    await self._commit([write[0]])
+                except (sqlite3.Error, OSError) as one:
+                    log.error("the store refused a queue write: %s", one)
+                    _settle([write], one)
+                else:
+                    _settle([write], None)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("the store refused %d queue writes: %s", len(writes), exc)
+            _settle(writes, exc)
+        else:
+            _settle(writes, None)
+
+    async def _commit(self, ops: list[Write]) -> None:
+        """Apply ``ops`` and commit them together, or none of them."""
+        try:
+            for op in ops:
                 await op(self.store)
             await self.store.commit()
-        except (sqlite3.Error, OSError) as exc:
-            error = exc
-            log.error("the store refused %d queue writes: %s", len(writes), exc)
+        except (sqlite3.Error, OSError):
             with contextlib.suppress(sqlite3.Error, OSError):
                 await self.store.db.rollback()
-        for _, done in writes:
-            if done is not None and not done.done():
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
+            raise
+
+
+def _settle(
+    writes: list[tuple[Write, asyncio.Future[None] | None]], error: BaseException | None
+) -> None:
+    for _, done in writes:
+        if done is not None and not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)

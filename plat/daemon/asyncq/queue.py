@@ -49,6 +49,11 @@ class QueueFull(PlatError):
     code = "queue_full"
 
 
+class CallExists(PlatError):
+    status = 409
+    code = "call_exists"
+
+
 @dataclass(frozen=True)
 class QueueState:
     """One function's queue for the metrics: calls waiting (queued or retrying),
@@ -98,6 +103,7 @@ class AsyncQueue:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        self._accepting: set[str] = set()  # ids being committed (two at once: one is a 409)
 
     # life
 
@@ -150,13 +156,21 @@ class AsyncQueue:
                 f"{name} has {limit} calls queued, its limit",
                 hint="retry later, or raise async.queue_limit in plat.yaml",
             )
+        waiting = self._waiting.setdefault(call.function, {})
+        if call.id in self._accepting or call.id in waiting:
+            raise CallExists(
+                f"a call with id {call.id} was queued already", hint="send a new X-Call-Id, or none"
+            )
         call.budget = policy_of(manifest).retries + 1
-        self._waiting.setdefault(call.function, {})[call.id] = call.created_at
+        waiting[call.id] = call.created_at
+        self._accepting.add(call.id)
         try:
             await self.ledger.durable(lambda store: store.insert_calls([call]))
         except BaseException:
-            self._waiting[call.function].pop(call.id, None)
+            waiting.pop(call.id, None)
             raise
+        finally:
+            self._accepting.discard(call.id)
         self._add(call.id, call.function, call.next_at, call.created_at)
 
     async def retry(self, call: QueuedCall) -> QueuedCall:
