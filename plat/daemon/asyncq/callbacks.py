@@ -21,9 +21,9 @@ import fnmatch
 import logging
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from plat.daemon.asyncq.ledger import Ledger, Write
 from plat.daemon.hosts import is_loopback
@@ -53,12 +53,18 @@ class CallbackPolicy:
         return cls(tuple(p.strip().lower() for p in text.split(",") if p.strip()))
 
     def problem(self, url: str) -> str | None:
-        """What is wrong with ``url`` as a callback, or None."""
+        """What is wrong with ``url`` as a callback, or None. The host checked is the
+        one the request will reach: parsed as aiohttp parses it (yarl, IDNA)."""
+        if not url.isascii() or not url.isprintable() or " " in url:
+            return (
+                f"X-Callback-Url {url[:100]!r} must be printable ASCII with no spaces "
+                "(percent-encode the rest)"
+            )
         try:
-            parts = urlsplit(url)
-            host = (parts.hostname or "").lower()
+            parts = URL(url)
+            host = (parts.host or "").lower()
             parts.port  # noqa: B018 -- raises ValueError on a bad port
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             return f"X-Callback-Url {url[:100]!r} is not a URL: {exc}"
         if parts.scheme not in ("http", "https") or not host:
             return f"X-Callback-Url {url[:100]!r} must be an http:// or https:// URL with a host"
