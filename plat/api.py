@@ -66,6 +66,7 @@ class FunctionSummary(TypedDict, total=False):
     instances: int  # ready ones
     desired: int
     updated_at: float
+    next_run: float | None  # the next cron tick (epoch seconds), with a schedule only
 
 
 class FunctionEvent(TypedDict):
@@ -179,6 +180,53 @@ class Status(TypedDict):
     builder: str
     functions: int
     pool: PoolStatus
+
+
+# queued calls: GET /v1/calls, GET /v1/calls/{id}, POST /v1/calls/{id}/retry
+
+
+class CallSummary(TypedDict):
+    id: str
+    function: str  # plain name
+    tenant: str
+    state: str  # queued | running | done | failed | dead
+    trigger: str  # async | cron
+    attempts: int
+    status: int | None  # of the last attempt (None: it got no answer)
+    created_at: float
+    finished_at: float | None
+    duration: float | None  # of the last attempt
+    callback_state: str | None  # pending | delivered | failed; None without a callback
+    error: str | None
+
+
+class AttemptView(TypedDict):
+    attempt: int
+    started_at: float
+    duration: float | None  # None while it runs
+    status: int | None
+    error: str | None
+
+
+class CallResponse(TypedDict, total=False):
+    status: Required[int]
+    headers: Required[list[tuple[str, str]]]
+    body: Required[str]  # text, or base64 when encoding says so
+    encoding: Literal["base64"]
+
+
+class CallDetail(CallSummary):
+    method: str
+    target: str  # the path after the function's, with the query
+    callback_url: str | None
+    callback_attempts: int
+    callback_status: int | None
+    attempts_detail: list[AttemptView]
+    response: CallResponse | None  # the answer that ended the call (or the last one kept)
+
+
+class CallList(TypedDict):
+    calls: list[CallSummary]
 
 
 # in-process states, read by the metrics and the status

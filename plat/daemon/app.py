@@ -179,6 +179,8 @@ class Daemon:
             self.controller.instance_states,
             self.controller.scaler_states,
             pool.states if pool is not None else None,
+            # The queue starts after the gateway: no calls to tell of until then.
+            queue_states=lambda: self.calls.states() if hasattr(self, "calls") else (),
         )
         await self.controller.start()
         self.deployer = Deployer(
@@ -205,6 +207,7 @@ class Daemon:
             secrets=self.secrets,
             on_tenant_removed=self._tenant_removed,
             tenant_warning=None if backend.isolates_tenants else NO_ISOLATION,
+            calls=lambda: getattr(self, "calls", None),
         )
         self.routes = control_routes(services, status=self.status, shutdown=self.stop_event.set)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,12 @@ from plat.daemon.store import FunctionRecord, Store
 from plat.errors import NotFoundError, PlatError, no_function
 from plat.manifest import Manifest, Scale, load_manifest, validate_manifest
 from plat.tenancy import DEFAULT_TENANT, function_key, split_key
+from plat.triggers import next_tick
+
+
+def next_run(schedule: list[str], now: float) -> float | None:
+    """When the first of ``schedule``'s cron lines fires next (None without one)."""
+    return min((next_tick(line, now) for line in schedule), default=None)
 
 
 def with_scale(manifest: Manifest, override: dict[str, Any]) -> Manifest:
@@ -99,6 +106,7 @@ class Functions:
             "url": self.url_of(key),
             "instances": len(fs.ready_instances()),
             "desired": fs.target,
+            "next_run": next_run(fs.manifest.schedule, time.time()),
         }
 
     async def summaries(self, tenant: str | None = None) -> list[FunctionSummary]:

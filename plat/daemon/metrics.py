@@ -23,6 +23,7 @@ import contextlib
 import logging
 import platform
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -36,6 +37,9 @@ from plat.api import InstanceCount, PoolState, ScalerState
 from plat.credentials import check_basic
 from plat.daemon.serving.instance import INSTANCE_STATES
 from plat.tenancy import split_key
+
+if TYPE_CHECKING:  # a type only: the metrics read the queue through a callback
+    from plat.daemon.asyncq.queue import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +221,41 @@ class _PoolCollector(Collector):
         return families
 
 
+QueueStates = Callable[[], Iterable["QueueState"]]
+
+
+class _QueueCollector(Collector):
+    """Queued calls per function (while it has some), read from the queue at scrape time."""
+
+    NAMES = (
+        ("plat_async_queue_depth", "Queued calls waiting to run, retries included."),
+        ("plat_async_running", "Queued calls running now."),
+        ("plat_async_queue_oldest_seconds", "Age of the oldest call in the function's queue."),
+    )
+
+    def __init__(self, queue_states: QueueStates) -> None:
+        self._queue_states = queue_states
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(n, h, labels=FUNCTION_LABELS) for n, h in self.NAMES]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        try:
+            rows = sorted(self._queue_states(), key=lambda row: row.function)
+        except Exception:
+            log.exception("the queue_states callback failed; plat_async_* left empty")
+            return families
+        for row in rows:
+            values = (row.waiting, row.running, row.oldest)
+            for family, value in zip(families, values, strict=True):
+                family.add_metric(split_key(row.function), value)
+        return families
+
+
 class Metrics:
     """All of the daemon's Prometheus metrics, in a registry of their own.
 
@@ -236,6 +275,7 @@ class Metrics:
         instance_states: InstanceStates,
         scaler_states: ScalerStates | None = None,
         pool_states: PoolStates | None = None,
+        queue_states: QueueStates | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -294,6 +334,8 @@ class Metrics:
             r.register(_ScalerCollector(scaler_states))
         if pool_states is not None:
             r.register(_PoolCollector(pool_states))
+        if queue_states is not None:
+            r.register(_QueueCollector(queue_states))
         # The standard process_* names that every Prometheus client exports: generic
         # dashboards and alerts work unchanged, and job/instance say which process.
         ProcessCollector(registry=r)

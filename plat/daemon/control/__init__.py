@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from plat.api import Status
+from plat.daemon.control.calls import CallServiceGetter, call_routes
 from plat.daemon.control.errors import PROTOCOL_LOG, error_middleware
 from plat.daemon.control.functions import function_routes
 from plat.daemon.control.observe import observe_routes, percentile, summarize
@@ -57,6 +58,8 @@ class Services:
     secrets: SecretsStore | None = None
     on_tenant_removed: OnRemoved | None = None
     tenant_warning: str | None = None
+    # The queued-calls service is created after the routes (it needs the gateway's server).
+    calls: CallServiceGetter | None = None
 
 
 def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) -> list[web.RouteDef]:
@@ -81,6 +84,7 @@ def control_routes(
         *observe_routes(functions, services.store, services.journal),
         *slo_routes(functions, services.store, services.journal),
         *trace_routes(functions, services.store, services.journal),
+        *call_routes(functions, services.store, services.calls),
         *tenant_routes(
             services.tenants, functions, services.on_tenant_removed, services.tenant_warning
         ),
