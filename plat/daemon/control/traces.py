@@ -28,11 +28,18 @@ MAX_CALLS = 1000
 MAX_SPANS = 10_000
 
 
+def _shown(raw: str) -> str:
+    """A value the caller gave, as an error message quotes it: shortened (an 8 KiB
+    path is not sent back whole)."""
+    return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}... ({len(raw)} characters)"
+
+
 def _limit(raw: str | None) -> int:
     if not raw:
         return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise PlatError(f"bad limit {raw!r}: give a whole number from 1 to {MAX_LIMIT}")
+    # int() refuses more than 4300 digits with a ValueError: the length is checked first.
+    if not (len(raw) <= 6 and raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise PlatError(f"bad limit {_shown(raw)}: give a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
@@ -40,14 +47,16 @@ def _order(raw: str | None) -> Order:
     for order in ORDERS:
         if raw in (None, "", order):
             return order
-    raise PlatError(f"bad order {raw!r}: give one of {', '.join(ORDERS)}")
+    raise PlatError(f"bad order {_shown(raw or '')}: give one of {', '.join(ORDERS)}")
 
 
 def _since(raw: str | None) -> float:
     try:
         return time.time() - parse_duration(raw or "1h")
-    except ValueError as exc:
-        raise PlatError(f"bad since {raw!r}: {exc}") from None
+    except ValueError:
+        raise PlatError(
+            f"bad since {_shown(raw or '')}: give a duration greater than zero, e.g. 30s, 15m or 1h"
+        ) from None
 
 
 def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[web.RouteDef]:
@@ -56,6 +65,9 @@ def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[w
         q = request.query
         order, limit, since = _order(q.get("order")), _limit(q.get("limit")), _since(q.get("since"))
         named = q.get("function")
+        # First: a tenant's functions are those with records, and the records of its
+        # first calls may still be in the journal.
+        await journal.flush()
         keys: list[str] | None = None
         if named:
             keys = [scope.key(named)]
@@ -65,7 +77,6 @@ def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[w
                 raise no_function(named) from None
         elif not scope.every_tenant:
             keys = [k for k in await store.logged_functions() if scope.sees(tenant_of(k))]
-        await journal.flush()
         calls = await store.traced_calls(since=since, functions=keys, order=order, limit=limit)
         rows = []
         for call in calls:
@@ -90,7 +101,8 @@ def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[w
         trace_id = request.match_info["trace_id"].lower()
         if not TRACE_ID.fullmatch(trace_id) or not trace_id.strip("0"):
             raise PlatError(
-                f"bad trace id {request.match_info['trace_id']!r}: a trace id is 32 hex digits"
+                f"bad trace id {_shown(request.match_info['trace_id'])}: a trace id is 32 "
+                "hex digits (lowercase), not all zero"
             )
         await journal.flush()
         spans = [
