@@ -126,7 +126,8 @@ class AsyncDoor:
         try:
             await self.queue.accept(queued, fs.manifest)
         except QueueFull as exc:
-            send_error(response, call, 429, exc.code, exc.message, [b"Retry-After: 1\r\n"])
+            retry = [b"Retry-After: 1\r\n"]
+            send_error(response, call, 429, exc.code, exc.message, retry, hint=exc.hint)
             return
         except (CallExists, sqlite3.IntegrityError):  # the same id, sent twice at once
             _exists(response, call)
