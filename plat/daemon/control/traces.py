@@ -102,7 +102,7 @@ def trace_routes(functions: Functions, store: Store, journal: Journal) -> list[w
         if not TRACE_ID.fullmatch(trace_id) or not trace_id.strip("0"):
             raise PlatError(
                 f"bad trace id {_shown(request.match_info['trace_id'])}: a trace id is 32 "
-                "hex digits (lowercase), not all zero"
+                "hex digits, not all zero"
             )
         await journal.flush()
         spans = [
