@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "stats",
     "slo",
     "traces",
+    "calls",
     "auth",
     "tenant",
     "secret",

@@ -17,6 +17,17 @@ def _ago(ts: float | None) -> str:
     return format_duration(max(0.0, time.time() - ts)) + " ago"
 
 
+def _next_run(ts: float | None) -> str:
+    """When a scheduled function is called next: ``in 4m (12:05 UTC)``."""
+    from datetime import UTC, datetime
+
+    from plat.commands.traces import age
+
+    if not ts:
+        return "-"
+    return f"in {age(ts - time.time())} ({datetime.fromtimestamp(ts, UTC):%H:%M} UTC)"
+
+
 def _secret_names(secrets: list[Any]) -> str:
     """Names only: a vault secret is {name, vault}, a stored one its name."""
     return ", ".join(str(s.get("name") if isinstance(s, dict) else s) for s in secrets)
@@ -40,7 +51,9 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     # One column more only where there is more than the default tenant to tell apart.
     tenants = any(fn.get("tenant", DEFAULT_TENANT) != DEFAULT_TENANT for fn in items)
     table = Table(box=None, header_style="bold")
-    cols = ("NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL")
+    scheduled = any(fn.get("next_run") for fn in items)
+    cols = ["NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL"]
+    cols += ["NEXT RUN"] if scheduled else []
     for col in ("TENANT", *cols) if tenants else cols:
         table.add_column(col)
     for fn in items:
@@ -53,6 +66,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
             str(fn.get("auth", "-")),
             _ago(fn.get("updated_at")),
             str(fn.get("url") or "-"),
+            *([_next_run(fn.get("next_run"))] if scheduled else []),
         )
     out.print(table)
 
