@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -33,6 +32,7 @@ FLAGS = (
     f"--window-size={WIDTH},{HEIGHT}",
 )
 T = TypeVar("T")
+WebDriver = webdriver.Chrome
 
 
 @contextmanager
@@ -66,11 +66,13 @@ def severe(entries: list[dict[str, Any]]) -> list[str]:
     return [str(e["message"]) for e in entries if e["level"] == "SEVERE"]
 
 
-def wait(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = 15) -> T:
-    """condition's first truthy answer within timeout; a TimeoutException names the
-    page's text otherwise."""
+def wait(driver: WebDriver, condition: Callable[[WebDriver], T | None], timeout: float = 15) -> T:
+    """condition's first truthy answer within timeout; otherwise an AssertionError
+    that shows the page's text (what the user would have seen)."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        found = WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        assert found is not None  # until() answers only a truthy value
+        return found
     except Exception as exc:
         body = driver.find_element("tag name", "body").text[-2000:]
         raise AssertionError(f"waited {timeout} s in vain; the page shows:\n{body}") from exc

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from plat.daemon.ui import CSP
 from tests.commands.remote import create_tenant, remote
 from tests.daemon.ui.browser import (
+    WebDriver,
     chromium,
     console,
     elements,
@@ -35,6 +35,8 @@ pytestmark = pytest.mark.container
 # Prints markup in its log line: the dashboard must show it as text. With the
 # OpenTelemetry SDK installed (screenshot runs) the work is a span of its own.
 HELLO = """
+import time
+
 try:
     from opentelemetry import trace
     tracer = trace.get_tracer("hello")
@@ -48,12 +50,15 @@ def greet(marker):
 
 
 def handle(event, context):
-    marker = dict(event.query).get("marker", "-")
+    query = dict(event.query)
+    marker = query.get("marker", "-")
+    time.sleep(int(query.get("ms", "0")) / 1000)
+    status = int(query.get("status", "200"))
     if tracer is None:
-        return greet(marker)
+        return {"statusCode": status, "body": greet(marker)}
     with tracer.start_as_current_span("greet") as span:
         span.set_attribute("greeting.marker", marker)
-        return greet(marker)
+        return {"statusCode": status, "body": greet(marker)}
 """
 GREET = """
 def handle(event, context):
@@ -135,11 +140,14 @@ def test_admin_follows_a_call_from_the_logs_to_its_waterfall(
     assert "No SLO" in wait(browser, lambda d: text_of(d, "#no-slo"))
 
     # Called only now, with the page open: the live follow is what shows the line.
+    if os.environ.get("PLAT_UI_SCREENSHOTS"):  # some seconds of calls for the chart
+        for i in range(64):
+            status = 500 if i % 23 == 22 else 200
+            dash.plat.http("GET", f"/function/hello?marker={i}&ms={(i * 7) % 30}&status={status}")
+            time.sleep(0.25)
     marker = secrets.token_hex(6)
-    calls = 6 if os.environ.get("PLAT_UI_SCREENSHOTS") else 1
-    for i in range(calls):
-        answer = dash.plat.http("GET", f"/function/hello?marker={marker if i == 0 else i}")
-        assert answer.status == 200, answer.body
+    answer = dash.plat.http("GET", f"/function/hello?marker={marker}")
+    assert answer.status == 200, answer.body
     row = wait(
         browser,
         lambda d: next((r for r in elements(d, "#logs .log-line") if marker in r.text), None),

@@ -14,8 +14,8 @@ const MAX_LINES = 1000;
 export function logRow(line, tenant, name) {
   const call = line.call_id
     ? line.trace_id
-      ? h("a", { class: "log-call", href: traceHref(tenant, name, line.trace_id), title: `trace ${line.trace_id}`, text: line.call_id })
-      : h("span", { class: "log-call", text: line.call_id })
+      ? h("a", { class: "log-call", href: traceHref(tenant, name, line.trace_id), title: `call ${line.call_id}: its trace`, text: line.call_id })
+      : h("span", { class: "log-call", title: `call ${line.call_id}`, text: line.call_id })
     : h("span", { class: "log-call" });
   return h(
     "div",
