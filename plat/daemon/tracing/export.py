@@ -70,11 +70,18 @@ def readable(span: Span, resource: Resource) -> ReadableSpan:
         resource=resource,
         attributes=span.attributes,
         kind=_KINDS.get(span.kind, SpanKind.INTERNAL),
-        status=Status(StatusCode.ERROR) if span.error else Status(StatusCode.UNSET),
+        status=_status(span),
         start_time=int(span.start * 1e9),
         end_time=int(span.end * 1e9),
         instrumentation_scope=_SCOPE,
     )
+
+
+def _status(span: Span) -> Status:
+    if not span.error:
+        return Status(StatusCode.UNSET)
+    description = span.attributes.get("otel.status_description")
+    return Status(StatusCode.ERROR, description if isinstance(description, str) else None)
 
 
 class Exporter:
@@ -137,10 +144,16 @@ class Exporter:
         calls, spans = self._calls, self._spans
         self._calls, self._spans = deque(), deque()
         for record in calls:
-            self._hand(call_spans(record), self.resource)
+            try:
+                self._hand(call_spans(record), self.resource)
+            except Exception:  # one bad record must not lose the rest of the batch
+                log.exception("could not export the spans of call %s", record.call_id)
         for span_record in spans:
-            span = function_span(span_record)
-            self._hand([span], self._resource_of(span_record.function, span))
+            try:
+                span = function_span(span_record)
+                self._hand([span], self._resource_of(span_record.function, span))
+            except Exception:
+                log.exception("could not export span %s", span_record.span_id)
 
     def _hand(self, spans: Iterable[Span], resource: Resource) -> None:
         for span in spans:

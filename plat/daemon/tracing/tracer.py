@@ -140,7 +140,8 @@ class Tracer:
             if parent is None:
                 value = traceparent(trace_id, upstream_id, False)
             else:
-                value = traceparent(trace_id, parent.span_id, bool(parent.flags & 1))
+                # Not part of the trace: the caller's parent and flags, all of them.
+                value = b"00-%032x-%016x-%02x" % (trace_id, parent.span_id, parent.flags)
             return None, b"traceparent: " + value + b"\r\n"
         trace = CallTrace(
             trace_id, _new_id(64), 0 if parent is None else parent.span_id, upstream_id

@@ -296,3 +296,14 @@ def test_a_root_calls_fields_before_any_instance() -> None:
     assert (inv.wait, inv.upstream, inv.pooled) == (0.0, None, False)
     # It never asked for an instance: no time since the start, not minus the clock.
     assert inv.acquire_at is None
+
+
+def test_an_unsampled_callers_flags_reach_the_instance_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flags other than sampled (e.g. 02, random trace id) are the caller's to keep."""
+    tracer = make(monkeypatch, "always_off")
+    header = f"00-{HIGH}-00f067aa0ba902b7-03".encode()
+    trace, line = tracer.start(header)
+    assert trace is None
+    assert line == b"traceparent: " + header + b"\r\n"
