@@ -3,9 +3,10 @@
 Each (function, line) remembers in the store the last tick it queued a call for.
 When a line has fired since (the daemon was down over one tick or many), one call
 is queued, not one per missed tick; a line seen for the first time starts with
-its next tick. A tick is a ``POST /`` with ``X-Plat-Trigger: cron`` and a JSON
-body naming the line and the tick, queued like any async call (retries, queue
-limit, ``plat calls``). Times are UTC.
+its next tick, and so does a removed function deployed again. A tick is a
+``POST /`` with ``X-Plat-Trigger: cron`` and a JSON body naming the line and the
+tick, queued like any async call (retries, queue limit, ``plat calls``). Times
+are UTC.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Cron:
         self.queue = queue
         self.functions = functions
         self._ticks: dict[tuple[str, str], float] = {}
+        self._seen: set[str] = set()  # scheduled functions seen deployed by this daemon
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -78,7 +80,10 @@ class Cron:
 
     async def tick(self, now: float) -> None:
         """Queue a call for every line that fired since its last queued tick."""
+        self._forget_removed()
         for key, fs in list(self.functions.items()):
+            if fs.manifest.schedule:
+                self._seen.add(key)
             for line in fs.manifest.schedule:
                 fired = last_tick(line, now)
                 seen = self._ticks.get((key, line))
@@ -89,6 +94,15 @@ class Cron:
                     continue
                 self._remember(key, line, fired)
                 await self._queue(fs, line, fired, now)
+
+    def _forget_removed(self) -> None:
+        """Forget the ticks of functions removed since they were seen: deployed again,
+        one starts afresh rather than being called at once for the time it was away."""
+        for key in self._seen - self.functions.keys():
+            self._seen.discard(key)
+            for known in [k for k in self._ticks if k[0] == key]:
+                del self._ticks[known]
+            self.ledger.write(_forget(key))
 
     def _remember(self, key: str, line: str, tick: float) -> None:
         self._ticks[(key, line)] = tick
@@ -118,5 +132,12 @@ class Cron:
 def _save_tick(key: str, line: str, tick: float) -> Write:
     async def op(store: Store) -> None:
         await store.save_cron_tick(key, line, tick)
+
+    return op
+
+
+def _forget(key: str) -> Write:
+    async def op(store: Store) -> None:
+        await store.forget_cron(key)
 
     return op
