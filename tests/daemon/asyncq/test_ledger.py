@@ -1,0 +1,120 @@
+"""The ledger against the real store: accepts share commits, a durable write is
+committed when it returns, and one bad write never takes its batch along."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from plat.daemon.asyncq.ledger import Ledger
+from plat.daemon.store import Store
+from tests.daemon.asyncq.inproc import call
+
+
+class CountingStore(Store):
+    commits = 0
+
+    async def commit(self) -> None:
+        self.commits += 1
+        await super().commit()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
+    s = CountingStore(tmp_path / "plat.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def ledger(store: CountingStore) -> AsyncIterator[Ledger]:
+    led = Ledger(store)
+    led.start()
+    yield led
+    await led.close()
+
+
+def committed(path: Path) -> set[str]:
+    """Ids another connection sees: what was committed, not what is pending."""
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT id FROM calls")}
+
+
+async def test_a_durable_write_is_committed_when_it_returns(
+    store: CountingStore, ledger: Ledger
+) -> None:
+    one = call()
+    await ledger.durable(lambda s: s.insert_calls([one]))
+    assert committed(store.path) == {one.id}
+
+
+async def test_concurrent_accepts_share_commits(store: CountingStore, ledger: Ledger) -> None:
+    calls = [call() for _ in range(300)]
+    before = store.commits
+    await asyncio.gather(*(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in calls))
+    assert committed(store.path) == {c.id for c in calls}
+    assert store.commits - before <= 5, f"{store.commits - before} commits for 300 accepts"
+
+
+async def test_a_duplicate_id_fails_alone_and_its_batch_lands(
+    store: CountingStore, ledger: Ledger
+) -> None:
+    first = call()
+    await ledger.durable(lambda s: s.insert_calls([first]))
+    twin = call(id=first.id)
+    others = [call() for _ in range(20)]
+    started = call()
+    started.state, started.attempts = "running", 1
+    await ledger.durable(lambda s: s.insert_calls([started]))
+    started.state = "done"
+    ledger.write(lambda s: s.save_call(started))  # rides along, nobody waits for it
+    results = await asyncio.gather(
+        *(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in [*others[:10], twin]),
+        *(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in others[10:]),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1 and isinstance(failures[0], sqlite3.IntegrityError)
+    assert results[10] is failures[0]
+    assert committed(store.path) == {first.id, started.id} | {c.id for c in others}
+    saved = await store.get_call(started.id)
+    assert saved is not None and saved.state == "done"
+
+
+async def test_a_store_error_fails_the_whole_batch_and_leaves_nothing_half_written(
+    store: CountingStore, ledger: Ledger
+) -> None:
+    good = call()
+
+    async def broken(s: Store) -> None:
+        await s.insert_calls([call(id="half-written")])
+        raise sqlite3.OperationalError("disk I/O error")
+
+    results = await asyncio.gather(
+        ledger.durable(lambda s: s.insert_calls([good])),
+        ledger.durable(broken),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
+    assert committed(store.path) == set()
+    # The next batch is written as if nothing happened.
+    again = call()
+    await ledger.durable(lambda s: s.insert_calls([again]))
+    assert committed(store.path) == {again.id}
+
+
+async def test_closing_writes_what_is_pending(store: CountingStore) -> None:
+    led = Ledger(store)
+    led.start()
+    one = call()
+    await led.durable(lambda s: s.insert_calls([one]))
+    one.state = "done"
+    led.write(lambda s: s.save_call(one))
+    await led.close()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT state FROM calls").fetchone()[0] == "done"
