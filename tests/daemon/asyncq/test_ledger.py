@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.asyncq.ledger import Ledger
+from plat.daemon.asyncq.ledger import Ledger, Write
 from plat.daemon.store import Store
+from plat.daemon.store.calls import QueuedCall
 from tests.daemon.asyncq.inproc import call
 
 
@@ -39,6 +40,13 @@ async def ledger(store: CountingStore) -> AsyncIterator[Ledger]:
     await led.close()
 
 
+def insert(one: QueuedCall) -> Write:
+    async def op(store: Store) -> None:
+        await store.insert_calls([one])
+
+    return op
+
+
 def committed(path: Path) -> set[str]:
     """Ids another connection sees: what was committed, not what is pending."""
     with sqlite3.connect(path) as db:
@@ -56,7 +64,7 @@ async def test_a_durable_write_is_committed_when_it_returns(
 async def test_concurrent_accepts_share_commits(store: CountingStore, ledger: Ledger) -> None:
     calls = [call() for _ in range(300)]
     before = store.commits
-    await asyncio.gather(*(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in calls))
+    await asyncio.gather(*(ledger.durable(insert(c)) for c in calls))
     assert committed(store.path) == {c.id for c in calls}
     assert store.commits - before <= 5, f"{store.commits - before} commits for 300 accepts"
 
@@ -74,8 +82,8 @@ async def test_a_duplicate_id_fails_alone_and_its_batch_lands(
     started.state = "done"
     ledger.write(lambda s: s.save_call(started))  # rides along, nobody waits for it
     results = await asyncio.gather(
-        *(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in [*others[:10], twin]),
-        *(ledger.durable(lambda s, c=c: s.insert_calls([c])) for c in others[10:]),
+        *(ledger.durable(insert(c)) for c in [*others[:10], twin]),
+        *(ledger.durable(insert(c)) for c in others[10:]),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]
