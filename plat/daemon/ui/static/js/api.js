@@ -20,7 +20,7 @@ export const session = {
   },
 };
 
-/** What to do when the API answers 401: called with the server's message. */
+/** What to do when the API answers 401 (or there is no token to send). */
 export function onUnauthorized(handler) {
   unauthorized = handler;
 }
@@ -45,7 +45,7 @@ function headers(tenant, token) {
 async function request(path, { tenant, signal, token } = {}) {
   const given = token || session.token;
   if (!given) {
-    unauthorized("Log in with a token.");
+    unauthorized();
     throw new ApiError(401, { error: "unauthorized", message: "not logged in" });
   }
   const response = await fetch(PREFIX + path, { headers: headers(tenant, given), signal, cache: "no-store" });
@@ -57,7 +57,7 @@ async function request(path, { tenant, signal, token } = {}) {
     body = null;
   }
   const error = new ApiError(response.status, body);
-  if (response.status === 401 && !token) unauthorized(error.message);
+  if (response.status === 401 && !token) unauthorized();
   throw error;
 }
 

@@ -19,9 +19,10 @@ const logout = document.getElementById("logout");
 let life = null;
 let loginMessage = "";
 
-onUnauthorized((message) => {
+onUnauthorized(() => {
   session.clear();
-  loginMessage = `Logged out: the API refused the token (${message}). Log in again.`;
+  loginMessage =
+    "Logged out: the API refused the token (a wrong one, rotated since, or its tenant was removed). Log in again.";
   if (location.hash === "#/login") route();
   else location.hash = "#/login";
 });

@@ -6,7 +6,7 @@ import { get, seg } from "../api.js";
 import { fill, fmtClock, fmtSeconds, h, panel, table } from "../dom.js";
 import { errorNote } from "../widgets/common.js";
 import { logRow } from "../widgets/logs.js";
-import { waterfall } from "../widgets/waterfall.js";
+import { extent, waterfall } from "../widgets/waterfall.js";
 
 export const POLL_MS = 3000;
 const YOUNG_S = 60;
@@ -41,8 +41,7 @@ function details(span) {
 function summary(trace) {
   const spans = trace.spans;
   const root = spans.find((sp) => !sp.parent_id) || spans[0];
-  const start = Math.min(...spans.map((sp) => sp.start));
-  const end = Math.max(...spans.map((sp) => sp.end));
+  const [start, end] = extent(spans);
   const status = root?.attributes?.["http.response.status_code"];
   const item = (term, value) => h("div", {}, h("dt", { text: term }), h("dd", {}, value));
   return h(
@@ -88,7 +87,7 @@ export function tracePage(main, life, tenant, name, id) {
       const lines = trace.logs.map((line) => logRow({ ...line, trace_id: null }, tenant, name));
       fill(logBody, lines.length ? h("div", { class: "logs short" }, lines) : h("p", { class: "empty", text: "No log lines were written during this call." }));
     }
-    const ended = Math.max(0, ...trace.spans.map((sp) => sp.end));
+    const ended = trace.spans.length ? extent(trace.spans)[1] : 0;
     return Date.now() / 1000 - ended < YOUNG_S;
   };
 

@@ -3,8 +3,22 @@
 
 import { fmtSeconds, h } from "../dom.js";
 
+const MAX_INDENT = 16; // levels; deeper spans line up with the 16th
+
+/** The trace's start and end: [earliest start, latest end]. */
+export function extent(spans) {
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const sp of spans) {
+    t0 = Math.min(t0, sp.start);
+    t1 = Math.max(t1, sp.end, sp.start);
+  }
+  return [t0, t1];
+}
+
 /** Spans in tree order (each parent before its children, siblings by start) with
- * their depth. A span whose parent is not in the trace is a root. */
+ * their depth. A span whose parent is not in the trace is a root; so is the first
+ * of spans whose parents make a cycle (hostile data), which are shown, not lost. */
 export function treeOrder(spans) {
   const ids = new Set(spans.map((sp) => sp.span_id));
   const children = new Map();
@@ -20,13 +34,19 @@ export function treeOrder(spans) {
   }
   const out = [];
   const seen = new Set();
-  const visit = (span, depth) => {
-    if (seen.has(span.span_id)) return; // a cycle in hostile data
-    seen.add(span.span_id);
-    out.push({ span, depth });
-    for (const child of children.get(span.span_id) || []) visit(child, depth + 1);
+  const visit = (root) => {
+    const stack = [[root, 0]]; // not recursion: a hostile chain may be very deep
+    while (stack.length) {
+      const [span, depth] = stack.pop();
+      if (seen.has(span)) continue; // a cycle in hostile data
+      seen.add(span);
+      out.push({ span, depth });
+      const kids = children.get(span.span_id) || [];
+      for (let i = kids.length - 1; i >= 0; i -= 1) stack.push([kids[i], depth + 1]);
+    }
   };
-  for (const root of roots) visit(root, 0);
+  for (const root of roots) visit(root);
+  for (const span of byStart) visit(span);
   return out;
 }
 
@@ -49,8 +69,7 @@ function axis(total) {
 /** The waterfall of spans; onSelect(span) when a row is chosen. */
 export function waterfall(spans, onSelect) {
   if (!spans.length) return h("p", { class: "empty", text: "This trace has no spans." });
-  const t0 = Math.min(...spans.map((sp) => sp.start));
-  const t1 = Math.max(...spans.map((sp) => Math.max(sp.end, sp.start)));
+  const [t0, t1] = extent(spans);
   const total = Math.max(t1 - t0, 1e-6);
   const rows = [];
   for (const { span, depth } of treeOrder(spans)) {
@@ -65,7 +84,7 @@ export function waterfall(spans, onSelect) {
       h("span", { class: "wf-name", text: span.name }),
       h("span", { class: "wf-service", text: span.service || "" }),
     );
-    label.style.paddingLeft = `${0.5 + depth * 1.1}rem`;
+    label.style.paddingLeft = `${0.5 + Math.min(depth, MAX_INDENT) * 1.1}rem`;
     const row = h(
       "div",
       { class: "wf-row wf-span", tabindex: 0, role: "button", "data-span": span.span_id },
