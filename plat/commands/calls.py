@@ -248,7 +248,14 @@ def calls(
     rows: list[CallSummary] = data["calls"]
     if not rows:
         of = f" of {name}" if name else ""
-        err.print(f"no {wanted + ' ' if wanted else ''}queued calls{of}")
+        if wanted:
+            err.print(f"no {wanted} calls{of}")
+        else:
+            err.print(f"no queued calls{of} are kept")
+            err.print(
+                f"[yellow]hint:[/yellow] POST /async-function/{name or 'NAME'} queues one; "
+                "finished calls are kept 7 days"
+            )
         return
     out.print(calls_table(rows, time.time(), out.width))
 

@@ -263,7 +263,7 @@ def test_plat_calls_lists_a_functions_calls_with_their_states(plat: PlatRunner) 
     newest = json.loads(plat.run("calls", "work", "-n", "1", "--json").stdout)["calls"]
     assert [r["id"] for r in newest] == [dead]
     nothing = plat.run("calls", "work", "--state", "running")
-    assert nothing.stdout == "" and "no running queued calls of work" in nothing.stderr
+    assert nothing.stdout == "" and "no running calls of work" in nothing.stderr
 
 
 def test_plat_call_shows_attempts_and_the_answer(plat: PlatRunner) -> None:
