@@ -29,7 +29,7 @@ from plat.triggers import last_tick, next_tick
 log = logging.getLogger(__name__)
 
 # Deploys and removals are noticed at least this often.
-MAX_SLEEP = 5.0
+MAX_SLEEP = 1.0
 
 
 class Cron:

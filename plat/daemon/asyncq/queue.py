@@ -277,7 +277,9 @@ class AsyncQueue:
             self._finish(call, "done" if outcome.status < 400 else "failed", end)
         elif call.attempts < call.budget:
             call.state, call.updated_at = "queued", end
-            call.next_at = end + policy.delay(call.attempts, random.random())
+            # Backoff counts the attempts since the call was (re)queued by hand.
+            since = call.attempts - (call.budget - policy.retries - 1)
+            call.next_at = end + policy.delay(max(since, 1), random.random())
         else:
             call.response_headers = outcome.headers
             call.response_body = outcome.body[:KEPT_BODY]

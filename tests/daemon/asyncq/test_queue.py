@@ -291,3 +291,24 @@ async def test_a_call_of_a_removed_function_is_dead_letter(rigs: MakeRig) -> Non
     [_, dead] = await rig.done(first.id, second.id)
     assert dead.state == "dead" and "removed" in str(dead.error) and dead.attempts == 0
     assert (second.id, "dead") in rig.finished
+
+
+async def test_after_a_manual_retry_backoff_starts_again_from_the_first_delay(
+    rigs: MakeRig,
+) -> None:
+    """The delays double from ``backoff`` for the attempts since the call was
+    requeued, not for every attempt it ever made."""
+    slow = {"retries": 1, "backoff": "200ms", "max_backoff": "60s"}
+    rig = await rigs(manifest(async_=slow), invoker=answers(503))
+    one = call()
+    await rig.accept(one)
+    [dead] = await rig.done(one.id)
+    assert dead.attempts == 2
+    rig.invoker.script = answers(503).script  # fails once more, then it is retried
+    await rig.queue.retry(dead)
+    [again] = await rig.done(one.id)
+    attempts = await rig.store.attempts_of(one.id)
+    assert again.attempts == 4 and len(attempts) == 4
+    # Attempt 4 follows attempt 3 after the first delay (100-200 ms), not 2**2 x 200 ms.
+    gap = attempts[3].started_at - attempts[2].started_at
+    assert 0.09 <= gap < 0.5, gap
