@@ -164,14 +164,30 @@ class AsyncQueue:
         call.budget = policy_of(manifest).retries + 1
         waiting[call.id] = call.created_at
         self._accepting.add(call.id)
-        try:
-            await self.ledger.durable(lambda store: store.insert_calls([call]))
-        except BaseException:
-            waiting.pop(call.id, None)
-            raise
-        finally:
+
+        def settle(committed: bool) -> None:
             self._accepting.discard(call.id)
-        self._add(call.id, call.function, call.next_at, call.created_at)
+            if committed:
+                self._add(call.id, call.function, call.next_at, call.created_at)
+            else:
+                self._waiting.get(call.function, {}).pop(call.id, None)
+
+        await self._commit(_insert(call), settle)
+
+    async def _commit(self, write: Write, settle: Callable[[bool], None]) -> None:
+        """Commit ``write``, then ``settle(committed)``; raises the store's error.
+
+        Once handed to the ledger a write lands whatever becomes of the caller, so
+        a caller cancelled meanwhile (its client hung up before the 202) must not
+        skip ``settle``: the row would be committed and never run until a restart.
+        """
+        commit = asyncio.ensure_future(self.ledger.durable(write))
+
+        def done(future: asyncio.Future[None]) -> None:
+            settle(not future.cancelled() and future.exception() is None)
+
+        commit.add_done_callback(done)  # before shield's own: settled before we resume
+        await asyncio.shield(commit)
 
     async def retry(self, call: QueuedCall) -> QueuedCall:
         """Queue a dead or failed call again, with a fresh set of retries."""
@@ -183,8 +199,12 @@ class AsyncQueue:
         call.finished_at = call.error = None
         if call.callback_url:
             call.callback_state, call.callback_attempts = None, 0
-        await self.ledger.durable(lambda store: store.save_call(call))
-        self._add(call.id, call.function, now, call.created_at)
+
+        def settle(committed: bool) -> None:
+            if committed:
+                self._add(call.id, call.function, now, call.created_at)
+
+        await self._commit(_save(call), settle)
         return call
 
     def _add(self, call_id: str, function: str, next_at: float, created_at: float) -> None:
@@ -321,6 +341,13 @@ def _retryable(outcome: Outcome) -> bool:
 def _save(call: QueuedCall) -> Write:
     async def op(store: Store) -> None:
         await store.save_call(call)
+
+    return op
+
+
+def _insert(call: QueuedCall) -> Write:
+    async def op(store: Store) -> None:
+        await store.insert_calls([call])
 
     return op
 
