@@ -368,3 +368,31 @@ def test_a_callback_brings_the_answer_and_the_calls_story(plat: PlatRunner) -> N
     assert answer["callback"] is None  # the URL is the daemon's business, not the function's
     [row] = stored_calls(plat.home, "id = ?", call_id)
     assert row["callback_state"] == "delivered" and row["callback_attempts"] == 1
+
+
+def test_every_call_committed_for_a_client_that_left_before_its_202_runs(
+    plat: PlatRunner,
+) -> None:
+    before = {c["id"] for c in stored_calls(plat.home)}
+    request = b"POST /async-function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nleft"
+
+    async def hang_up(n: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", plat.port)
+        writer.write(request)
+        await writer.drain()
+        await asyncio.sleep(0.001 * (n % 5))
+        writer.transport.abort()
+
+    async def burst() -> None:
+        await asyncio.gather(*(hang_up(n) for n in range(300)))
+
+    asyncio.run(burst())
+    time.sleep(1.0)
+    left = [c for c in stored_calls(plat.home) if c["id"] not in before]
+    assert left, "no call was committed: the test did not reach the window"
+    ids = {c["id"] for c in left}
+    wait_states(
+        plat.home,
+        lambda calls: all(c["state"] == "done" for c in calls if c["id"] in ids),
+        30,
+    )

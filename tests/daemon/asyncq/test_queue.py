@@ -312,3 +312,16 @@ async def test_after_a_manual_retry_backoff_starts_again_from_the_first_delay(
     # Attempt 4 follows attempt 3 after the first delay (100-200 ms), not 2**2 x 200 ms.
     gap = attempts[3].started_at - attempts[2].started_at
     assert 0.09 <= gap < 0.5, gap
+
+
+async def test_an_accept_whose_caller_left_mid_commit_still_runs(rigs: MakeRig) -> None:
+    rig = await rigs(manifest())
+    left = [call() for _ in range(20)]
+    tasks = [asyncio.ensure_future(rig.accept(one)) for one in left]
+    await asyncio.sleep(0)  # each has handed its row to the ledger
+    for task in tasks:
+        task.cancel()  # as the gateway cancels a handler whose client hung up
+    await asyncio.gather(*tasks, return_exceptions=True)
+    done = await rig.done(*(c.id for c in left))
+    assert [c.state for c in done] == ["done"] * 20
+    assert rig.queue.depth("fn") == 0
