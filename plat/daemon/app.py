@@ -357,6 +357,8 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)
         self._stack.callback(lambda: sock_path.unlink(missing_ok=True))
+        # Live log streams end first: a follower would hold both doors' close.
+        self._stack.callback(self.journal.end_subscriptions)
         log.info("gateway on %s, control socket %s", self.gateway_url, sock_path)
 
     async def _tenant_removed(self, tenant: str) -> None:

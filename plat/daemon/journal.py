@@ -51,7 +51,7 @@ class Subscription:
 
     def __init__(self, journal: Journal, function: str | None, size: int = 10_000) -> None:
         self.function = function
-        self.queue: asyncio.Queue[LogLine] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[LogLine | None] = asyncio.Queue(size)
         self.lost = 0
         self._journal = journal
 
@@ -64,8 +64,17 @@ class Subscription:
             self.lost += 1
 
     async def __aiter__(self) -> AsyncIterator[LogLine]:
+        while (line := await self.queue.get()) is not None:
+            yield line
+
+    def end(self) -> None:
+        """End the iteration (the daemon stops): lines not read yet are dropped."""
         while True:
-            yield await self.queue.get()
+            try:
+                self.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
 
     def close(self) -> None:
         self._journal._subscribers.discard(self)
@@ -185,6 +194,11 @@ class Journal:
         for _ in range(max(over, 0)):
             self._invocations.popleft()
             self.lost_invocations += 1
+
+    def end_subscriptions(self) -> None:
+        """End every live follower, so streams answer their end before the daemon stops."""
+        for sub in list(self._subscribers):
+            sub.end()
 
     def subscribe(self, function: str | None) -> Subscription:
         sub = Subscription(self, function)

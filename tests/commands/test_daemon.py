@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,55 @@ def test_restart_after_a_crash_keeps_the_backend(fresh_plat: PlatRunner) -> None
     _kill_daemon(plat)
     subprocess.run([sys.executable, "-m", "plat", "ls"], env=env, check=True, capture_output=True)
     assert _status(plat)["backend"] == "process"
+
+
+def test_a_stop_ends_live_log_followers_instead_of_waiting_for_them(
+    fresh_plat: PlatRunner, tmp_path: Path
+) -> None:
+    """Followers on both doors (the socket's `plat logs -f`, the gateway's API)
+    get the end of their stream; the stop does not wait out a timeout for them."""
+    plat = fresh_plat
+    plat.run("daemon", "start", "--backend", "process")
+    talk = "def handle(e, c):\n    print('hi')\n    return 'ok'\n"
+    plat.run("deploy", str(write_python_function(tmp_path, "talk", talk)))
+    assert plat.http("GET", "/function/talk").status == 200
+    token = plat.run("auth", "token").stdout.strip().splitlines()[-1]
+    url = f"{plat.gateway}/api/v1/functions/talk/logs?follow=1"
+    pipe = subprocess.PIPE
+    with (
+        subprocess.Popen(
+            [sys.executable, "-m", "plat", "logs", "talk", "-f"],
+            env=plat.env,
+            stdout=pipe,
+            stderr=pipe,
+            text=True,
+        ) as socket_follower,
+        subprocess.Popen(
+            ["curl", "-sN", "-H", f"Authorization: Bearer {token}", url],
+            stdout=pipe,
+            stderr=pipe,
+            text=True,
+        ) as http_follower,
+    ):
+        assert socket_follower.stdout is not None and http_follower.stdout is not None
+        try:
+            # Both follow (they printed the history's first line) before the stop: a
+            # `plat logs` that connected after it would start a daemon of its own.
+            first = socket_follower.stdout.readline()
+            http_first = http_follower.stdout.readline()
+            started = time.monotonic()
+            plat.run("daemon", "stop")
+            took = time.monotonic() - started
+            socket_follower.wait(timeout=10)
+            http_follower.wait(timeout=10)
+        finally:
+            socket_follower.kill()
+            http_follower.kill()
+        # read() keeps what readline() buffered (communicate() would lose it).
+        out = first + socket_follower.stdout.read()
+        http_out = http_first + http_follower.stdout.read()
+        assert socket_follower.stderr is not None
+        err = socket_follower.stderr.read()
+    assert took < 10, took  # a follower held it for 30 s (the server's shutdown timeout)
+    assert "hi" in out and "Traceback" not in err
+    assert '"line": "hi"' in http_out

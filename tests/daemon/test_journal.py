@@ -62,11 +62,35 @@ async def test_subscribers_get_live_lines_of_their_function_only(store: Store) -
     journal.log("b", "v", "i", "stdout", "not mine")
     journal.log("a", "v", "i", "stderr", "mine")
     line = await asyncio.wait_for(sub.queue.get(), 1)
+    assert line is not None
     assert (line.function, line.line, line.stream) == ("a", "mine", "stderr")
     assert sub.queue.empty()
     sub.close()
     journal.log("a", "v", "i", "stdout", "after close")
     assert sub.queue.empty()
+    await journal.close()
+
+
+async def test_ending_subscriptions_ends_their_followers_even_when_full(store: Store) -> None:
+    """A stopping daemon ends live followers, so their streams answer their end
+    instead of holding the daemon's close."""
+    journal = Journal(store, flush_interval=3600)
+    await journal.start()
+    idle, full = journal.subscribe("a"), journal.subscribe("b")
+    full.queue = asyncio.Queue(2)
+    for i in range(5):
+        journal.log("b", "v", "i", "stdout", f"b{i}")
+    assert full.queue.full()
+
+    async def read(sub: object) -> list[str]:
+        return [line.line async for line in sub]  # type: ignore[attr-defined]
+
+    waiting = asyncio.create_task(read(idle))
+    await asyncio.sleep(0.01)  # it waits for a line
+    journal.end_subscriptions()
+    assert await asyncio.wait_for(waiting, 1) == []
+    # The full queue's oldest line made room for the end.
+    assert await asyncio.wait_for(read(full), 1) == ["b1"]
     await journal.close()
 
 
