@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from plat.daemon.asyncq.ledger import Ledger, Write
+from plat.daemon.asyncq.ledger import Ledger
 from plat.daemon.hosts import is_loopback
 from plat.daemon.http.relay import HOP_BY_HOP
 from plat.daemon.store import Store
-from plat.daemon.store.calls import QueuedCall
+from plat.daemon.store.calls import QueuedCall, Statement, call_saved
 from plat.tenancy import split_key
 
 log = logging.getLogger(__name__)
@@ -177,11 +177,6 @@ def _retryable(status: int) -> bool:
     return status == 0 or status >= 500 or status in (408, 429)
 
 
-def _save(call: QueuedCall) -> Write:
-    stamp = time.time()
-
-    async def op(store: Store) -> None:
-        call.updated_at = max(call.updated_at, stamp)
-        await store.save_call(call)
-
-    return op
+def _save(call: QueuedCall) -> Statement:
+    call.updated_at = max(call.updated_at, time.time())
+    return call_saved(call)

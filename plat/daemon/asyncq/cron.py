@@ -19,11 +19,11 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from plat.daemon.asyncq.ledger import Ledger, Write
+from plat.daemon.asyncq.ledger import Ledger
 from plat.daemon.asyncq.queue import AsyncQueue, QueueFull
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.store import Store
-from plat.daemon.store.calls import QueuedCall
+from plat.daemon.store.calls import QueuedCall, tick_saved, ticks_forgotten
 from plat.triggers import last_tick, next_tick
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,11 @@ class Cron:
             self._seen.discard(key)
             for known in [k for k in self._ticks if k[0] == key]:
                 del self._ticks[known]
-            self.ledger.write(_forget(key))
+            self.ledger.write(ticks_forgotten(key))
 
     def _remember(self, key: str, line: str, tick: float) -> None:
         self._ticks[(key, line)] = tick
-        self.ledger.write(_save_tick(key, line, tick))
+        self.ledger.write(tick_saved(key, line, tick))
 
     async def _queue(self, fs: FunctionState, line: str, tick: float, now: float) -> None:
         stamp = datetime.fromtimestamp(tick, UTC).isoformat()
@@ -127,17 +127,3 @@ class Cron:
             await self.queue.accept(call, fs.manifest)
         except QueueFull as exc:
             log.warning("the %s tick of %s was not queued: %s", stamp, fs.name, exc.message)
-
-
-def _save_tick(key: str, line: str, tick: float) -> Write:
-    async def op(store: Store) -> None:
-        await store.save_cron_tick(key, line, tick)
-
-    return op
-
-
-def _forget(key: str) -> Write:
-    async def op(store: Store) -> None:
-        await store.forget_cron(key)
-
-    return op

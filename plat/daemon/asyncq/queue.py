@@ -31,7 +31,15 @@ from plat.daemon.asyncq.invoker import Invoker, Outcome
 from plat.daemon.asyncq.ledger import Ledger, Write
 from plat.daemon.serving.function_state import FunctionState
 from plat.daemon.store import Store
-from plat.daemon.store.calls import FINISHED, Attempt, QueuedCall
+from plat.daemon.store.calls import (
+    FINISHED,
+    Attempt,
+    QueuedCall,
+    attempt_saved,
+    call_inserted,
+    call_requeued,
+    call_saved,
+)
 from plat.errors import PlatError
 from plat.manifest import Manifest
 from plat.tenancy import split_key
@@ -42,6 +50,9 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY = AsyncPolicy()
 KEPT_BODY = 64 * 1024  # of an answer, in the store (`plat call ID`)
 TIMEOUT_MARGIN = 5.0  # the gateway times the call out first: that answer is a 504
+# Request bodies of waiting calls kept in memory, so that running one needs no read
+# of the store; past this the rest are read back when they run.
+KEPT_IN_MEMORY = 32 * 1024 * 1024
 
 
 class QueueFull(PlatError):
@@ -103,6 +114,8 @@ class AsyncQueue:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        self._kept: dict[str, QueuedCall] = {}
+        self._kept_bytes = 0
         self._accepting: set[str] = set()  # ids being committed (two at once: one is a 409)
 
     # life
@@ -114,7 +127,7 @@ class AsyncQueue:
         for call_id, function, state, next_at in await self.store.waiting_calls():
             if state == "running":
                 interrupted += 1
-                self.ledger.write(_requeue(call_id, now))
+                self.ledger.write(call_requeued(call_id, now))
                 next_at = now
             self._add(call_id, function, next_at, now)
         if interrupted:
@@ -131,6 +144,8 @@ class AsyncQueue:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
+        self._kept.clear()
+        self._kept_bytes = 0
 
     # intake
 
@@ -168,11 +183,12 @@ class AsyncQueue:
         def settle(committed: bool) -> None:
             self._accepting.discard(call.id)
             if committed:
+                self._keep(call)
                 self._add(call.id, call.function, call.next_at, call.created_at)
             else:
                 self._waiting.get(call.function, {}).pop(call.id, None)
 
-        await self._commit(_insert(call), settle)
+        await self._commit(call_inserted(call), settle)
 
     async def _commit(self, write: Write, settle: Callable[[bool], None]) -> None:
         """Commit ``write``, then ``settle(committed)``; raises the store's error.
@@ -204,7 +220,7 @@ class AsyncQueue:
             if committed:
                 self._add(call.id, call.function, now, call.created_at)
 
-        await self._commit(_save(call), settle)
+        await self._commit(call_saved(call), settle)
         return call
 
     def _add(self, call_id: str, function: str, next_at: float, created_at: float) -> None:
@@ -214,6 +230,17 @@ class AsyncQueue:
         else:
             heapq.heappush(self._delayed, (next_at, next(self._seq), call_id, function))
         self._wake.set()
+
+    def _keep(self, call: QueuedCall) -> None:
+        if self._kept_bytes + len(call.body) <= KEPT_IN_MEMORY:
+            self._kept[call.id] = call
+            self._kept_bytes += len(call.body)
+
+    def _take(self, call_id: str) -> QueuedCall | None:
+        call = self._kept.pop(call_id, None)
+        if call is not None:
+            self._kept_bytes -= len(call.body)
+        return call
 
     # dispatch
 
@@ -245,7 +272,7 @@ class AsyncQueue:
 
     async def _run(self, call_id: str, function: str) -> None:
         try:
-            call = await self.store.get_call(call_id)
+            call = self._take(call_id) or await self.store.get_call(call_id)
             if call is None or call.state in FINISHED:
                 self._waiting.get(function, {}).pop(call_id, None)
                 return
@@ -268,7 +295,7 @@ class AsyncQueue:
         if fs is None:
             call.error = "the function was removed before the call ran"
             self._finish(call, "dead", now)
-            await self.ledger.durable(_save(call))
+            await self.ledger.durable(call_saved(call))
             self._finished(call)
             return
         manifest = fs.manifest
@@ -276,14 +303,14 @@ class AsyncQueue:
         call.attempts += 1
         call.state, call.updated_at = "running", now
         number = call.attempts
-        self.ledger.write(_save(call))
-        self.ledger.write(_save_attempt(Attempt(call.id, number, now, None, None, None)))
+        self.ledger.write(call_saved(call))
+        self.ledger.write(attempt_saved(Attempt(call.id, number, now, None, None, None)))
         timeout = min(policy.timeout or manifest.timeout, manifest.timeout) + TIMEOUT_MARGIN
         started = time.monotonic()
         outcome = await self.invoker.attempt(self._head(call, manifest), call.body, timeout)
         took = time.monotonic() - started
         self.ledger.write(
-            _save_attempt(
+            attempt_saved(
                 Attempt(call.id, number, now, took, outcome.status or None, outcome.error)
             )
         )
@@ -304,8 +331,9 @@ class AsyncQueue:
             call.response_headers = outcome.headers
             call.response_body = outcome.body[:KEPT_BODY]
             self._finish(call, "dead", end)
-        await self.ledger.durable(_save(call))
+        await self.ledger.durable(call_saved(call))
         if call.state == "queued":
+            self._keep(call)
             heapq.heappush(self._delayed, (call.next_at, next(self._seq), call.id, call.function))
         else:
             self._finished(call)
@@ -336,31 +364,3 @@ class AsyncQueue:
 
 def _retryable(outcome: Outcome) -> bool:
     return outcome.status == 0 or outcome.status >= 500 or outcome.status == 429
-
-
-def _save(call: QueuedCall) -> Write:
-    async def op(store: Store) -> None:
-        await store.save_call(call)
-
-    return op
-
-
-def _insert(call: QueuedCall) -> Write:
-    async def op(store: Store) -> None:
-        await store.insert_calls([call])
-
-    return op
-
-
-def _save_attempt(attempt: Attempt) -> Write:
-    async def op(store: Store) -> None:
-        await store.save_attempt(attempt)
-
-    return op
-
-
-def _requeue(call_id: str, now: float) -> Write:
-    async def op(store: Store) -> None:
-        await store.requeue_call(call_id, now)
-
-    return op

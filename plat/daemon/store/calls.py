@@ -92,6 +92,91 @@ def _row(call: QueuedCall) -> tuple[Any, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One write, for the queue's ledger to run with others of its kind in one
+    ``executemany``. ``key`` names the rows it touches (a call's, or a schedule's):
+    statements on different keys may run in any order, those on one key in order."""
+
+    sql: str
+    params: tuple[Any, ...]
+    key: str
+
+
+_INSERT = f"INSERT INTO calls({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(', ')))})"
+_SAVE = (
+    "UPDATE calls SET state=?, attempts=?, budget=?, next_at=?, updated_at=?, finished_at=?, "
+    "status=?, duration=?, response_headers=?, response_body=?, error=?, callback_state=?, "
+    "callback_attempts=?, callback_status=? WHERE id=?"
+)
+_SAVE_ATTEMPT = (
+    "INSERT OR REPLACE INTO call_attempts(call_id, attempt, started_at, duration, status, "
+    "error) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def call_inserted(call: QueuedCall) -> Statement:
+    return Statement(_INSERT, _row(call), "call:" + call.id)
+
+
+def call_saved(call: QueuedCall) -> Statement:
+    """A call's state as it is now (all its columns but the request)."""
+    params = (
+        call.state,
+        call.attempts,
+        call.budget,
+        call.next_at,
+        call.updated_at,
+        call.finished_at,
+        call.status,
+        call.duration,
+        json.dumps(call.response_headers),
+        call.response_body,
+        call.error,
+        call.callback_state,
+        call.callback_attempts,
+        call.callback_status,
+        call.id,
+    )
+    return Statement(_SAVE, params, "call:" + call.id)
+
+
+def attempt_saved(a: Attempt) -> Statement:
+    params = (a.call_id, a.attempt, a.started_at, a.duration, a.status, a.error)
+    return Statement(_SAVE_ATTEMPT, params, "call:" + a.call_id)
+
+
+def call_requeued(call_id: str, now: float) -> list[Statement]:
+    """A call that was running when the daemon stopped: queued again, its
+    unfinished attempt marked as interrupted."""
+    key = "call:" + call_id
+    return [
+        Statement(
+            "UPDATE calls SET state='queued', next_at=?, updated_at=? WHERE id=?",
+            (now, now, call_id),
+            key,
+        ),
+        Statement(
+            "UPDATE call_attempts SET error='interrupted: the daemon stopped' "
+            "WHERE call_id=? AND duration IS NULL",
+            (call_id,),
+            key,
+        ),
+    ]
+
+
+def tick_saved(function: str, schedule: str, tick: float) -> Statement:
+    return Statement(
+        "INSERT OR REPLACE INTO cron_ticks(function, schedule, last_tick) VALUES (?, ?, ?)",
+        (function, schedule, tick),
+        "cron:" + function,
+    )
+
+
+def ticks_forgotten(function: str) -> Statement:
+    return Statement("DELETE FROM cron_ticks WHERE function=?", (function,), "cron:" + function)
+
+
 def call_of(row: Any) -> QueuedCall:
     data = dict(row)
     data["headers"] = [tuple(pair) for pair in json.loads(data["headers"])]
@@ -101,63 +186,24 @@ def call_of(row: Any) -> QueuedCall:
 
 
 class CallRows(Database):
+    async def run(self, statements: Sequence[Statement]) -> None:
+        for st in statements:
+            await self.db.execute(st.sql, st.params)
+
     async def insert_calls(self, calls: Sequence[QueuedCall]) -> None:
-        marks = ", ".join("?" * len(_COLUMNS.split(", ")))
-        await self.db.executemany(
-            f"INSERT INTO calls({_COLUMNS}) VALUES ({marks})", [_row(c) for c in calls]
-        )
+        await self.db.executemany(_INSERT, [_row(c) for c in calls])
 
     async def save_call(self, call: QueuedCall) -> None:
         """Write a call's state as it is now (all its columns but the request)."""
-        await self.db.execute(
-            "UPDATE calls SET state=?, attempts=?, budget=?, next_at=?, updated_at=?, "
-            "finished_at=?, status=?, duration=?, response_headers=?, response_body=?, error=?, "
-            "callback_state=?, callback_attempts=?, callback_status=? WHERE id=?",
-            (
-                call.state,
-                call.attempts,
-                call.budget,
-                call.next_at,
-                call.updated_at,
-                call.finished_at,
-                call.status,
-                call.duration,
-                json.dumps(call.response_headers),
-                call.response_body,
-                call.error,
-                call.callback_state,
-                call.callback_attempts,
-                call.callback_status,
-                call.id,
-            ),
-        )
+        await self.run([call_saved(call)])
 
     async def save_attempt(self, attempt: Attempt) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO call_attempts(call_id, attempt, started_at, duration, status, "
-            "error) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                attempt.call_id,
-                attempt.attempt,
-                attempt.started_at,
-                attempt.duration,
-                attempt.status,
-                attempt.error,
-            ),
-        )
+        await self.run([attempt_saved(attempt)])
 
     async def requeue_call(self, call_id: str, now: float) -> None:
         """A call that was running when the daemon stopped: queued again, its
         unfinished attempt marked as interrupted."""
-        await self.db.execute(
-            "UPDATE calls SET state='queued', next_at=?, updated_at=? WHERE id=?",
-            (now, now, call_id),
-        )
-        await self.db.execute(
-            "UPDATE call_attempts SET error='interrupted: the daemon stopped' "
-            "WHERE call_id=? AND duration IS NULL",
-            (call_id,),
-        )
+        await self.run(call_requeued(call_id, now))
 
     async def get_call(self, call_id: str) -> QueuedCall | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM calls WHERE id=?", (call_id,)) as cur:
@@ -233,10 +279,7 @@ class CallRows(Database):
         return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
 
     async def save_cron_tick(self, function: str, schedule: str, tick: float) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO cron_ticks(function, schedule, last_tick) VALUES (?, ?, ?)",
-            (function, schedule, tick),
-        )
+        await self.run([tick_saved(function, schedule, tick)])
 
     async def forget_cron(self, function: str) -> None:
-        await self.db.execute("DELETE FROM cron_ticks WHERE function=?", (function,))
+        await self.run([ticks_forgotten(function)])

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.asyncq.ledger import Ledger, Write
+from plat.daemon.asyncq.ledger import Ledger, Write, rounds
 from plat.daemon.store import Store
-from plat.daemon.store.calls import QueuedCall
+from plat.daemon.store.calls import (
+    Attempt,
+    QueuedCall,
+    attempt_saved,
+    call_inserted,
+    call_requeued,
+    call_saved,
+    tick_saved,
+)
 from tests.daemon.asyncq.inproc import call
 
 
@@ -126,3 +134,50 @@ async def test_closing_writes_what_is_pending(store: CountingStore) -> None:
     await led.close()
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT state FROM calls").fetchone()[0] == "done"
+
+
+def test_rounds_keep_each_keys_order_and_group_the_rest() -> None:
+    a1, a2 = call(), call()
+    statements = [
+        call_inserted(a1),
+        call_saved(a1),
+        call_inserted(a2),
+        tick_saved("fn", "* * * * *", 60.0),
+        call_saved(a2),
+        call_saved(a1),
+        tick_saved("fn", "* * * * *", 120.0),
+    ]
+    got = rounds(statements)
+    assert [{sql: len(rows) for sql, rows in r.items()} for r in got] == [
+        {statements[0].sql: 2, statements[3].sql: 1},
+        {statements[1].sql: 2, statements[3].sql: 1},
+        {statements[1].sql: 1},
+    ]
+    assert got[1][statements[3].sql] == [("fn", "* * * * *", 120.0)]
+
+
+async def test_a_batch_of_statements_lands_as_if_written_one_by_one(
+    store: CountingStore, ledger: Ledger
+) -> None:
+    calls = [call() for _ in range(50)]
+    for one in calls:  # one batch: inserted, then each state in turn
+        ledger.write(call_inserted(one))
+    for state in ("running", "queued", "running", "done"):
+        for one in calls:
+            one.state = state
+            one.attempts += state == "running"
+            ledger.write(call_saved(one))
+            if state == "running":
+                ledger.write(attempt_saved(Attempt(one.id, one.attempts, 1.0, None, None, None)))
+    for one in calls[:10]:
+        ledger.write(call_requeued(one.id, 5.0))
+    await ledger.durable(tick_saved("fn", "@hourly", 3600.0))
+    for one in calls[10:]:
+        saved = await store.get_call(one.id)
+        assert saved is not None and (saved.state, saved.attempts) == ("done", 2)
+    for one in calls[:10]:
+        saved = await store.get_call(one.id)
+        assert saved is not None and (saved.state, saved.next_at) == ("queued", 5.0)
+        tries = await store.attempts_of(one.id)
+        assert [t.error for t in tries] == ["interrupted: the daemon stopped"] * 2
+    assert await store.cron_ticks() == {("fn", "@hourly"): 3600.0}
