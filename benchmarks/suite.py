@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import (
+    async_calls,
     builds,
     chaos,
     cold_start,
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
     cold_start.NAME: (cold_start.TITLE, cold_start.run),
     logs.NAME: (logs.TITLE, logs.run),
     tracing.NAME: (tracing.TITLE, tracing.run),
+    async_calls.NAME: (async_calls.TITLE, async_calls.run),
     soak.NAME: (soak.TITLE, soak.run),
     fuzz.NAME: (fuzz.TITLE, fuzz.run),
     chaos.NAME: (chaos.TITLE, chaos.run),
