@@ -124,28 +124,27 @@ class Callbacks:
             self.ledger.write(_save(call))
             return
         delay = FIRST_DELAY
-        async with self._slots:
-            while True:
-                call.callback_attempts += 1
+        while True:
+            call.callback_attempts += 1
+            async with self._slots:  # not held while backing off: others go meanwhile
                 status = await self._post(call, url)
-                call.callback_status = status or None
-                if 200 <= status < 300:
-                    call.callback_state = "delivered"
-                elif call.callback_attempts >= ATTEMPTS or not _retryable(status):
-                    call.callback_state = "failed"
-                    log.warning(
-                        "the result of call %s could not be delivered to %s (%s after %d tries)",
-                        call.id,
-                        url,
-                        status or "no answer",
-                        call.callback_attempts,
-                    )
-                if call.callback_state != "pending":
-                    self.ledger.write(_save(call))
-                    return
-                self.ledger.write(_save(call))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_DELAY)
+            call.callback_status = status or None
+            if 200 <= status < 300:
+                call.callback_state = "delivered"
+            elif call.callback_attempts >= ATTEMPTS or not _retryable(status):
+                call.callback_state = "failed"
+                log.warning(
+                    "the result of call %s could not be delivered to %s (%s after %d tries)",
+                    call.id,
+                    url,
+                    status or "no answer",
+                    call.callback_attempts,
+                )
+            self.ledger.write(_save(call))
+            if call.callback_state != "pending":
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
 
     async def _post(self, call: QueuedCall, url: str) -> int:
         """One try: the receiver's status, 0 when it did not answer."""

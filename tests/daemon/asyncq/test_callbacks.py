@@ -4,6 +4,7 @@ resuming after a restart."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -227,3 +228,28 @@ async def test_pending_results_are_delivered_after_a_restart_and_others_are_not(
 async def _settled(store: Store, ledger: Ledger, call_id: str) -> QueuedCall:
     await ledger.durable(lambda s: s.ping())
     return await stored(store, call_id)
+
+
+async def test_receivers_that_fail_do_not_hold_up_others_while_they_back_off(
+    store: Store, receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callbacks_module, "CONCURRENT", 2)
+    monkeypatch.setattr(callbacks_module, "FIRST_DELAY", 2.0)
+    ledger = Ledger(store)
+    ledger.start()
+    cb = Callbacks(store, ledger, CallbackPolicy.parse(""))
+    await cb.start()
+    try:
+        failing = [await finished(store, ledger, receiver.url) for _ in range(2)]
+        for one in failing:
+            receiver.fail[one.id] = [503] * 10
+            cb.deliver(one)
+        await until(lambda: all(receiver.counts()[f.id] == 1 for f in failing))
+        healthy = await finished(store, ledger, receiver.url)
+        cb.deliver(healthy)
+        started = time.monotonic()
+        await until(lambda: receiver.counts()[healthy.id] == 1, timeout=5)
+        assert time.monotonic() - started < 1.0, "waited for the failing ones' backoff"
+    finally:
+        await cb.close()
+        await ledger.close()
