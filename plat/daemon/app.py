@@ -333,11 +333,10 @@ class Daemon:
             ) from None
         self._stack.push_async_callback(server.close)
         self.gateway_url = f"http://{self.config.gateway_host}:{server.port}"
-        # Queued calls go through this server in process; they stop before it.
+        # Queued calls go through the gateway in process; they stop before it.
         self.calls = CallService(
             self.store,
             self.gateway,
-            server.accept,
             auth_header=self.auth_header,
             callback_policy=CallbackPolicy.parse(config.callback_hosts),
         )

@@ -1,20 +1,29 @@
 """One attempt of a queued call, made through the gateway in process.
 
-The queue calls the function the way a client would, over a socket pair into the
-gateway's own HTTP server: admission, scaling, auth, metrics, tracing and the
-journal treat it as any call, with no TCP and no second code path to keep in step.
+The queue calls the function the way a client would: ``Gateway.invoke`` serves an
+in-memory request (plat.daemon.http.memory), so admission, scaling, auth,
+metrics, tracing, timeouts and the journal treat it as any call, with no second
+code path to keep in step, and no HTTP between the queue and the gateway (writing
+a head onto a socket pair into the gateway's own server and parsing the answer
+back made an attempt cost about twice a synchronous call).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
-from plat.daemon.http.upstream import UpstreamError, UpstreamPool, socketpair_connect
+from plat.daemon.http.memory import MemoryConnection, MemoryResponse, memory_request
+from plat.daemon.http.message import Request, Response
+
+log = logging.getLogger(__name__)
 
 MAX_KEPT_BODY = 1024 * 1024  # of an answer, for the callback; the rest is counted
+
+# Gateway.invoke: (request, response, function key, path after the function's)
+Invoke = Callable[[Request, Response, bytes, bytes], Coroutine[object, object, None]]
 
 
 @dataclass
@@ -29,70 +38,79 @@ class Outcome:
     error: str | None = None
 
 
-class _Collect:
-    """An upstream Sink that keeps the answer (bounded)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.outcome = Outcome()
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.done: asyncio.Future[None] = loop.create_future()
-
-    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.outcome.status = status
-        self.outcome.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-
-    def body(self, data: bytes) -> None:
-        room = MAX_KEPT_BODY - self.size
-        if room > 0:
-            self.parts.append(data[:room])
-        self.size += len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def complete(self) -> None:
-        self.outcome.body = b"".join(self.parts)
-        self.outcome.truncated = max(0, self.size - MAX_KEPT_BODY)
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def failed(self, error: UpstreamError) -> None:
-        self.outcome.error = str(error) or type(error).__name__
-        if not self.done.done():
-            self.done.set_result(None)
-
-
 class Invoker:
-    """Makes attempts through ``accept``, which serves one end of a socket pair
-    (the gateway's HTTP server)."""
+    """Makes attempts through ``invoke`` (the gateway's)."""
 
-    def __init__(self, accept: Callable[[socket.socket], Awaitable[object]]) -> None:
-        self.pool = UpstreamPool(socketpair_connect(accept), address=b"localhost")
+    def __init__(self, invoke: Invoke) -> None:
+        self.invoke = invoke
+        # Attempts given up on (past their timeout) whose call the gateway still
+        # serves: the instance is busy until it answers or the gateway times it out.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
-    async def attempt(self, head: bytes, body: bytes, timeout: float) -> Outcome:
-        """Send ``head`` (a complete request head, CRLF CRLF included) and ``body``;
-        the answer, or an Outcome naming the error (a timeout included)."""
+    async def attempt(
+        self,
+        function: str,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> Outcome:
+        """Call ``function`` (its key) with ``method``, ``target`` (the path after the
+        function's, with the query), ``headers`` and ``body``; the answer, or an
+        Outcome naming the error (a timeout included)."""
         loop = asyncio.get_running_loop()
-        conn = self.pool.take()
+        key = function.encode()
+        path = target.partition(b"?")[0] or b"/"
+        conn = MemoryConnection(loop)
+        request = memory_request(conn, method, b"/function/" + key + target, headers, body)
+        response = MemoryResponse(conn, request, MAX_KEPT_BODY)
+        task = loop.create_task(self.invoke(request, response, key, path))
+        over: asyncio.Future[None] = loop.create_future()  # the call ended, or its time did
+        task.add_done_callback(lambda _: _settle(over))
+        timer = loop.call_later(timeout, _settle, over)
         try:
-            async with asyncio.timeout(timeout):
-                for attempt in (1, 2):
-                    if conn is None:
-                        conn = await self.pool.open()
-                    sink = _Collect(loop)
-                    conn.send(head, body, sink, head_only=False)
-                    await sink.done
-                    if sink.outcome.error is None or attempt == 2 or sink.outcome.status:
-                        return sink.outcome
-                    conn = None  # a kept-alive connection closed under us: once more
-        except TimeoutError:
-            if conn is not None:
-                conn.abort()
+            await over
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if not task.done():
+            # As a client that hangs up: the gateway stops the exchange once the
+            # answer starts, or cancels the call while it waits for an instance.
+            response.abandon()
+            if response.on_gone is None:
+                task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
             return Outcome(error=f"no answer within {timeout:g} s")
-        except (UpstreamError, OSError) as exc:
-            return Outcome(error=str(exc) or type(exc).__name__)
-        raise AssertionError("unreachable")
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("an attempt of %s failed in the gateway", function, exc_info=exc)
+            return Outcome(error=f"the gateway failed: {exc!r}")
+        if not response.status:
+            return Outcome(error="no answer")
+        return Outcome(
+            status=response.status,
+            headers=response.headers,
+            body=response.body,
+            truncated=response.truncated,
+            error="the answer was cut off" if response.cut or not response.finished else None,
+        )
 
-    def close(self) -> None:
-        self.pool.close()
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an abandoned attempt failed in the gateway", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Stop the attempts given up on that the gateway still serves."""
+        tasks = list(self._abandoned)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

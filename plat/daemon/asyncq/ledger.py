@@ -59,10 +59,15 @@ class Ledger:
 
     async def durable(self, op: Write) -> None:
         """Write and wait until it is committed; raises the store's error if not."""
+        await self.submit(op)
+
+    def submit(self, op: Write) -> asyncio.Future[None]:
+        """Write; the future resolves once it is committed (or fails with the store's
+        error). Cancelling it does not take the write back."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writes.append((op, done))
         self._wake.set()
-        await done
+        return done
 
     async def _run(self) -> None:
         while True:

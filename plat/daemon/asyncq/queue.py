@@ -39,6 +39,7 @@ from plat.daemon.store.calls import (
     call_inserted,
     call_requeued,
     call_saved,
+    call_started,
 )
 from plat.errors import PlatError
 from plat.manifest import Manifest
@@ -197,7 +198,7 @@ class AsyncQueue:
         a caller cancelled meanwhile (its client hung up before the 202) must not
         skip ``settle``: the row would be committed and never run until a restart.
         """
-        commit = asyncio.ensure_future(self.ledger.durable(write))
+        commit = self.ledger.submit(write)
 
         def done(future: asyncio.Future[None]) -> None:
             settle(not future.cancelled() and future.exception() is None)
@@ -271,25 +272,36 @@ class AsyncQueue:
                     del self._ready[function]
 
     async def _run(self, call_id: str, function: str) -> None:
+        freed = False
+
+        def free() -> None:
+            """The call's slot is free once its answer is in: the function can take
+            the next call while this one's outcome is being committed."""
+            nonlocal freed
+            if freed:
+                return
+            freed = True
+            self._running[function] -= 1
+            if not self._running[function]:
+                del self._running[function]
+            self._wake.set()
+
         try:
             call = self._take(call_id) or await self.store.get_call(call_id)
             if call is None or call.state in FINISHED:
                 self._waiting.get(function, {}).pop(call_id, None)
                 return
-            await self._attempt(call)
+            await self._attempt(call, free)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("queued call %s of %s failed in the queue", call_id, function)
         finally:
-            self._running[function] -= 1
-            if not self._running[function]:
-                del self._running[function]
+            free()
             if not self._waiting.get(function, True):
                 self._waiting.pop(function, None)
-            self._wake.set()
 
-    async def _attempt(self, call: QueuedCall) -> None:
+    async def _attempt(self, call: QueuedCall, free: Callable[[], None]) -> None:
         fs = self.functions.get(call.function)
         now = time.time()
         if fs is None:
@@ -303,11 +315,18 @@ class AsyncQueue:
         call.attempts += 1
         call.state, call.updated_at = "running", now
         number = call.attempts
-        self.ledger.write(call_saved(call))
-        self.ledger.write(attempt_saved(Attempt(call.id, number, now, None, None, None)))
+        self.ledger.write(call_started(call))
         timeout = min(policy.timeout or manifest.timeout, manifest.timeout) + TIMEOUT_MARGIN
         started = time.monotonic()
-        outcome = await self.invoker.attempt(self._head(call, manifest), call.body, timeout)
+        outcome = await self.invoker.attempt(
+            call.function,
+            call.method.encode("latin-1"),
+            call.target.encode("latin-1", "replace"),
+            self._headers(call, manifest),
+            call.body,
+            timeout,
+        )
+        free()
         took = time.monotonic() - started
         self.ledger.write(
             attempt_saved(
@@ -335,6 +354,7 @@ class AsyncQueue:
         if call.state == "queued":
             self._keep(call)
             heapq.heappush(self._delayed, (call.next_at, next(self._seq), call.id, call.function))
+            self._wake.set()
         else:
             self._finished(call)
 
@@ -348,18 +368,18 @@ class AsyncQueue:
         if call.callback_state == "pending" and self.on_finished is not None:
             self.on_finished(call)
 
-    def _head(self, call: QueuedCall, manifest: Manifest) -> bytes:
-        target = f"/function/{call.function}{call.target}".encode("latin-1", "replace")
-        parts = [call.method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nHost: localhost\r\n"]
-        for name, value in call.headers:
-            parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+    def _headers(self, call: QueuedCall, manifest: Manifest) -> list[tuple[bytes, bytes]]:
+        """The attempt's headers: the call's, the admin's credentials for a function
+        that is not public, and the call's id, trigger and attempt number."""
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in call.headers]
         if manifest.auth != "public":
-            parts += (b"Authorization: ", self.auth_header, b"\r\n")
-        parts.append(
-            b"X-Call-Id: %s\r\nX-Plat-Trigger: %s\r\nX-Plat-Attempt: %d\r\nContent-Length: %d"
-            b"\r\n\r\n" % (call.id.encode(), call.trigger.encode(), call.attempts, len(call.body))
+            headers.append((b"Authorization", self.auth_header))
+        headers += (
+            (b"X-Call-Id", call.id.encode()),
+            (b"X-Plat-Trigger", call.trigger.encode()),
+            (b"X-Plat-Attempt", b"%d" % call.attempts),
         )
-        return b"".join(parts)
+        return headers
 
 
 def _retryable(outcome: Outcome) -> bool:

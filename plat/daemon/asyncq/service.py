@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from plat.daemon.asyncq.callbacks import CallbackPolicy, Callbacks
@@ -37,7 +35,6 @@ class CallService:
         self,
         store: Store,
         gateway: Gateway,
-        accept: Callable[[socket.socket], Awaitable[object]],
         *,
         auth_header: str,
         callback_policy: CallbackPolicy,
@@ -47,7 +44,7 @@ class CallService:
         self.gateway = gateway
         self.retention = retention or CallRetention()
         self.ledger = Ledger(store)
-        self.invoker = Invoker(accept)
+        self.invoker = Invoker(gateway.invoke)
         self.callbacks = Callbacks(store, self.ledger, callback_policy)
         self.queue = AsyncQueue(
             store,
@@ -77,7 +74,7 @@ class CallService:
         await self.queue.close()
         await self.callbacks.close()
         await self.ledger.close()
-        self.invoker.close()
+        await self.invoker.close()
 
     def states(self) -> list[QueueState]:
         return self.queue.states()

@@ -146,20 +146,40 @@ def attempt_saved(a: Attempt) -> Statement:
     return Statement(_SAVE_ATTEMPT, params, "call:" + a.call_id)
 
 
+def call_started(call: QueuedCall) -> Statement:
+    """A call's attempt begins: ``running``, its attempt count and when it began
+    (``updated_at``), which is all that is kept of the attempt until it ends: a
+    restart marks it interrupted from here (``call_requeued``), and ``attempts_of``
+    lists it meanwhile."""
+    params = (call.attempts, call.updated_at, call.id)
+    return Statement(_STARTED, params, "call:" + call.id)
+
+
+_STARTED = "UPDATE calls SET state='running', attempts=?, updated_at=? WHERE id=?"
+_INTERRUPTED = "interrupted: the daemon stopped"
+
+
 def call_requeued(call_id: str, now: float) -> list[Statement]:
     """A call that was running when the daemon stopped: queued again, its
-    unfinished attempt marked as interrupted."""
+    unfinished attempt recorded as interrupted (from the call's row; an older
+    daemon wrote a row when an attempt began: that one is marked)."""
     key = "call:" + call_id
     return [
         Statement(
-            "UPDATE calls SET state='queued', next_at=?, updated_at=? WHERE id=?",
-            (now, now, call_id),
+            "UPDATE call_attempts SET error=? WHERE call_id=? AND duration IS NULL",
+            (_INTERRUPTED, call_id),
             key,
         ),
         Statement(
-            "UPDATE call_attempts SET error='interrupted: the daemon stopped' "
-            "WHERE call_id=? AND duration IS NULL",
-            (call_id,),
+            "INSERT OR IGNORE INTO call_attempts(call_id, attempt, started_at, duration, status, "
+            "error) SELECT id, attempts, updated_at, NULL, NULL, ? FROM calls "
+            "WHERE id=? AND state='running' AND attempts > 0",
+            (_INTERRUPTED, call_id),
+            key,
+        ),
+        Statement(
+            "UPDATE calls SET state='queued', next_at=?, updated_at=? WHERE id=?",
+            (now, now, call_id),
             key,
         ),
     ]
@@ -211,11 +231,18 @@ class CallRows(Database):
         return call_of(row) if row is not None else None
 
     async def attempts_of(self, call_id: str) -> list[Attempt]:
+        """The call's attempts, the one running now included (it has no row until it
+        ends: see ``call_started``)."""
         async with self.db.execute(
-            "SELECT * FROM call_attempts WHERE call_id=? ORDER BY attempt", (call_id,)
+            "SELECT call_id, attempt, started_at, duration, status, error FROM call_attempts "
+            "WHERE call_id=? UNION ALL SELECT id, attempts, updated_at, NULL, NULL, NULL "
+            "FROM calls WHERE id=? AND state='running' AND attempts > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM call_attempts WHERE call_id=calls.id AND attempt=calls.attempts) "
+            "ORDER BY attempt",
+            (call_id, call_id),
         ) as cur:
             rows = await cur.fetchall()
-        return [Attempt(**dict(row)) for row in rows]
+        return [Attempt(*row) for row in rows]
 
     async def waiting_calls(self) -> list[tuple[str, str, str, float]]:
         """(id, function, state, next_at) of every queued or running call, oldest first."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -85,13 +85,19 @@ class ScriptedInvoker:
     running: int = 0
     most: int = 0
 
-    async def attempt(self, head: bytes, body: bytes, timeout: float) -> Outcome:
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {"_request": lines[0], "_body": body.decode("latin-1")}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(": ")
-                headers[name.lower()] = value
+    async def attempt(
+        self,
+        function: str,
+        method: bytes,
+        target: bytes,
+        request_headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> Outcome:
+        request = f"{method.decode()} /function/{function}{target.decode()} HTTP/1.1"
+        headers = {"_request": request, "_body": body.decode("latin-1")}
+        for name, value in request_headers:
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self.heads.append(headers)
         self.timeouts.append(timeout)
         self.running += 1
@@ -105,7 +111,7 @@ class ScriptedInvoker:
         finally:
             self.running -= 1
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     def attempts_of(self, call_id: str) -> list[int]:

@@ -133,7 +133,7 @@ async def test_5xx_429_and_no_answer_are_retried_with_the_same_id_until_done(rig
         assert head["_request"] == "POST /function/fn/p?q=1 HTTP/1.1"
         assert head["x-plat-trigger"] == "async" and head["x-test"] == "t"
         assert head["authorization"] == AUTH and head["_body"] == "body"
-        assert head["content-length"] == "4"
+        assert "content-length" not in head  # the in-memory request frames the body
     attempts = await rig.store.attempts_of(one.id)
     assert [(a.attempt, a.status) for a in attempts] == [(1, 500), (2, 429), (3, None), (4, 200)]
     assert attempts[2].error == "no answer"
