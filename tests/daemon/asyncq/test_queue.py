@@ -262,6 +262,32 @@ async def test_a_restart_runs_interrupted_calls_again_and_keeps_retry_times(rigs
     assert "interrupted" in str(attempts[0].error) and attempts[1].status == 200
 
 
+async def test_the_running_attempt_is_listed_from_the_call_row_until_it_ends(
+    rigs: MakeRig,
+) -> None:
+    """No row is written when an attempt begins: the call's row (running, its
+    attempt count, when it began) stands for it, once, and not after it ended."""
+    gate = asyncio.Event()
+    invoker = ScriptedInvoker(gate=gate)
+    rig = await rigs(manifest(), invoker=invoker)
+    one = call()
+    await rig.accept(one)
+    await until(lambda: invoker.running == 1)
+    await asyncio.sleep(0.05)  # the 'running' write rides the next commit
+    [running] = await rig.store.attempts_of(one.id)
+    assert (running.attempt, running.duration, running.status, running.error) == (
+        1,
+        None,
+        None,
+        None,
+    )
+    assert running.started_at == (await stored(rig.store, one.id)).updated_at
+    gate.set()
+    await rig.done(one.id)
+    [ended] = await rig.store.attempts_of(one.id)
+    assert (ended.attempt, ended.status) == (1, 200) and ended.started_at == running.started_at
+
+
 async def test_a_call_waiting_for_its_retry_waits_after_a_restart(rigs: MakeRig) -> None:
     invoker = answers(500, 200)
     rig = await rigs(manifest(async_={"retries": 1, "backoff": "1s"}), invoker=invoker)
