@@ -97,9 +97,7 @@ async def api(store: Store, backend: FakeBackend, tmp_path: Path) -> AsyncIterat
     await tenants.load()
     services = Services(functions, store, journal, tasks, tenants, uploads=tmp_path / "uploads")
     app = web.Application(middlewares=[error_middleware, socket_scope(tenants)])
-    app.add_routes(
-        control_routes(services, status=status, shutdown=lambda: shutdowns.append(True))
-    )
+    app.add_routes(control_routes(services, status=status, shutdown=lambda: shutdowns.append(True)))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
