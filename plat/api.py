@@ -223,6 +223,7 @@ class CallDetail(CallSummary):
     callback_status: int | None
     attempts_detail: list[AttemptView]
     response: CallResponse | None  # the answer that ended the call (or the last one kept)
+    trace_id: str | None  # the trace of its attempts (`plat trace ID`)
 
 
 class CallList(TypedDict):

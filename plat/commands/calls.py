@@ -194,6 +194,8 @@ def detail_lines(call: CallDetail, now: float) -> list[str]:
                 f"after {tries} {'try' if tries == 1 else 'tries'}{answer}",
             )
         )
+    if call.get("trace_id"):
+        rows.append(("trace", f"{call['trace_id']} (plat trace {call['trace_id']})"))
     if call["error"]:
         rows.append(("error", f"[red]{escape(clean(call['error']))}[/red]"))
     lines += [f"  [dim]{key:<9}[/dim] {value}" for key, value in rows]

@@ -4,7 +4,9 @@ The same function names, auth and body limit as the synchronous route. The
 request (method, path, query, headers but its credentials, body) is committed to
 the store before the answer, which carries the call's id (``X-Call-Id``, and a
 JSON body with where to look it up). ``X-Callback-Url`` asks for the result to
-be POSTed there (:mod:`.callbacks` says which addresses are allowed).
+be POSTed there (:mod:`.callbacks` says which addresses are allowed). Every
+attempt carries the call's ``traceparent``: the caller's, or one made at the
+accept, so a call's attempts are one trace (``plat trace``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from plat.daemon.gateway import TO_FUNCTION_NO_AUTH, Gateway
 from plat.daemon.http.message import ClientGone, Request, Response
 from plat.daemon.http.relay import CALL_ID_RE, Call, forward_headers, send_error
 from plat.daemon.store.calls import QueuedCall
+from plat.daemon.tracing.context import parse_traceparent
 from plat.tenancy import split_key
 
 log = logging.getLogger(__name__)
@@ -32,10 +36,21 @@ NOT_KEPT = TO_FUNCTION_NO_AUTH | {
     b"x-callback-url",
     b"x-plat-trigger",
     b"x-plat-attempt",
-    b"traceparent",
-    b"tracestate",
 }
 MAX_CALLBACK_URL = 2048
+
+
+def kept_headers(request: Request) -> list[tuple[str, str]]:
+    """The request's headers every attempt sends: a valid ``traceparent`` of the
+    caller's, or a new one (sampled), so that the attempts share one trace."""
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in forward_headers(request.headers, NOT_KEPT)
+    ]
+    if parse_traceparent(request.header(b"traceparent")) is None:
+        headers = [(k, v) for k, v in headers if k.lower() not in ("traceparent", "tracestate")]
+        headers.append(("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"))
+    return headers
 
 
 class AsyncDoor:
@@ -113,10 +128,7 @@ class AsyncDoor:
             trigger="async",
             method=request.method.decode("latin-1"),
             target=target.decode("latin-1"),
-            headers=[
-                (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in forward_headers(request.headers, NOT_KEPT)
-            ],
+            headers=kept_headers(request),
             body=body,
             callback_url=callback_url,
             created_at=now,

@@ -23,6 +23,7 @@ from plat.daemon.control.scope import Scope, scope_of
 from plat.daemon.functions import Functions
 from plat.daemon.store import Store
 from plat.daemon.store.calls import CALL_STATES, Attempt, QueuedCall
+from plat.daemon.tracing.context import parse_traceparent
 from plat.errors import NotFoundError, PlatError, no_function
 from plat.tenancy import split_key, tenant_of
 
@@ -144,7 +145,17 @@ def detail(call: QueuedCall, attempts: list[Attempt]) -> CallDetail:
         "callback_status": call.callback_status,
         "attempts_detail": [attempt_view(a) for a in attempts],
         "response": response_of(call),
+        "trace_id": trace_of(call),
     }
+
+
+def trace_of(call: QueuedCall) -> str | None:
+    """The trace its attempts share (their traceparent's), if it has one."""
+    for name, value in call.headers:
+        if name.lower() == "traceparent":
+            parent = parse_traceparent(value.encode("latin-1", "replace"))
+            return f"{parent.trace_id:032x}" if parent is not None else None
+    return None
 
 
 def call_routes(

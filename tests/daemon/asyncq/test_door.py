@@ -396,3 +396,51 @@ def test_every_call_committed_for_a_client_that_left_before_its_202_runs(
         lambda calls: all(c["state"] == "done" for c in calls if c["id"] in ids),
         30,
     )
+
+
+FLAKY = """
+def handle(event, context):
+    if event.headers.get("x-plat-attempt") == "1":
+        return {"statusCode": 500, "body": "first attempt fails"}
+    return {"traceparent": event.headers.get("traceparent")}
+"""
+
+
+def test_a_calls_attempts_share_one_trace_the_callers_or_a_new_one(
+    plat: PlatRunner, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = write_python_function(
+        tmp_path_factory.mktemp("flaky"),
+        "flaky",
+        FLAKY,
+        extra_manifest="auth: public\nasync: {retries: 2, backoff: 10ms}\n",
+    )
+    plat.run("deploy", str(folder))
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    given = plat.http(
+        "POST",
+        "/async-function/flaky",
+        b"",
+        {"traceparent": f"00-{caller}-00f067aa0ba902b7-01", "tracestate": "k=v"},
+        auth=False,
+    )
+    made = plat.http("POST", "/async-function/flaky", b"", auth=False)
+    ids = [str(json.loads(r.body)["call_id"]) for r in (given, made)]
+    wait_states(
+        plat.home,
+        lambda calls: {c["id"] for c in calls if c["state"] == "done"} >= set(ids),
+        timeout=30,
+    )
+    traces = []
+    for call_id in ids:
+        detail = json.loads(plat.run("call", call_id, "--json").stdout)
+        assert detail["attempts"] == 2
+        traces.append(detail["trace_id"])
+        # Both attempts are server spans of that one trace.
+        trace = json.loads(plat.run("trace", detail["trace_id"], "--json").stdout)
+        servers = [s for s in trace["spans"] if s["kind"] == "server"]
+        assert sorted(s["attributes"]["http.response.status_code"] for s in servers) == [200, 500]
+        assert {s["attributes"]["plat.call_id"] for s in servers} == {call_id}
+    assert traces[0] == caller
+    assert traces[1] is not None and traces[1] != caller
+    assert "trace " in plat.run("call", ids[1]).stdout
