@@ -170,6 +170,7 @@ def test_retention_trims_and_a_log_storm_starves_nobody(logplat: tuple[PlatRunne
     assert elapsed < 60
     # Once the flood is over, the trimmer brings it down to the retention (200 lines).
     assert wait_for(lambda: len(_logs(plat, "flood")) <= 201, timeout=30)
-    # The quiet function's lines all made it.
-    quiet = [s["line"] for s in _logs(plat, "quiet", "--tail", "150")]
+    # The quiet function's lines made it: of what its retention keeps (its stdout and
+    # stderr lines interleave; the newest 150 alone could be mostly one stream).
+    quiet = [s["line"] for s in _logs(plat, "quiet")]
     assert sum(1 for line in quiet if str(line).startswith("call on /")) >= 60
