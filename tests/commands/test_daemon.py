@@ -265,6 +265,17 @@ def test_restart_after_a_crash_keeps_the_backend(fresh_plat: PlatRunner) -> None
     assert _status(plat)["backend"] == "process"
 
 
+# Follows an NDJSON stream (argv: url, token), printing each line as it arrives.
+FOLLOW = """
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+with urllib.request.urlopen(req) as resp:
+    for line in resp:
+        sys.stdout.write(line.decode())
+        sys.stdout.flush()
+"""
+
+
 def test_a_stop_ends_live_log_followers_instead_of_waiting_for_them(
     fresh_plat: PlatRunner, tmp_path: Path
 ) -> None:
@@ -287,7 +298,7 @@ def test_a_stop_ends_live_log_followers_instead_of_waiting_for_them(
             text=True,
         ) as socket_follower,
         subprocess.Popen(
-            ["curl", "-sN", "-H", f"Authorization: Bearer {token}", url],
+            [sys.executable, "-c", FOLLOW, url, token],
             stdout=pipe,
             stderr=pipe,
             text=True,
