@@ -1,9 +1,10 @@
 """``python -m benchmarks [--quick] [--only NAME] [--output PATH] [--json PATH] ...``.
 
 Runs every benchmark (or those named by ``--only``) and writes the Markdown
-report: ``docs/benchmarks.md`` in a full run; in ``--quick`` mode (each
-benchmark briefly, for the test suite) a temporary file unless ``--output`` is
-given. ``--json`` also writes the raw figures; ``--functions N`` changes how many
+report: ``docs/benchmarks.md`` in a full run; with ``--only`` or in ``--quick``
+mode (each benchmark briefly, for the test suite) a temporary file unless
+``--output`` is given, so a partial run never replaces the full report.
+``--json`` also writes the raw figures; ``--functions N`` changes how many
 functions the scale benchmark deploys; ``--keep`` keeps the temporary work
 folder (daemon logs) for debugging. SIGTERM and Ctrl-C still clean up (functions,
 daemons, images) before exiting. Exits 1 if any benchmark failed
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output",
         type=Path,
         help=f"the Markdown report (default: {DEFAULT_OUTPUT.relative_to(REPO)}; "
-        "a temporary file with --quick)",
+        "a temporary file with --only or --quick)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     parser.add_argument(
@@ -71,6 +72,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def output_path(args: argparse.Namespace) -> Path:
+    """Where the report goes: docs/benchmarks.md only for a full run."""
+    if args.output is not None:
+        return Path(args.output)
+    if args.quick or args.only:
+        fd, raw = tempfile.mkstemp(prefix="plat-benchmarks-", suffix=".md")
+        os.close(fd)
+        return Path(raw)
+    return DEFAULT_OUTPUT
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     # SystemExit unwinds through every benchmark's cleanup (functions removed,
     # daemons stopped, images deleted), which SIGTERM's default action would skip.
@@ -80,14 +92,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    output: Path = args.output
-    if output is None:
-        if args.quick:
-            fd, raw = tempfile.mkstemp(prefix="plat-benchmarks-", suffix=".md")
-            os.close(fd)
-            output = Path(raw)
-        else:
-            output = DEFAULT_OUTPUT
+    output = output_path(args)
     try:
         report = run_suite(args.names, quick=args.quick, keep=args.keep, functions=args.functions)
     except BenchError as exc:
