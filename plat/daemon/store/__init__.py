@@ -5,7 +5,8 @@ instances, and keeps the logs and invocation records of each function.
 Everything the daemon persists goes through this package: :mod:`.database`
 (connection and migrations), :mod:`.schema` (the migrations), :mod:`.catalog`
 (functions, versions, instances), :mod:`.history` (logs, invocations),
-:mod:`.traces`, :mod:`.calls` (queued calls), :mod:`.tenants` and :mod:`.secrets`.
+:mod:`.traces`, :mod:`.calls` (queued calls), :mod:`.tenants`, :mod:`.secrets` and
+:mod:`.hooks` (git webhooks).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from plat.daemon.store.calls import CallRows
 from plat.daemon.store.catalog import Catalog, FunctionRecord, InstanceRecord, VersionRecord
 from plat.daemon.store.history import History, Invocation, LogLine
+from plat.daemon.store.hooks import HookRows
 from plat.daemon.store.schema import MIGRATIONS
 from plat.daemon.store.secrets import SecretRows
 from plat.daemon.store.tenants import TenantRows
@@ -32,5 +34,5 @@ __all__ = [
 ]
 
 
-class Store(Catalog, History, TraceRows, CallRows, TenantRows, SecretRows):
+class Store(Catalog, History, TraceRows, CallRows, TenantRows, SecretRows, HookRows):
     """Async access to the database. ``open()`` and ``close()`` are idempotent."""

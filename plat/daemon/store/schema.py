@@ -169,4 +169,54 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (function, schedule)
     );
     """,
+    """
+    -- Git webhooks (plat.daemon.store.hooks).
+    CREATE TABLE hooks (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        function    TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        branch      TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        previews    INTEGER NOT NULL,
+        preview_ttl REAL NOT NULL,
+        secret      BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        UNIQUE (tenant, function)
+    );
+    CREATE TABLE hook_deliveries (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        hook        TEXT NOT NULL,
+        delivery    TEXT NOT NULL,
+        body_sha    TEXT NOT NULL,
+        counted     INTEGER,
+        provider    TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        branch      TEXT,
+        sha         TEXT,
+        ref         TEXT,
+        target      TEXT,
+        state       TEXT NOT NULL,
+        preview_url TEXT,
+        error       TEXT,
+        log         TEXT NOT NULL DEFAULT '',
+        origin      TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        started_at  REAL,
+        finished_at REAL
+    );
+    CREATE UNIQUE INDEX hook_delivery_ids ON hook_deliveries(hook, delivery) WHERE counted = 1;
+    CREATE UNIQUE INDEX hook_delivery_bodies ON hook_deliveries(hook, body_sha) WHERE counted = 1;
+    CREATE INDEX hook_deliveries_by_hook ON hook_deliveries(hook, seq);
+    CREATE INDEX hook_deliveries_open ON hook_deliveries(state)
+        WHERE state IN ('queued', 'fetching', 'building', 'deploying');
+    CREATE TABLE hook_previews (
+        function    TEXT PRIMARY KEY,
+        hook        TEXT NOT NULL,
+        branch      TEXT NOT NULL,
+        expires_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    """,
 )
