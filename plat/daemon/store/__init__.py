@@ -5,12 +5,13 @@ instances, and keeps the logs and invocation records of each function.
 Everything the daemon persists goes through this package: :mod:`.database`
 (connection and migrations), :mod:`.schema` (the migrations), :mod:`.catalog`
 (functions, versions, instances), :mod:`.history` (logs, invocations),
-:mod:`.traces`, :mod:`.calls` (queued calls), :mod:`.tenants`, :mod:`.secrets` and
-:mod:`.hooks` (git webhooks).
+:mod:`.traces`, :mod:`.calls` (queued calls), :mod:`.tenants`, :mod:`.secrets`,
+:mod:`.hooks` (git webhooks) and :mod:`.audit` (the audit log).
 """
 
 from __future__ import annotations
 
+from plat.daemon.store.audit import AuditRows
 from plat.daemon.store.calls import CallRows
 from plat.daemon.store.catalog import Catalog, FunctionRecord, InstanceRecord, VersionRecord
 from plat.daemon.store.history import History, Invocation, LogLine
@@ -34,5 +35,5 @@ __all__ = [
 ]
 
 
-class Store(Catalog, History, TraceRows, CallRows, TenantRows, SecretRows, HookRows):
+class Store(Catalog, History, TraceRows, CallRows, TenantRows, SecretRows, HookRows, AuditRows):
     """Async access to the database. ``open()`` and ``close()`` are idempotent."""

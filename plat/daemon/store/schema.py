@@ -219,4 +219,22 @@ MIGRATIONS: Sequence[str] = (
         updated_at  REAL NOT NULL
     );
     """,
+    """
+    -- The audit log (plat.daemon.audit): id is a row's place, seq the record's number.
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        seq         INTEGER NOT NULL,
+        time        TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        origin      TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        tenant      TEXT NOT NULL,
+        params      TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        prev        TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_tenant ON audit(tenant, id);
+    """,
 )
