@@ -16,7 +16,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from platshim.adapters import Handler
+from platshim.adapters import Handler, LifespanHandler
+from platshim.adapters.reply import BadReply, Reply
 from platshim.event import Context, Event
 from platshim.output import CALL_ID, begin_call, finish_call, log_error
 from platshim.responses import InvalidResponse, Response, json_bytes, render_result
@@ -56,6 +57,20 @@ class Invoker:
         # and a TracerProvider it set up itself is kept.
         self.spans = handler_spans(function)
 
+    async def start(self) -> None:
+        """Whatever the handler does before it serves (an ASGI app's lifespan startup);
+        raises platshim.adapters.StartupFailed (or the app's error) when it cannot."""
+        if isinstance(self.handler, LifespanHandler):
+            await self.handler.startup()
+
+    async def stop(self) -> None:
+        """Whatever the handler does after its last call (lifespan shutdown); never raises."""
+        if isinstance(self.handler, LifespanHandler):
+            try:
+                await self.handler.shutdown()
+            except Exception as exc:
+                log_error(f"the handler's shutdown raised {type(exc).__name__}", exc)
+
     def wedged(self) -> bool:
         """Every worker thread is stuck in a handler: no call given now could run."""
         return not self.is_async and self.handler is not None and self.threads_busy >= self.workers
@@ -78,7 +93,7 @@ class Invoker:
             with self._threads_lock:
                 self.threads_busy -= 1
 
-    async def invoke(self, event: Event) -> Response:
+    async def invoke(self, event: Event) -> Response | Reply:
         """Run the handler for one request; with a call id, its output is tagged."""
         call_id = event.headers.get("x-call-id", "")
         if call_id and not CALL_ID.fullmatch(call_id):
@@ -99,7 +114,7 @@ class Invoker:
         finally:
             finish_call(call)
 
-    async def _invoke(self, event: Event, context: Context, *, tagged: bool) -> Response:
+    async def _invoke(self, event: Event, context: Context, *, tagged: bool) -> Response | Reply:
         handler = self.handler
         assert handler is not None
         try:
@@ -125,6 +140,11 @@ class Invoker:
                     )
             if inspect.isawaitable(result):
                 result = await result
+        except BadReply as exc:  # an adapter's application answered what HTTP cannot carry
+            log_error(f"invalid response on {event.method} {event.path}: {exc}")
+            message = f"the function's response cannot be sent: {exc}"
+            payload = {"error": "invalid_response", "message": message}
+            return 500, [("Content-Type", "application/json")], json_bytes(payload)
         except Exception as exc:
             kind = type(exc).__name__
             log_error(f"the handler raised {kind} on {event.method} {event.path}", exc)
@@ -133,6 +153,8 @@ class Invoker:
                 "message": f"the function raised {kind}; see `plat logs`",
             }
             return 500, [("Content-Type", "application/json")], json_bytes(payload)
+        if isinstance(result, Reply):
+            return result
         try:
             return render_result(result)
         except InvalidResponse as exc:

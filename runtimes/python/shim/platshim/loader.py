@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from platshim.adapters import Handler, adapter
+from platshim.adapters import AUTO, Handler, adapter, detect
 
 
 def load_handler(spec: str, kind: str = "plat") -> Handler:
@@ -14,8 +14,8 @@ def load_handler(spec: str, kind: str = "plat") -> Handler:
 
     The working directory goes first on sys.path so the user's modules win. The
     callable found is served through the adapter of ``kind`` (see
-    platshim.adapters). Raises ImportError/AttributeError/TypeError/LookupError
-    (and whatever the module raises).
+    platshim.adapters; ``auto``: the kind ``detect`` sees in it). Raises
+    ImportError/AttributeError/TypeError/LookupError (and whatever the module raises).
     """
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
@@ -24,7 +24,7 @@ def load_handler(spec: str, kind: str = "plat") -> Handler:
     else:
         module_name, _, attr = spec.rpartition(".")
     module_name = module_name.removesuffix(".py").replace("/", ".")
-    adapt = adapter(kind)
+    adapt = adapter(kind) if kind != AUTO else None
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -34,4 +34,6 @@ def load_handler(spec: str, kind: str = "plat") -> Handler:
         raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
     if not callable(target):
         raise TypeError(f"{module_name}.{attr} is not callable")
+    if adapt is None:
+        adapt = adapter(detect(target, module_name, attr))
     return adapt(target)

@@ -13,6 +13,8 @@ import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from platshim.adapters import AUTO, StartupFailed
+from platshim.adapters.reply import Reply, Stream, write_stream
 from platshim.event import Event, Headers
 from platshim.invoker import Invoker
 from platshim.loader import load_handler
@@ -66,7 +68,7 @@ class Shim:
             f"{invoker.function or 'function'} ({invoker.spec}) on {self.address}"
         )
 
-    def specialize(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def specialize(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Become the function the daemon names (pool mode); (status, JSON answer)."""
         try:
             payload = json.loads(body)
@@ -91,7 +93,7 @@ class Shim:
         # The code and dependencies appeared after start-up: forget cached listings.
         importlib.invalidate_caches()
         try:
-            handler = load_handler(spec)
+            handler = load_handler(spec, os.environ.get("PLAT_ADAPTER") or AUTO)
         except Exception as exc:
             message = (
                 f"cannot load the handler {spec!r} from {os.getcwd()} "
@@ -100,6 +102,13 @@ class Shim:
             log_error(message, exc)
             return 500, {"error": "handler_failed", "message": message}
         self.invoker.use(handler, function, version, spec)
+        try:  # an ASGI app's lifespan startup: before the instance is ready
+            await self.invoker.start()
+        except Exception as exc:
+            message = f"the function's startup failed ({type(exc).__name__}: {exc})"
+            log_error(message, exc if not isinstance(exc, StartupFailed) else None)
+            self.invoker.handler = None
+            return 500, {"error": "handler_failed", "message": message}
         self.pool_token = None
         print(self.serving_line(), flush=True)
         return 200, {"status": "ready"}
@@ -198,7 +207,7 @@ class Shim:
                 and self.pool_token
                 and headers.get(POOL_TOKEN_HEADER) == self.pool_token
             ):
-                status, payload = self.specialize(body)
+                status, payload = await self.specialize(body)
             else:
                 status, payload = 503, _NOT_SPECIALIZED
             writer.write(_json_response(status, payload, keep_alive=keep_alive))
@@ -211,9 +220,20 @@ class Shim:
         else:
             raw_path, _, query = target.partition("?")
         event = Event(method, unquote(raw_path) or "/", query, headers, body)
-        status, out_headers, out_body = await self.invoker.invoke(event)
+        reply = await self.invoker.invoke(event)
+        status, out_headers, out_body = reply
         if self.closing:
             keep_alive = False  # SIGTERM arrived meanwhile: tell the client not to reuse us
+        if isinstance(out_body, Stream):
+            return await write_stream(
+                writer,
+                Reply(*reply),
+                out_body,
+                self.invoker.executor,
+                keep_alive=keep_alive,
+                head_only=method == "HEAD",
+                what=f"{method} {event.path}",
+            )
         writer.write(
             build_response(
                 status, out_headers, out_body, keep_alive=keep_alive, head_only=method == "HEAD"
@@ -240,6 +260,8 @@ class Shim:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.invoker.handler is not None:
+            await self._start_handler()
         try:
             server = await asyncio.start_server(
                 self.connection, host, port, limit=MAX_HEAD, reuse_address=True, backlog=1024
@@ -260,3 +282,17 @@ class Shim:
             await asyncio.sleep(0.02)
         if self.busy:
             log_error(f"stopping with {self.busy} request(s) still running")
+        await self.invoker.stop()
+
+    async def _start_handler(self) -> None:
+        """The handler's startup (an ASGI lifespan), before the port is bound; a
+        failure ends the process with status 1 and the application's message."""
+        try:
+            await self.invoker.start()
+        except Exception as exc:
+            log_error(
+                f"the function's startup failed ({type(exc).__name__}: {exc}); "
+                "the function will not start",
+                exc if not isinstance(exc, StartupFailed) else None,
+            )
+            raise SystemExit(1) from None

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
+from platshim.adapters import AUTO
 from platshim.invoker import Invoker
 from platshim.loader import load_handler
 from platshim.output import log_error, tag_output
@@ -29,7 +30,7 @@ def main() -> None:
     if pool_token:
         run(Shim(invoker, pool_token=pool_token), host, port)
     try:
-        handler = load_handler(spec)
+        handler = load_handler(spec, adapter_kind())
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -42,6 +43,11 @@ def main() -> None:
     function = os.environ.get("PLAT_FUNCTION", "")
     invoker.use(handler, function, os.environ.get("PLAT_VERSION", ""), spec)
     run(Shim(invoker), host, port)
+
+
+def adapter_kind() -> str:
+    """The handler's kind: ``PLAT_ADAPTER`` (plat.yaml's ``adapter``), else detected."""
+    return os.environ.get("PLAT_ADAPTER") or AUTO
 
 
 def run(shim: Shim, host: str, port: int) -> NoReturn:
