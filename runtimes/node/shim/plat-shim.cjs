@@ -37,6 +37,14 @@
  *   SecretNotFoundError naming it.
  * - SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
  *   PLAT_SHUTDOWN_GRACE seconds, default 5), exit 0.
+ * - Express apps (PLAT_ADAPTER=express, or detected: the export is a function
+ *   with `handle` and `use`, as `module.exports = app` gives) get Node's own req
+ *   and res, unread: req.url is the path below the function's prefix
+ *   (/function/<name>, or nothing for <name>.localhost), req.baseUrl and
+ *   app.mountpath are that prefix so routers and redirects build public URLs,
+ *   and 'trust proxy' is on unless the app set it (the gateway sets X-Forwarded-*).
+ *   An error the app leaves unhandled is logged; the instance keeps serving.
+ *   PLAT_ADAPTER=plat never treats the export as an Express app.
  * - Pool mode (PLAT_POOL_TOKEN set): a generic, pre-started instance. It listens
  *   at once without a handler, answers probes and 503 to anything else until the
  *   daemon POSTs /.plat/specialize with the token in X-Plat-Pool-Token and a JSON
@@ -181,6 +189,100 @@ function logError(message, err) {
   process.stderr.write(text);
 }
 
+// --- Express apps -------------------------------------------------------------------------
+
+// Handlers that are Express apps (served with req and res, not event and context).
+const expressApps = new WeakSet();
+// The request an Express app is serving, for reports of errors it left unhandled.
+const expressCall = new AsyncLocalStorage();
+let expressGuards = false;
+
+function isExpressApp(fn) {
+  return typeof fn === 'function' && typeof fn.handle === 'function' && typeof fn.use === 'function';
+}
+
+// The function's key (<name> or <name>.<tenant>); a pool instance learns it at specialisation.
+function functionKey() {
+  return FUNCTION || process.env.PLAT_FUNCTION || '';
+}
+
+/** The function's path prefix: PLAT_PREFIX, else /function/<key>. */
+function functionPrefix() {
+  if (process.env.PLAT_PREFIX !== undefined) return process.env.PLAT_PREFIX.replace(/\/+$/, '');
+  const key = functionKey();
+  return key ? `/function/${key}` : '';
+}
+
+/** Whether the gateway routed this request by its host (<key>.localhost): no prefix then. */
+function hostRouted(headers) {
+  const forwarded = headers['x-forwarded-host'];
+  const key = functionKey();
+  if (typeof forwarded !== 'string' || !key) return false;
+  const host = (forwarded.split(':').length === 2 ? forwarded.split(':')[0] : forwarded).toLowerCase();
+  if (host === `${key}.localhost`) return true;
+  const dashes = key.indexOf('--');
+  return dashes > 0 && host === `${key.slice(dashes + 2)}--${key.slice(0, dashes)}.localhost`;
+}
+
+function adaptHandler(fn) {
+  const kind = process.env.PLAT_ADAPTER || 'auto';
+  if (kind !== 'auto' && kind !== 'plat' && kind !== 'express') {
+    throw new TypeError(`no handler adapter for "${kind}" in the node runtime (known: express, plat)`);
+  }
+  if (kind === 'express' || (kind === 'auto' && isExpressApp(fn))) {
+    if (typeof fn !== 'function') throw new TypeError('adapter: express needs the app as the export');
+    expressApps.add(fn);
+    fn.mountpath = functionPrefix() || '/';
+    if (typeof fn.get === 'function' && typeof fn.set === 'function' && fn.get('trust proxy') === false) {
+      fn.set('trust proxy', true);
+    }
+    guardExpress();
+  }
+  return fn;
+}
+
+/** Errors an Express app leaves unhandled (a rejected async route in Express 4) are
+ *  logged, and the request they belong to answered 500, instead of ending the process. */
+function guardExpress() {
+  if (expressGuards) return;
+  expressGuards = true;
+  const report = (what) => (err) => {
+    const call = expressCall.getStore();
+    const where = call ? ` on ${call.req.method} ${call.req.url}` : '';
+    logError(`the Express app left ${what} unhandled${where}`, err);
+    if (call && !call.res.headersSent) {
+      sendJson(call.req, call.res, 500, { error: 'handler_error', message: 'the function raised an error; see `plat logs`' });
+    }
+  };
+  process.on('unhandledRejection', report('a rejected promise'));
+  process.on('uncaughtException', report('an exception'));
+}
+
+function serveExpress(app, req, res) {
+  const prefix = hostRouted(req.headers) ? '' : functionPrefix();
+  req.baseUrl = prefix;
+  req.originalUrl = prefix + req.url;
+  const header = req.headers['x-call-id'];
+  const callId = typeof header === 'string' && CALL_ID.test(header) ? header : '';
+  const run = () => expressCall.run({ req, res }, () => {
+    try {
+      app(req, res);
+    } catch (err) {
+      logError(`the Express app threw on ${req.method} ${req.url}`, err);
+      if (!res.headersSent) sendJson(req, res, 500, { error: 'handler_error', message: 'the function raised an error; see `plat logs`' });
+    }
+  });
+  if (!callId) {
+    run();
+    return;
+  }
+  const traceId = traceIdOf(req.headers.traceparent);
+  const tag = traceId === null ? `[call:${callId}] ` : `[call:${callId} trace:${traceId}] `;
+  const call = { tag, cut: [false, false] };
+  res.on('close', () => endCall(call));
+  currentCall.run(call, run);
+}
+
 async function loadHandler(spec) {
   let file = spec;
   let name = null;
@@ -209,7 +311,7 @@ async function loadHandler(spec) {
     const wanted = name ? `an export named "${name}"` : 'a function (module.exports = async (event, context) => ...) or a "handle" export';
     throw new TypeError(`${file} does not export ${wanted}`);
   }
-  return fn;
+  return adaptHandler(fn);
 }
 
 function jsonBody(value) {
@@ -439,6 +541,10 @@ function serve(initial) {
   const server = http.createServer((req, res) => {
     inFlight += 1;
     res.on('close', () => { inFlight -= 1; });
+    if (handler !== null && expressApps.has(handler) && req.headers['x-plat-probe'] !== '1') {
+      serveExpress(handler, req, res); // the app reads the body itself
+      return;
+    }
     const chunks = [];
     req.on('data', (chunk) => chunks.push(chunk));
     req.on('error', () => {}); // the client went away; nobody is left to answer
