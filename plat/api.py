@@ -67,6 +67,13 @@ class FunctionSummary(TypedDict, total=False):
     desired: int
     updated_at: float
     next_run: float | None  # the next cron tick (epoch seconds), with a schedule only
+    preview: PreviewMark  # a branch's preview, made by a git hook
+
+
+class PreviewMark(TypedDict):
+    hook: str  # the hook's id
+    branch: str
+    expires_at: float  # when the reaper removes it unless the branch is pushed again
 
 
 class FunctionEvent(TypedDict):
@@ -228,6 +235,47 @@ class CallDetail(CallSummary):
 
 class CallList(TypedDict):
     calls: list[CallSummary]
+
+
+# git hooks: /v1/hooks, /v1/hooks/{hook}/deliveries[/{delivery}]
+
+
+class HookView(TypedDict):
+    id: str
+    function: str  # plain name
+    tenant: str
+    repo: str
+    branch: str
+    path: str  # the sub folder deployed ('' for the top)
+    previews: bool
+    preview_ttl: float  # seconds
+    url: str  # where the git server sends deliveries
+    created_at: float
+    last_state: str | None  # of the newest delivery that ran
+
+
+class HookCreated(HookView):
+    secret: str  # shown once
+
+
+class DeliveryView(TypedDict):
+    seq: int  # plat's number for it
+    id: str  # the provider's delivery id (or sha256:<body digest> without one)
+    provider: str  # github | gitlab | gitea | forgejo
+    event: str  # as the provider named it
+    action: str  # deploy | remove | ping | ignore | '' (not read: rejected)
+    branch: str | None
+    commit: str | None
+    target: str | None  # the function deployed or removed (plain name)
+    state: str  # queued|fetching|building|deploying|done|failed|ignored|duplicate|rejected
+    url: str | None  # where what it deployed answers (a preview's host URL)
+    received_at: float
+    duration: float | None  # from its start to its end, once ended
+    error: str | None
+
+
+class DeliveryDetail(DeliveryView):
+    log: str
 
 
 # in-process states, read by the metrics and the status

@@ -28,6 +28,18 @@ def _next_run(ts: float | None) -> str:
     return f"in {age(ts - time.time())} ({datetime.fromtimestamp(ts, UTC):%H:%M} UTC)"
 
 
+def _preview(mark: dict[str, Any] | None) -> str:
+    """A git hook's preview: its branch, and when it expires unless pushed again."""
+    from plat.commands.traces import age
+
+    if not mark:
+        return "-"
+    left = mark["expires_at"] - time.time()
+    return (
+        f"{mark['branch']} (expires in {age(left)})" if left > 0 else f"{mark['branch']} (expired)"
+    )
+
+
 def _secret_names(secrets: list[Any]) -> str:
     """Names only: a vault secret is {name, vault}, a stored one its name."""
     return ", ".join(str(s.get("name") if isinstance(s, dict) else s) for s in secrets)
@@ -52,8 +64,10 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     tenants = any(fn.get("tenant", DEFAULT_TENANT) != DEFAULT_TENANT for fn in items)
     table = Table(box=None, header_style="bold")
     scheduled = any(fn.get("next_run") for fn in items)
+    previews = any(fn.get("preview") for fn in items)
     cols = ["NAME", "RUNTIME", "VERSION", "READY", "AUTH", "UPDATED", "URL"]
     cols += ["NEXT RUN"] if scheduled else []
+    cols += ["PREVIEW"] if previews else []
     for col in ("TENANT", *cols) if tenants else cols:
         table.add_column(col)
     for fn in items:
@@ -67,6 +81,7 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
             _ago(fn.get("updated_at")),
             str(fn.get("url") or "-"),
             *([_next_run(fn.get("next_run"))] if scheduled else []),
+            *([_preview(fn.get("preview"))] if previews else []),
         )
     out.print(table)
 

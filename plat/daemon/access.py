@@ -8,7 +8,9 @@ tenant learns nothing about the others' names.
 
 Host routing: ``<name>.localhost`` names a function of the ``default`` tenant,
 ``<name>.<tenant>.localhost`` one of another tenant (``*.localhost`` resolves to
-loopback), with or without a port.
+loopback), with or without a port. A git hook's preview ``<name>--<slug>`` is
+also ``<slug>--<name>[.<tenant>].localhost`` (a slug never holds ``--``, so the
+host splits at its first).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from plat.daemon.tenants import ADMIN, Principal, Tenants
 from plat.tenancy import tenant_of
 
 LOCALHOST = b".localhost"
+PREVIEW = b"--"  # <slug>--<name>: a preview (plat.daemon.hooks.previews)
 # Authorization headers whose tenant is known, kept until a token changes: a
 # tenant's call then costs a dict lookup, not a hash. Bounded, and only valid
 # tokens get in, so a flood of made-up tokens cannot grow it.
@@ -82,4 +85,10 @@ def host_key(host: bytes, deployed: Container[str]) -> bytes | None:
     key = name[: -len(LOCALHOST)]
     if key and key.decode("latin-1") in deployed:
         return key
+    slug, separator, rest = key.partition(PREVIEW)
+    if slug and separator and rest:
+        label, dot, tenant = rest.partition(b".")
+        preview = label + PREVIEW + slug + dot + tenant
+        if preview.decode("latin-1") in deployed:
+            return preview
     return None

@@ -112,6 +112,7 @@ class Functions:
     async def summaries(self, tenant: str | None = None) -> list[FunctionSummary]:
         """The functions of ``tenant`` (None: of every tenant)."""
         out: list[FunctionSummary] = []
+        previews = {p.function: p for p in await self.store.list_previews()}
         for record in await self.store.list_functions():
             name, owner = split_key(record.name)
             if tenant is not None and owner != tenant:
@@ -129,6 +130,13 @@ class Functions:
                     "url": None,
                 }
             item["updated_at"] = record.updated_at
+            preview = previews.get(record.name)
+            if preview is not None:  # made by a git hook for a branch (plat.daemon.hooks)
+                item["preview"] = {
+                    "hook": preview.hook,
+                    "branch": preview.branch,
+                    "expires_at": preview.expires_at,
+                }
             out.append(item)
         return out
 
