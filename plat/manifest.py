@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from plat.errors import ManifestError
+from plat.handlerkinds import Adapter
 from plat.runtimes import all_runtimes, detect_runtime
 from plat.slo import Slo
 from plat.tenancy import TENANT_RE
@@ -184,6 +185,7 @@ class Manifest(_Strict):
     slo: Slo | None = None
     async_: AsyncPolicy | None = Field(default=None, alias="async")
     schedule: list[str] = Field(default_factory=list)
+    adapter: Adapter | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -283,8 +285,9 @@ class Manifest(_Strict):
         data.pop("secrets", None)
         if self.secrets:
             data["secrets"] = [r.name if r.vault is None else dict(r) for r in self.secrets]
-        if self.slo is None:
-            data.pop("slo", None)
+        for key in ("slo", "adapter"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
         policy = data.pop("async_", None)
         if self.async_ is not None:
             data["async"] = policy

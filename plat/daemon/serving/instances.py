@@ -50,6 +50,12 @@ def instance_spec(release: Release) -> InstanceSpec:
     handler = manifest.handler or runtime.handler
     if runtime.poolable and handler:
         env["PLAT_HANDLER"] = handler
+    if runtime.poolable:
+        # For the shims' adapters: the kind of app, and what a Lambda context tells.
+        if manifest.adapter is not None:
+            env["PLAT_ADAPTER"] = manifest.adapter
+        env["PLAT_TIMEOUT"] = f"{manifest.timeout:g}"
+        env["PLAT_MEMORY_MB"] = str(manifest.resources.memory // 1024**2)
     return InstanceSpec(
         function=manifest.name,
         version=release.version,
