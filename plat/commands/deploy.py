@@ -41,12 +41,55 @@ def deploy(
     path: Path = typer.Argument(Path("."), help="The function's folder (holding plat.yaml)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the full build log."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the code is unchanged."),
+    target: str = typer.Option(
+        "local",
+        "--target",
+        help="local: this machine's daemon. k8s: the cluster of a kube context, with the "
+        "image `plat push` pushed (see docs/kubernetes.md).",
+    ),
+    context: str | None = typer.Option(None, "--context", help="k8s: the kube context."),
+    namespace: str | None = typer.Option(
+        None, "--namespace", "-n", help="k8s: default: the tenant's name, else the context's."
+    ),
+    knative: bool = typer.Option(False, "--knative", help="k8s: a Knative Service."),
+    image: str | None = typer.Option(
+        None, "--image", help="k8s: this image instead of the latest `plat push`."
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="k8s: wait until the rollout is available."
+    ),
+    wait_timeout: float = typer.Option(
+        180.0, "--wait-timeout", min=1, help="k8s: seconds to wait for the rollout."
+    ),
 ) -> None:
     """Build the function in PATH and serve it through the gateway.
 
     Unchanged code is not rebuilt; the new version takes traffic only once ready,
-    and the old one keeps serving if anything fails.
+    and the old one keeps serving if anything fails. With --target k8s, apply it
+    to a Kubernetes cluster instead (server-side apply, field manager plat).
     """
+    if target not in ("local", "k8s"):
+        raise typer.BadParameter(f"{target!r}: use local or k8s", param_hint="--target")
+    if target == "k8s":
+        from plat.commands.k8s import deploy_to_cluster
+
+        deploy_to_cluster(
+            path,
+            context=context,
+            namespace=namespace,
+            knative=knative,
+            image=image,
+            wait=wait,
+            timeout=wait_timeout,
+        )
+        return
+    k8s_only = {"--context": context, "--namespace": namespace, "--image": image}
+    given = [flag for flag, value in k8s_only.items() if value is not None]
+    if knative:
+        given.append("--knative")
+    if given:
+        verb = "needs" if len(given) == 1 else "need"
+        raise typer.BadParameter(f"{', '.join(given)} {verb} --target k8s", param_hint="--target")
     from rich.markup import escape
 
     from plat.connect import connect, gateway

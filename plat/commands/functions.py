@@ -156,8 +156,30 @@ def describe(
     out.print(versions)
 
 
-def rm(name: str = typer.Argument(..., help="The function to remove.")) -> None:
-    """Remove a function: stop its instances and delete its metadata."""
+def rm(
+    name: str = typer.Argument(..., help="The function to remove."),
+    target: str = typer.Option(
+        "local", "--target", help="local: this machine's daemon. k8s: a kube context's cluster."
+    ),
+    context: str | None = typer.Option(None, "--context", help="k8s: the kube context."),
+    namespace: str | None = typer.Option(
+        None, "--namespace", "-n", help="k8s: default: the tenant's name, else the context's."
+    ),
+) -> None:
+    """Remove a function: stop its instances and delete its metadata.
+
+    With --target k8s, delete what `plat deploy --target k8s` applied (found by the
+    label plat.function=NAME) from the cluster instead.
+    """
+    if target not in ("local", "k8s"):
+        raise typer.BadParameter(f"{target!r}: use local or k8s", param_hint="--target")
+    if target == "k8s":
+        from plat.commands.k8s import remove_from_cluster
+
+        remove_from_cluster(name, context=context, namespace=namespace)
+        return
+    if context is not None or namespace is not None:
+        raise typer.BadParameter("--context and --namespace need --target k8s")
     from plat.connect import connect
     from plat.console import out
 
