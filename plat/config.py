@@ -105,6 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_trim_interval", 60.0, parse_duration, "how often retention trims the store"),
     Setting("invocation_records", 100_000, _count, "invocation records kept per function"),
     Setting("invocation_age", 7 * 86400.0, parse_duration, "how long invocation records are kept"),
+    Setting("audit_records", 1_000_000, _count, "audit records kept (the oldest trimmed first)"),
+    Setting("audit_age", 365 * 86400.0, parse_duration, "how long audit records are kept"),
     Setting("queue_limit", 256, _count, "requests that may wait per function before 429"),
     Setting("queue_timeout", 30.0, parse_duration, "longest a request waits for a slot"),
     Setting("autoscale_tick", 1.0, parse_duration, "how often the autoscaler decides"),

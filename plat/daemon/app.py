@@ -25,6 +25,7 @@ from plat.config import Config
 from plat.credentials import basic_header, ensure_admin_token, ensure_password
 from plat.daemon.asyncq.callbacks import CallbackPolicy
 from plat.daemon.asyncq.service import CallService
+from plat.daemon.audit import AuditLog, AuditRetention
 from plat.daemon.collector import LogCollector
 from plat.daemon.control import API_PREFIX, Services, api_app, control_routes, control_runner
 from plat.daemon.deployer import Deployer
@@ -99,6 +100,7 @@ class Daemon:
         self.metrics: Metrics
         self.auth_header: str
         self.tenants: Tenants
+        self.audit: AuditLog
         self.secrets: SecretsService
         self.routes: list[web.RouteDef]
 
@@ -112,6 +114,15 @@ class Daemon:
         self.store = Store(self.home.database)
         await self.store.open()
         stack.push_async_callback(self.store.close)
+        # Opened early and closed late: the last changes (a shutdown) are recorded too.
+        self.audit = AuditLog(
+            self.home.database,
+            head_file=self.home.root / "audit.head",
+            retention=AuditRetention(self.config.audit_records, self.config.audit_age),
+            trim_interval=self.config.log_trim_interval,
+        )
+        await self.audit.start()
+        stack.push_async_callback(self.audit.close)
         self.tenants = Tenants(self.store, self.admin_token)
         await self.tenants.load()
         self.secrets = SecretsService(
@@ -208,6 +219,7 @@ class Daemon:
             on_tenant_removed=self._tenant_removed,
             tenant_warning=None if backend.isolates_tenants else NO_ISOLATION,
             calls=lambda: getattr(self, "calls", None),
+            audit=self.audit,
         )
         self.routes = control_routes(services, status=self.status, shutdown=self.stop_event.set)
 
@@ -221,7 +233,9 @@ class Daemon:
             )
         )
         others.add_routes(ui_routes())
-        others.add_subapp(API_PREFIX, api_app(self.routes, self.tenants, self.auth_header))
+        others.add_subapp(
+            API_PREFIX, api_app(self.routes, self.tenants, self.auth_header, self.audit)
+        )
         self.gateway = Gateway(
             self.controller,
             self.journal,
@@ -233,6 +247,7 @@ class Daemon:
             tracer=self.tracer,
             exporter=self.exporter,
         )
+        self.gateway.on_auth_failure = self.audit.call_refused
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
         stack.push_async_callback(self.tasks.close)
@@ -343,7 +358,7 @@ class Daemon:
         await self.calls.start()
         self._stack.push_async_callback(self.calls.close)
 
-        runner = control_runner(self.routes, self.tenants)
+        runner = control_runner(self.routes, self.tenants, self.audit)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         sock_path = self.home.socket

@@ -67,8 +67,8 @@ TO_FUNCTION = HOP_BY_HOP | _REPLACED | {b"expect", b"x-plat-probe"}
 TO_FUNCTION_NO_AUTH = TO_FUNCTION | {b"authorization"}
 # With tracing on, the gateway sends its own traceparent (its span is the parent).
 _TRACED = frozenset({b"traceparent"})
-# The in-process aiohttp app sees Authorization (and the client's Host, set apart).
-TO_INTERNAL = HOP_BY_HOP | {b"expect"}
+# The in-process aiohttp app sees Authorization, the client's Host, and X-Plat-Peer (ours).
+TO_INTERNAL = HOP_BY_HOP | {b"expect", b"x-plat-peer"}
 
 # Read small bodies whole (one write upstream, a retry possible); stream the rest.
 SMALL_BODY = 256 * 1024
@@ -121,6 +121,8 @@ class Gateway:
         self._drop = (TO_FUNCTION | traced, TO_FUNCTION_NO_AUTH | traced)
         # Accepts /async-function/ calls once the queue is there (plat.daemon.asyncq.door).
         self.async_door: Door | None = None
+        # Told (client address, function key) of each call whose credentials were refused.
+        self.on_auth_failure: Callable[[str, str], None] | None = None
 
     async def start(self) -> None:
         if self._sweeper is not None:
@@ -329,6 +331,8 @@ class Gateway:
             send_error(response, call, 404, "not_found", message)
             return False
         if not allowed:
+            if request.authorization is not None and self.on_auth_failure is not None:
+                self.on_auth_failure(request.remote, fs.name)
             send_error(
                 response,
                 call,
@@ -353,6 +357,7 @@ class Gateway:
                 return
             parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
             parts.append(b"Host: " + (request.host or b"localhost") + b"\r\n")
+            parts += (b"X-Plat-Peer: ", request.remote.encode(), b"\r\n")
             for name, value in forward_headers(request.headers, TO_INTERNAL):
                 parts += (name, b": ", value, b"\r\n")
             parts.append(self._framing(request, body))

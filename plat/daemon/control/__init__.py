@@ -17,6 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from plat.api import Status
+from plat.daemon.audit import AuditLog
+from plat.daemon.control.audit import audit_middleware, audit_routes
 from plat.daemon.control.calls import CallServiceGetter, call_routes
 from plat.daemon.control.errors import PROTOCOL_LOG, error_middleware
 from plat.daemon.control.functions import function_routes
@@ -60,6 +62,7 @@ class Services:
     tenant_warning: str | None = None
     # The queued-calls service is created after the routes (it needs the gateway's server).
     calls: CallServiceGetter | None = None
+    audit: AuditLog | None = None
 
 
 def daemon_routes(status: Callable[[], Status], shutdown: Callable[[], None]) -> list[web.RouteDef]:
@@ -91,18 +94,28 @@ def control_routes(
     ]
     if services.secrets is not None:
         routes += secret_routes(services.secrets, functions, functions.deployer)
+    if services.audit is not None:
+        routes += audit_routes(services.audit)
     return routes
 
 
-def control_runner(routes: list[web.RouteDef], tenants: Tenants) -> web.AppRunner:
-    """The control API's aiohttp runner, for the unix socket (the caller is the admin)."""
-    app = web.Application(middlewares=[error_middleware, socket_scope(tenants)])
+def control_runner(
+    routes: list[web.RouteDef], tenants: Tenants, audit: AuditLog | None = None
+) -> web.AppRunner:
+    """The control API's aiohttp runner, for the unix socket (the caller is the admin);
+    ``audit``: where each change is recorded."""
+    recording = [] if audit is None else [audit_middleware(audit, "socket")]
+    app = web.Application(middlewares=[*recording, error_middleware, socket_scope(tenants)])
     app.add_routes(routes)
     return web.AppRunner(app, access_log=None, handle_signals=False, logger=PROTOCOL_LOG)
 
 
-def api_app(routes: list[web.RouteDef], tenants: Tenants, admin_basic: str) -> web.Application:
+def api_app(
+    routes: list[web.RouteDef], tenants: Tenants, admin_basic: str, audit: AuditLog | None = None
+) -> web.Application:
     """The same routes for the gateway port, mounted at API_PREFIX: callers show a token."""
-    app = web.Application(middlewares=[error_middleware, http_scope(tenants, admin_basic)])
+    recording = [] if audit is None else [audit_middleware(audit, "http")]
+    scope = http_scope(tenants, admin_basic)
+    app = web.Application(middlewares=[*recording, error_middleware, scope])
     app.add_routes(routes)
     return app

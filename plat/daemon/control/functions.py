@@ -12,6 +12,7 @@ from typing import cast
 from aiohttp import web
 
 from plat.api import DeployEvent, ErrorEvent
+from plat.daemon.audit.note import audit_note
 from plat.daemon.control.errors import json_body
 from plat.daemon.control.scope import scope_of
 from plat.daemon.control.stream import Stream
@@ -91,6 +92,10 @@ def function_routes(functions: Functions, tasks: TaskGroup, uploads: Path) -> li
             if uploaded:
                 await functions.prune_uploads(done=source)
             raise
+        # The answer is a 200 stream whatever happens: the audit record's outcome is its end.
+        note = audit_note(request)
+        note.target = manifest.name
+        note.params.update(force=force, dev=dev, uploaded=uploaded)
         queue: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
 
         async def run() -> None:
@@ -119,6 +124,10 @@ def function_routes(functions: Functions, tasks: TaskGroup, uploads: Path) -> li
         stream = Stream(f"deploy of {manifest.name}")
         await stream.start(request)
         while (event := await queue.get()) is not None:
+            if event["type"] == "error":
+                note.outcome = event.get("error") or "error"
+            elif event["type"] == "done":
+                note.params["version"] = event["version"]
             await stream.send(event)
         await asyncio.gather(task, return_exceptions=True)
         await stream.end()

@@ -129,9 +129,13 @@ def read_chain(path: Path) -> tuple[set[int], Iterator[Row]]:
     """Every seq stored, and the rows in stored order, read in one snapshot through a
     read-only connection of their own (blocking: run it in a thread)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-    conn.row_factory = sqlite3.Row
-    conn.execute("BEGIN")  # one snapshot for both reads
-    seqs = {row[0] for row in conn.execute("SELECT seq FROM audit")}
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("BEGIN")  # one snapshot for both reads
+        seqs = {row[0] for row in conn.execute("SELECT seq FROM audit")}
+    except BaseException:
+        conn.close()
+        raise
 
     def rows() -> Iterator[Row]:
         with closing(conn):
