@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import (
+    asgi,
     async_calls,
     builds,
     chaos,
     cold_start,
     fuzz,
+    hooks,
     hot_reload,
     logs,
     scale,
@@ -40,6 +42,7 @@ Runner = Callable[[Context], Section]
 
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     warm.NAME: (warm.TITLE, warm.run),
+    asgi.NAME: (asgi.TITLE, asgi.run),
     builds.NAME: (builds.TITLE, builds.run),
     scale.NAME: (scale.TITLE, scale.run),
     hot_reload.NAME: (hot_reload.TITLE, hot_reload.run),
@@ -47,6 +50,7 @@ BENCHMARKS: dict[str, tuple[str, Runner]] = {
     logs.NAME: (logs.TITLE, logs.run),
     tracing.NAME: (tracing.TITLE, tracing.run),
     async_calls.NAME: (async_calls.TITLE, async_calls.run),
+    hooks.NAME: (hooks.TITLE, hooks.run),
     soak.NAME: (soak.TITLE, soak.run),
     fuzz.NAME: (fuzz.TITLE, fuzz.run),
     chaos.NAME: (chaos.TITLE, chaos.run),
