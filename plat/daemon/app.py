@@ -36,6 +36,7 @@ from plat.daemon.drivers.versions import Driver
 from plat.daemon.functions import Functions
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
+from plat.daemon.hooks.service import HookService
 from plat.daemon.http.fdlimit import connection_cap, raise_open_files
 from plat.daemon.http.server import HttpServer
 from plat.daemon.journal import Journal, Retention
@@ -102,6 +103,7 @@ class Daemon:
         self.tenants: Tenants
         self.audit: AuditLog
         self.secrets: SecretsService
+        self.hooks: HookService
         self.routes: list[web.RouteDef]
 
     async def start(self) -> None:
@@ -208,6 +210,16 @@ class Daemon:
         )
         self.functions.track_secrets()
         await self.functions.prune_uploads()
+        # Git webhooks: each delivery, and what it deploys or removes, is audited.
+        self.hooks = HookService(
+            self.store,
+            self.functions,
+            self.secrets.sealer,
+            self.home.root / "hooks",
+            dict(self.env),
+            gateway_url=lambda: self.gateway_url,
+            audit=self.audit.record,
+        )
         services = Services(
             self.functions,
             self.store,
@@ -220,6 +232,7 @@ class Daemon:
             tenant_warning=None if backend.isolates_tenants else NO_ISOLATION,
             calls=lambda: getattr(self, "calls", None),
             audit=self.audit,
+            hooks=self.hooks,
         )
         self.routes = control_routes(services, status=self.status, shutdown=self.stop_event.set)
 
@@ -233,6 +246,7 @@ class Daemon:
             )
         )
         others.add_routes(ui_routes())
+        others.add_routes(self.hooks.routes)
         others.add_subapp(
             API_PREFIX, api_app(self.routes, self.tenants, self.auth_header, self.audit)
         )
@@ -357,6 +371,9 @@ class Daemon:
         )
         await self.calls.start()
         self._stack.push_async_callback(self.calls.close)
+        # Deliveries left open by a stopped daemon run again; expired previews go.
+        await self.hooks.start()
+        self._stack.push_async_callback(self.hooks.close)
 
         runner = control_runner(self.routes, self.tenants, self.audit)
         await runner.setup()

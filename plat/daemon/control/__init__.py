@@ -22,6 +22,7 @@ from plat.daemon.control.audit import audit_middleware, audit_routes
 from plat.daemon.control.calls import CallServiceGetter, call_routes
 from plat.daemon.control.errors import PROTOCOL_LOG, error_middleware
 from plat.daemon.control.functions import function_routes
+from plat.daemon.control.hooks import hook_routes
 from plat.daemon.control.observe import observe_routes, percentile, summarize
 from plat.daemon.control.scope import http_scope, scope_of, socket_scope
 from plat.daemon.control.secrets import SecretsStore, secret_routes
@@ -29,6 +30,7 @@ from plat.daemon.control.slo import slo_routes
 from plat.daemon.control.tenants import OnRemoved, tenant_routes
 from plat.daemon.control.traces import trace_routes
 from plat.daemon.functions import Functions
+from plat.daemon.hooks.service import HookService
 from plat.daemon.journal import Journal
 from plat.daemon.store import Store
 from plat.daemon.tasks import TaskGroup
@@ -62,6 +64,7 @@ class Services:
     tenant_warning: str | None = None
     # The queued-calls service is created after the routes (it needs the gateway's server).
     calls: CallServiceGetter | None = None
+    hooks: HookService | None = None
     audit: AuditLog | None = None
 
 
@@ -94,6 +97,8 @@ def control_routes(
     ]
     if services.secrets is not None:
         routes += secret_routes(services.secrets, functions, functions.deployer)
+    if services.hooks is not None:
+        routes += hook_routes(services.hooks)
     if services.audit is not None:
         routes += audit_routes(services.audit)
     return routes
