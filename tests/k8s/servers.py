@@ -29,7 +29,7 @@ import pytest
 
 from tests.fixtures import free_port
 
-APISERVER_CACHE = "/var/cache/plat/kube-apiserver-*"
+APISERVER_CACHE = "/var/cache/plat/kube-apiserver-[0-9]*"
 TOKEN = "plat-test-token"
 
 
