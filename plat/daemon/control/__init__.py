@@ -24,11 +24,13 @@ from plat.daemon.control.errors import PROTOCOL_LOG, error_middleware
 from plat.daemon.control.functions import function_routes
 from plat.daemon.control.hooks import hook_routes
 from plat.daemon.control.observe import observe_routes, percentile, summarize
+from plat.daemon.control.push import push_routes
 from plat.daemon.control.scope import http_scope, scope_of, socket_scope
 from plat.daemon.control.secrets import SecretsStore, secret_routes
 from plat.daemon.control.slo import slo_routes
 from plat.daemon.control.tenants import OnRemoved, tenant_routes
 from plat.daemon.control.traces import trace_routes
+from plat.daemon.drivers.container.pushes import PushRecords
 from plat.daemon.functions import Functions
 from plat.daemon.hooks.service import HookService
 from plat.daemon.journal import Journal
@@ -91,6 +93,10 @@ def control_routes(
         *slo_routes(functions, services.store, services.journal),
         *trace_routes(functions, services.store, services.journal),
         *call_routes(functions, services.store, services.calls),
+        # What was pushed where: a file in the daemon's home (beside uploads/).
+        *push_routes(
+            functions, services.tasks, PushRecords(services.uploads.parent / "pushes.json")
+        ),
         *tenant_routes(
             services.tenants, functions, services.on_tenant_removed, services.tenant_warning
         ),
