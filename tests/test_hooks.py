@@ -110,6 +110,19 @@ def test_github_push_production_preview_and_removal(plat: PlatRunner, tmp_path: 
     states = [d["state"] for d in deliveries(plat, "web")]
     assert states[:3] == ["duplicate", "rejected", "done"]
     assert get(f"{plat.gateway}/function/web") == (200, "v2")
+    # The audit log has each delivery and each deploy, by the hook, never its secret.
+    actor = f"hook:{hook['id']}"
+    records = json.loads(plat.run("audit", "--actor", actor, "--json").stdout)
+    outcomes = [(r["action"], r["outcome"]) for r in records]
+    for expected in [
+        ("hook.delivery", "ok"),
+        ("function.deploy", "ok"),
+        ("hook.delivery", "rejected-signature"),
+        ("hook.delivery", "duplicate"),
+        ("hook.delivery", "oversized"),
+    ]:
+        assert expected in outcomes, outcomes
+    assert hook["secret"] not in json.dumps(records)
 
     repo.push("--delete", "feature/x")
     removal = settle(plat, "web", 3)
