@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "tenant",
     "secret",
     "hook",
+    "audit",
     "daemon",
     "runtime",
     "doctor",

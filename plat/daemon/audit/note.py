@@ -10,6 +10,7 @@ once the handler is done.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class AuditNote:
     target: str | None = None  # what the action was on, when the route does not say
     outcome: str | None = None  # how it ended, when the status does not say
     params: dict[str, Any] = field(default_factory=dict)  # never secret values
+    # Work that goes on after its client left (a deploy): its end is awaited to be recorded.
+    pending: asyncio.Future[Any] | None = None
 
 
 NOTE = web.RequestKey("audit_note", AuditNote)

@@ -13,6 +13,7 @@ table lists (plat.daemon.audit.actions); answers never.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -60,10 +61,13 @@ def actor_of(scope: Scope) -> str:
     return "admin" if scope.principal.admin else f"tenant:{scope.principal.tenant}"
 
 
-def outcome_of(response: web.StreamResponse, note: AuditNote) -> str:
-    """``ok``, or the error's code (its HTTP status when the answer names none)."""
+def outcome_of(response: web.StreamResponse | None, note: AuditNote) -> str:
+    """``ok``, or the error's code (its HTTP status when the answer names none);
+    ``cancelled`` for a request whose handler was cancelled with nothing to finish."""
     if note.outcome:
         return note.outcome
+    if response is None:
+        return "ok" if note.pending is not None and note.pending.done() else "cancelled"
     if response.status < 400:
         return "ok"
     body = getattr(response, "body", None)
@@ -115,7 +119,7 @@ def audit_middleware(audit: AuditLog, door: Door) -> Middleware:
         audit.record(
             action=action.name,
             target=target,
-            outcome="cancelled" if response is None else outcome_of(response, note),
+            outcome=outcome_of(response, note),
             actor=actor_of(scope),
             origin=origin_of(request, door),
             tenant=target if action.of_tenant and target else scope.tenant,
@@ -129,6 +133,11 @@ def audit_middleware(audit: AuditLog, door: Door) -> Middleware:
         try:
             response = await handler(request)
         except asyncio.CancelledError:
+            # The client left. What its request started may go on: record its end.
+            note = request.get(NOTE)
+            if note is not None and note.pending is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({note.pending})
             await asyncio.shield(_safely(record(request, None)))
             raise
         await _safely(record(request, response))

@@ -20,6 +20,7 @@ from plat.daemon.control.upload import is_upload, receive
 from plat.daemon.functions import Functions
 from plat.daemon.tasks import TaskGroup
 from plat.errors import PlatError
+from plat.tenancy import split_key
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +93,33 @@ def function_routes(functions: Functions, tasks: TaskGroup, uploads: Path) -> li
             if uploaded:
                 await functions.prune_uploads(done=source)
             raise
-        # The answer is a 200 stream whatever happens: the audit record's outcome is its end.
+        # The answer is a 200 stream whatever happens: the audit record's outcome is how
+        # the deploy ended (seen here, as the client may have left).
         note = audit_note(request)
-        note.target = manifest.name
+        note.target = split_key(manifest.name)[0]
         note.params.update(force=force, dev=dev, uploaded=uploaded)
         queue: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
 
+        def emit(event: DeployEvent) -> None:
+            if event["type"] == "error":
+                note.outcome = event.get("error") or "error"
+            elif event["type"] == "done":
+                note.params["version"] = event["version"]
+            queue.put_nowait(event)
+
         async def run() -> None:
             try:
-                await functions.deploy(manifest, source, queue.put_nowait, force=force, dev=dev)
+                await functions.deploy(manifest, source, emit, force=force, dev=dev)
             except PlatError as exc:
-                queue.put_nowait(cast(ErrorEvent, {"type": "error", **exc.to_json()}))
+                emit(cast(ErrorEvent, {"type": "error", **exc.to_json()}))
             except asyncio.CancelledError:
                 message = "superseded by a newer change"
-                queue.put_nowait({"type": "error", "error": "superseded", "message": message})
+                emit({"type": "error", "error": "superseded", "message": message})
                 raise
             except Exception as exc:
                 log.exception("deploy of %s failed", manifest.name)
                 message = f"deploy failed: {exc!r}"
-                queue.put_nowait({"type": "error", "error": "internal", "message": message})
+                emit({"type": "error", "error": "internal", "message": message})
             finally:
                 if uploaded:
                     await functions.prune_uploads(done=source)
@@ -118,16 +127,12 @@ def function_routes(functions: Functions, tasks: TaskGroup, uploads: Path) -> li
 
         # The deploy runs to its end even if the client goes away (unless a newer
         # `plat dev` change supersedes it): its result is recorded either way.
-        task = tasks.spawn(run(), name=f"deploy-{manifest.name}")
+        task = note.pending = tasks.spawn(run(), name=f"deploy-{manifest.name}")
         if dev:
             functions.supersede(manifest.name, task)
         stream = Stream(f"deploy of {manifest.name}")
         await stream.start(request)
         while (event := await queue.get()) is not None:
-            if event["type"] == "error":
-                note.outcome = event.get("error") or "error"
-            elif event["type"] == "done":
-                note.params["version"] = event["version"]
             await stream.send(event)
         await asyncio.gather(task, return_exceptions=True)
         await stream.end()
