@@ -125,6 +125,9 @@ def test_a_tenant_sees_its_own_hooks_and_no_host_paths(plat: PlatRunner) -> None
     acme = remote(plat, token)
     local = acme.run("hook", "add", "web", "--repo", "/srv/repo.git", check=False)
     assert local.returncode == 1 and "only the admin" in local.stderr
+    for repo in ("git@github.com:acme/r.git", "ssh://git@example.com/r.git", "file:///srv/r"):
+        refused = acme.run("hook", "add", "web", "--repo", repo, check=False)
+        assert refused.returncode == 1 and "only the admin" in refused.stderr, repo
     acme.run("hook", "add", "web", "--repo", "https://example.com/acme.git")
     [mine] = json.loads(acme.run("hook", "ls", "--json").stdout)
     assert mine["tenant"] == "acme"

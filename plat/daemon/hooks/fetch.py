@@ -28,6 +28,7 @@ from plat.subprocesses import stream_lines
 
 GIT_TIMEOUT = 600.0
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+STRANGER_PROTOCOLS = "git:http:https"
 MAX_REPO = 2048
 MAX_PATH = 1024
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -103,17 +104,37 @@ class Fetcher:
             "GIT_CONFIG_NOSYSTEM": "1",
             "LC_ALL": "C",
         }
+        # A tenant's hook fetches without the daemon user's git configuration, credential
+        # helpers and ssh keys: it reaches what anyone may, never what the host may.
+        self.stranger_env = {
+            **self.env,
+            "GIT_ALLOW_PROTOCOL": STRANGER_PROTOCOLS,
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "HOME": str(root),
+        }
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def cache(self, hook: str) -> Path:
         return self.root / hook / "cache.git"
 
     async def checkout(
-        self, hook: str, repo: str, sha: str, ref: str | None, path: str, dest: Path, on_line: Line
+        self,
+        hook: str,
+        repo: str,
+        sha: str,
+        ref: str | None,
+        path: str,
+        dest: Path,
+        on_line: Line,
+        *,
+        trusted: bool = True,
     ) -> str:
         """Lay commit ``sha`` of ``repo`` (its ``path`` sub folder) out in ``dest``, a
         folder that must not exist; returns the commit laid out (the tip of ``ref``
-        when the server would not give ``sha`` by id). Raises FetchError."""
+        when the server would not give ``sha`` by id). ``trusted``: the fetch may use
+        the daemon user's git configuration and keys (the admin's hooks). Raises
+        FetchError."""
+        env = self.env if trusted else self.stranger_env
         cache = self.cache(hook)
         async with self._locks[hook]:
             if not (cache / "HEAD").exists():
@@ -121,11 +142,12 @@ class Fetcher:
                 await self._git(cache, ["init", "--quiet", "--bare"], on_line)
             fetch = ["fetch", "--depth", "1", "--no-tags", "--no-write-fetch-head"]
             got = sha
-            if await self._git(cache, [*fetch, "--", repo, sha], on_line, check=False) != 0:
+            if await self._git(cache, [*fetch, "--", repo, sha], on_line, env, check=False):
                 if ref is None:
                     raise FetchError(f"git could not fetch commit {sha[:12]} from {repo}")
                 on_line(f"fetching {ref} instead of the commit by its id")
-                await self._git(cache, [*fetch, "--", repo, f"+{ref}:refs/plat/fetched"], on_line)
+                target = f"+{ref}:refs/plat/fetched"
+                await self._git(cache, [*fetch, "--", repo, target], on_line, env)
                 got = await self._rev(cache, "refs/plat/fetched^{commit}")
                 if got != sha:
                     on_line(f"{ref} is at {got[:12]} now, not {sha[:12]}: laying that out")
@@ -169,11 +191,19 @@ class Fetcher:
             proc.stdout.close()
             proc.stderr.close()
 
-    async def _git(self, cache: Path, args: list[str], on_line: Line, *, check: bool = True) -> int:
+    async def _git(
+        self,
+        cache: Path,
+        args: list[str],
+        on_line: Line,
+        env: dict[str, str] | None = None,
+        *,
+        check: bool = True,
+    ) -> int:
         cmd = ["git", "--git-dir", str(cache), *args]
         try:
             async with asyncio.timeout(self.timeout):
-                code = await stream_lines(cmd, on_line, env=self.env)
+                code = await stream_lines(cmd, on_line, env=env or self.env)
         except TimeoutError:
             raise FetchError(f"git {args[0]} took longer than {self.timeout:g} s") from None
         except OSError as exc:

@@ -28,7 +28,7 @@ from plat.daemon.store import Store
 from plat.daemon.store.hooks import DeliveryRecord, HookRecord
 from plat.errors import BuildError, NotFoundError, PlatError
 from plat.manifest import load_manifest
-from plat.tenancy import function_key, split_key
+from plat.tenancy import DEFAULT_TENANT, function_key, split_key
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,16 @@ class Runner:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         shutil.rmtree(dest, ignore_errors=True)
         line(f"fetching {record.sha} ({record.ref}) from {hook.repo}")
+        # Only the admin acts for the default tenant: its hooks may use the host's keys.
         record.sha = await self.fetcher.checkout(
-            hook.id, hook.repo, record.sha, record.ref, hook.path, dest, line
+            hook.id,
+            hook.repo,
+            record.sha,
+            record.ref,
+            hook.path,
+            dest,
+            line,
+            trusted=hook.tenant == DEFAULT_TENANT,
         )
         manifest = await asyncio.to_thread(load_manifest, dest)
         if manifest.name != hook.function:

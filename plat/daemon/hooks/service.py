@@ -10,6 +10,7 @@ and kept sealed (plat.daemon.secrets.sealing), bound to the tenant and the hook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 72 * 3600.0
 MAX_TTL = 365 * 24 * 3600.0
 REAP_EVERY = 60.0
+STRANGER_SCHEMES = ("https://", "http://", "git://")
 
 
 class HookService:
@@ -121,10 +123,11 @@ class HookService:
                 hint="add the hook with --no-previews",
             )
         repo = check_repo(repo)
-        if is_local(repo) and not local_repos:
+        if not local_repos and (is_local(repo) or not repo.startswith(STRANGER_SCHEMES)):
             raise PlatError(
-                "only the admin may hook up a repository on the daemon's host",
-                hint="give an http(s), git or ssh URL",
+                "only the admin may hook up a repository on the daemon's host or over ssh "
+                "(which would use the daemon's keys)",
+                hint="give an https://, http:// or git:// URL",
             )
         try:
             branch = check_branch(branch)
@@ -234,8 +237,11 @@ class HookService:
         removed = []
         for preview in await self.store.expired_previews(time.time() if now is None else now):
             hook = hooks.get(preview.hook)
-            if hook is None:
+            if hook is None:  # its hook was removed while it was being deployed
+                with contextlib.suppress(NotFoundError):
+                    await self.runner.functions.remove(preview.function)
                 await self.store.delete_previews([preview.function])
+                removed.append(preview.function)
                 continue
             if self.lanes.busy((hook.id, preview.branch)):
                 continue

@@ -43,6 +43,7 @@ from tests.daemon.fakes import (
     FakeArtifacts,
     FakeBackend,
     backend_fixture,
+    eventually,
     make_controller,
     make_deployer,
     store_fixture,
@@ -360,6 +361,22 @@ async def test_previews_from_branches_and_requests_in_each_format(rig: Rig) -> N
     assert "web--feature-x" not in rig.functions.controller.functions
     removals = [a for a in rig.audit if a["action"] == "function.rm"]
     assert [a["params"]["reason"] for a in removals] == ["branch", "expired"]
+
+
+async def test_a_preview_whose_hook_went_meanwhile_is_reaped(rig: Rig, store: Store) -> None:
+    hook = await rig.add()
+    sha = rig.repo.commit({"handler.py": "def handle(e, c):\n    return 'f'\n"}, "f")
+    rig.repo.push("HEAD:refs/heads/orphan")
+    rig.artifacts.gate = asyncio.Event()
+    await rig.deliver(hook, push("orphan", sha))
+    await asyncio.wait_for(rig.artifacts.waiting.wait(), 10)
+    assert (await rig.admin("DELETE", f"/v1/hooks/{hook['id']}"))[0] == 200
+    rig.artifacts.gate.set()
+    await eventually(lambda: "web--orphan" in rig.functions.controller.functions, timeout=10)
+    await eventually(lambda: not rig.hooks.lanes.busy((hook["id"], "orphan")), timeout=10)
+    assert await rig.hooks.reap(now=time.time() + 4 * 86400) == ["web--orphan"]
+    assert "web--orphan" not in rig.functions.controller.functions
+    assert await store.list_previews() == []
 
 
 async def test_previews_off_and_a_function_not_its_own(rig: Rig) -> None:

@@ -121,3 +121,22 @@ def test_paths() -> None:
     for bad in ("../x", "a/../../x", "a\\b", "a\0b"):
         with pytest.raises(PlatError):
             check_path(bad)
+
+
+async def test_a_tenants_fetch_reaches_no_local_repository(tmp_path: Path) -> None:
+    repo = Repo.create(tmp_path / "r", {"a.txt": "one"})
+    sha = git("rev-parse", "HEAD", cwd=repo.work).strip()
+    f = fetcher(tmp_path)
+    with pytest.raises(FetchError, match="fetch"):
+        await f.checkout(
+            "h",
+            f"file://{repo.bare}",
+            sha,
+            None,
+            "",
+            tmp_path / "c",
+            lambda _: None,
+            trusted=False,
+        )
+    assert f.stranger_env["GIT_CONFIG_GLOBAL"] == os.devnull
+    assert "file" not in f.stranger_env["GIT_ALLOW_PROTOCOL"].split(":")
