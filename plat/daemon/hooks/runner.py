@@ -28,7 +28,7 @@ from plat.daemon.store import Store
 from plat.daemon.store.hooks import DeliveryRecord, HookRecord
 from plat.errors import BuildError, NotFoundError, PlatError
 from plat.manifest import load_manifest
-from plat.tenancy import DEFAULT_TENANT, function_key, split_key
+from plat.tenancy import DEFAULT_TENANT, split_key
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,3 @@ class Runner:
         for path in folder.iterdir():
             if path.name not in busy and path.resolve() not in used:
                 await asyncio.to_thread(shutil.rmtree, path, True)
-
-
-def function_of(hook: HookRecord) -> str:
-    return function_key(hook.function, hook.tenant)
