@@ -35,7 +35,7 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 # (slirp4netns, fuse-overlayfs, ...) as measured in HOST.md; then tools that
 # later tests use, without recommends (no exporters or daemons they do not need).
 container_packages=(buildah podman runc mmdebstrap uidmap catatonit ca-certificates)
-tool_packages=(prometheus wrk nginx nodejs chromium chromium-driver git)
+tool_packages=(prometheus wrk nginx nodejs chromium chromium-driver git sqlite3)
 # Debian's python3 has no ensurepip without python3-venv (pyenv and other builds do).
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   container_packages+=(python3-venv)

@@ -47,7 +47,14 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("POST", "/v1/tenants/{tenant}/token"): Action("tenant.token.rotate", "tenant", of_tenant=True),
     ("POST", "/v1/calls/{call_id}/retry"): Action("call.retry", "call_id"),
     ("POST", "/v1/shutdown"): Action("daemon.shutdown"),
-    ("POST", "/v1/hooks"): Action("hook.add", body=("function", "repo", "branch", "path")),
+    ("POST", "/v1/functions/{name}/push"): Action("function.push", "name"),
+    # Not the repository's URL: it may hold credentials (https://user:token@host/...).
+    ("POST", "/v1/hooks"): Action(
+        "hook.add",
+        "function",
+        body=("branch", "path", "previews", "preview_ttl"),
+        body_target=True,
+    ),
     ("DELETE", "/v1/hooks/{hook}"): Action("hook.rm", "hook"),
 }
 
@@ -82,5 +89,5 @@ def params_of(
     """The listed query and body parameters the request gave."""
     out: dict[str, Any] = {k: query[k] for k in action.query if k in query}
     if body is not None:
-        out |= {k: body[k] for k in action.body if k in body}
+        out |= {k: body[k] for k in action.body if body.get(k) is not None}
     return out

@@ -4,8 +4,9 @@ The control API's audit middleware (plat.daemon.control.audit) records every
 change from the route, the caller and the answer. Some things only the handler
 knows: which function a deploy named (it is in the uploaded manifest), and how a
 streamed deploy ended (its answer is a 200 whatever happens; an error is its last
-event). The handler writes them on the request's note; the middleware reads it
-once the handler is done.
+event), even when its client left and the handler was cancelled (the deploy goes
+on: ``pending``). The handler writes them on the request's note; the middleware
+reads it once the handler is done.
 """
 
 from __future__ import annotations

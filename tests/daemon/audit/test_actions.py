@@ -50,5 +50,8 @@ def test_only_listed_parameters_are_kept() -> None:
     assert params_of(create, {}, {"name": "acme", "max_memory": "4Gi"}) == {"max_memory": "4Gi"}
     rm = action_of("DELETE", "/v1/tenants/{tenant}")
     assert (rm.of_tenant, params_of(rm, {"force": "1", "x": "y"}, None)) == (True, {"force": "1"})
+    hook = action_of("POST", "/v1/hooks")
+    body = {"function": "hello", "repo": "https://u:tok@git.example/x.git", "branch": "main"}
+    assert (target_of(hook, {}, body), params_of(hook, {}, body)) == ("hello", {"branch": "main"})
     unknown = action_of("POST", "/v1/new/{thing}")
     assert target_of(unknown, {"thing": "t1"}, None) == "t1"
