@@ -86,6 +86,17 @@ def ls(as_json: bool = typer.Option(False, "--json", help="Print JSON for script
     out.print(table)
 
 
+def _pushed(client: Any, name: str, version: str | None) -> str | None:
+    """The registry reference `plat push` gave the current version, if any."""
+    from plat.errors import PlatError
+
+    try:
+        pushes: list[dict[str, Any]] = client.request("GET", f"/v1/functions/{name}/pushes")
+    except PlatError:  # a daemon without the route
+        return None
+    return next((str(p["reference"]) for p in pushes if p.get("version") == version), None)
+
+
 def describe(
     name: str = typer.Argument(..., help="The function."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
@@ -97,10 +108,12 @@ def describe(
     from plat.console import out
     from plat.units import format_duration
 
-    fn: dict[str, Any] = connect().request("GET", f"/v1/functions/{name}")
+    client = connect()
+    fn: dict[str, Any] = client.request("GET", f"/v1/functions/{name}")
     if as_json:
         out.print_json(json.dumps(fn))
         return
+    pushed = _pushed(client, name, fn.get("version"))
     m = fn["manifest"]
     out.print(f"[bold]{fn['name']}[/bold]  {fn.get('url') or ''}")
     rows = [
@@ -123,6 +136,7 @@ def describe(
         ),
         ("env", ", ".join(f"{k}={v}" for k, v in m["env"].items()) or "-"),
         *([("secrets", _secret_names(m["secrets"]))] if m.get("secrets") else []),
+        *([("pushed", pushed)] if pushed else []),
         ("updated", _ago(fn.get("updated_at"))),
     ]
     for key, value in rows:
