@@ -5,6 +5,7 @@ and retention, built and started together. The control API's call routes use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -82,15 +83,23 @@ class CallService:
     async def retry(self, call: QueuedCall) -> QueuedCall:
         return await self.queue.retry(call)
 
-    async def _trim_calls(self, store: Store) -> None:
+    async def _trim_calls(self) -> None:
+        """Finished calls past the retention deleted, on the store's connection: the
+        ledger's own writes need no turn of theirs to wait for it."""
         r = self.retention
-        for function in await store.called_functions():
-            await store.trim_calls(function, r.calls, time.time() - r.age)
+        for function in await self.store.called_functions():
+            try:
+                await self.store.trim_calls(function, r.calls, time.time() - r.age)
+                await self.store.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.store.db.rollback()
+                raise
 
     async def _trim(self) -> None:
         while True:
             await asyncio.sleep(TRIM_INTERVAL)
             try:
-                await self.ledger.durable(self._trim_calls)
+                await self._trim_calls()
             except Exception:
                 log.exception("trimming finished calls failed")

@@ -13,7 +13,7 @@ from plat.daemon.asyncq import callbacks as callbacks_module
 from plat.daemon.asyncq.callbacks import CallbackPolicy, Callbacks
 from plat.daemon.asyncq.ledger import Ledger
 from plat.daemon.store import Store
-from plat.daemon.store.calls import QueuedCall
+from plat.daemon.store.calls import QueuedCall, call_inserted
 from tests.daemon.asyncq.inproc import call, store_fixture, stored, until
 from tests.daemon.asyncq.support import CallbackReceiver, ReceiverThread
 from tests.fixtures import free_port
@@ -123,7 +123,7 @@ async def finished(store: Store, ledger: Ledger, url: str, **fields: object) -> 
     one.callback_state = "pending"
     for name, value in fields.items():
         setattr(one, name, value)
-    await ledger.durable(lambda s: s.insert_calls([one]))
+    await ledger.durable(call_inserted(one))
     return one
 
 
@@ -226,7 +226,7 @@ async def test_pending_results_are_delivered_after_a_restart_and_others_are_not(
 
 
 async def _settled(store: Store, ledger: Ledger, call_id: str) -> QueuedCall:
-    await ledger.durable(lambda s: s.ping())
+    await ledger.durable([])
     return await stored(store, call_id)
 
 

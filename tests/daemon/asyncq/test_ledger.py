@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.asyncq.ledger import Ledger, Write, rounds
+from plat.daemon.asyncq.ledger import Ledger, rounds
 from plat.daemon.store import Store
 from plat.daemon.store.calls import (
     Attempt,
-    QueuedCall,
+    Statement,
     attempt_saved,
     call_inserted,
     call_requeued,
@@ -24,35 +24,20 @@ from plat.daemon.store.calls import (
 from tests.daemon.asyncq.inproc import call
 
 
-class CountingStore(Store):
-    commits = 0
-
-    async def commit(self) -> None:
-        self.commits += 1
-        await super().commit()
-
-
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(tmp_path / "plat.db")
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(tmp_path / "plat.db")
     await s.open()
     yield s
     await s.close()
 
 
 @pytest.fixture
-async def ledger(store: CountingStore) -> AsyncIterator[Ledger]:
+async def ledger(store: Store) -> AsyncIterator[Ledger]:
     led = Ledger(store)
     led.start()
     yield led
     await led.close()
-
-
-def insert(one: QueuedCall) -> Write:
-    async def op(store: Store) -> None:
-        await store.insert_calls([one])
-
-    return op
 
 
 def committed(path: Path) -> set[str]:
@@ -61,37 +46,33 @@ def committed(path: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT id FROM calls")}
 
 
-async def test_a_durable_write_is_committed_when_it_returns(
-    store: CountingStore, ledger: Ledger
-) -> None:
+async def test_a_durable_write_is_committed_when_it_returns(store: Store, ledger: Ledger) -> None:
     one = call()
-    await ledger.durable(lambda s: s.insert_calls([one]))
+    await ledger.durable(call_inserted(one))
     assert committed(store.path) == {one.id}
 
 
-async def test_concurrent_accepts_share_commits(store: CountingStore, ledger: Ledger) -> None:
+async def test_concurrent_accepts_share_commits(store: Store, ledger: Ledger) -> None:
     calls = [call() for _ in range(300)]
-    before = store.commits
-    await asyncio.gather(*(ledger.durable(insert(c)) for c in calls))
+    before = ledger.commits
+    await asyncio.gather(*(ledger.durable(call_inserted(c)) for c in calls))
     assert committed(store.path) == {c.id for c in calls}
-    assert store.commits - before <= 5, f"{store.commits - before} commits for 300 accepts"
+    assert ledger.commits - before <= 5, f"{ledger.commits - before} commits for 300 accepts"
 
 
-async def test_a_duplicate_id_fails_alone_and_its_batch_lands(
-    store: CountingStore, ledger: Ledger
-) -> None:
+async def test_a_duplicate_id_fails_alone_and_its_batch_lands(store: Store, ledger: Ledger) -> None:
     first = call()
-    await ledger.durable(lambda s: s.insert_calls([first]))
+    await ledger.durable(call_inserted(first))
     twin = call(id=first.id)
     others = [call() for _ in range(20)]
     started = call()
     started.state, started.attempts = "running", 1
-    await ledger.durable(lambda s: s.insert_calls([started]))
+    await ledger.durable(call_inserted(started))
     started.state = "done"
-    ledger.write(lambda s: s.save_call(started))  # rides along, nobody waits for it
+    ledger.write(call_saved(started))  # rides along, nobody waits for it
     results = await asyncio.gather(
-        *(ledger.durable(insert(c)) for c in [*others[:10], twin]),
-        *(ledger.durable(insert(c)) for c in others[10:]),
+        *(ledger.durable(call_inserted(c)) for c in [*others[:10], twin]),
+        *(ledger.durable(call_inserted(c)) for c in others[10:]),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -103,16 +84,15 @@ async def test_a_duplicate_id_fails_alone_and_its_batch_lands(
 
 
 async def test_a_store_error_fails_the_whole_batch_and_leaves_nothing_half_written(
-    store: CountingStore, ledger: Ledger
+    store: Store, ledger: Ledger
 ) -> None:
     good = call()
-
-    async def broken(s: Store) -> None:
-        await s.insert_calls([call(id="half-written")])
-        raise sqlite3.OperationalError("disk I/O error")
-
+    broken = [
+        call_inserted(call(id="half-written")),
+        Statement("INSERT INTO no_such_table VALUES (?)", (1,), "broken"),
+    ]
     results = await asyncio.gather(
-        ledger.durable(lambda s: s.insert_calls([good])),
+        ledger.durable(call_inserted(good)),
         ledger.durable(broken),
         return_exceptions=True,
     )
@@ -120,17 +100,17 @@ async def test_a_store_error_fails_the_whole_batch_and_leaves_nothing_half_writt
     assert committed(store.path) == set()
     # The next batch is written as if nothing happened.
     again = call()
-    await ledger.durable(lambda s: s.insert_calls([again]))
+    await ledger.durable(call_inserted(again))
     assert committed(store.path) == {again.id}
 
 
-async def test_closing_writes_what_is_pending(store: CountingStore) -> None:
+async def test_closing_writes_what_is_pending(store: Store) -> None:
     led = Ledger(store)
     led.start()
     one = call()
-    await led.durable(lambda s: s.insert_calls([one]))
+    await led.durable(call_inserted(one))
     one.state = "done"
-    led.write(lambda s: s.save_call(one))
+    led.write(call_saved(one))
     await led.close()
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT state FROM calls").fetchone()[0] == "done"
@@ -157,7 +137,7 @@ def test_rounds_keep_each_keys_order_and_group_the_rest() -> None:
 
 
 async def test_a_batch_of_statements_lands_as_if_written_one_by_one(
-    store: CountingStore, ledger: Ledger
+    store: Store, ledger: Ledger
 ) -> None:
     calls = [call() for _ in range(50)]
     for one in calls:  # one batch: inserted, then each state in turn
@@ -181,3 +161,25 @@ async def test_a_batch_of_statements_lands_as_if_written_one_by_one(
         tries = await store.attempts_of(one.id)
         assert [t.error for t in tries] == ["interrupted: the daemon stopped"] * 2
     assert await store.cron_ticks() == {("fn", "@hourly"): 3600.0}
+
+
+async def test_the_ledger_and_the_store_write_on_their_own_connections(
+    store: Store, ledger: Ledger
+) -> None:
+    """A write the store has not committed yet holds the lock: the ledger's batch
+    waits for it (in its own thread, the event loop free), then both land; a
+    failed batch of the ledger's never rolls back the store's rows."""
+    mine = call()
+    await store.db.execute(
+        "INSERT INTO cron_ticks(function, schedule, last_tick) VALUES ('f', '@daily', 1.0)"
+    )
+    pending = asyncio.ensure_future(ledger.durable(call_inserted(mine)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()  # waiting for the store's transaction
+    broken = Statement("INSERT INTO no_such_table VALUES (?)", (1,), "broken")
+    await store.commit()
+    await pending
+    with pytest.raises(sqlite3.OperationalError):
+        await ledger.durable(broken)
+    assert committed(store.path) == {mine.id}
+    assert await store.cron_ticks() == {("f", "@daily"): 1.0}
