@@ -130,7 +130,7 @@ def _click_exception() -> type[Exception]:
     try:
         from typer._click.exceptions import ClickException
     except ImportError:  # an older typer, on top of click
-        from click import ClickException  # type: ignore[no-redef]
+        from click import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
     return ClickException
 
 
