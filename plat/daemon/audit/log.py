@@ -325,7 +325,7 @@ class AuditLog:
         async with self._lock:
             before = timestamp(time.time() - self.retention.age)
             try:
-                trimmed = await self._rows.trim_audit(self.retention.records, before)
+                trimmed = await self._rows.trim_audit(self.retention.records, before, CHECKPOINT)
             except (sqlite3.Error, OSError) as exc:
                 log.warning("trimming the audit log failed: %s", exc)
                 await self._rows.db.rollback()

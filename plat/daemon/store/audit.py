@@ -103,11 +103,14 @@ class AuditRows(Database):
             rows = [dict(row) for row in await cur.fetchall()]
         return rows[::-1] if newest else rows
 
-    async def trim_audit(self, keep: int, before: str) -> Trimmed | None:
-        """Delete the oldest rows: all but the newest ``keep``, and those older than
-        ``before`` (a record time); what went, None when nothing did. Not committed."""
+    async def trim_audit(self, keep: int, before: str, uncounted: str) -> Trimmed | None:
+        """Delete the oldest rows: all but the newest ``keep`` (rows of the action
+        ``uncounted`` aside: the checkpoint a trim adds must not make the next trim
+        delete one more row), and those older than ``before`` (a record time); what
+        went, None when nothing did. Not committed."""
         async with self.db.execute(
-            "SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)
+            "SELECT id FROM audit WHERE action != ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (uncounted, keep),
         ) as cur:
             by_count = await cur.fetchone()
         async with self.db.execute("SELECT MAX(id) FROM audit WHERE time < ?", (before,)) as cur:
