@@ -36,6 +36,9 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 # later tests use, without recommends (no exporters or daemons they do not need).
 container_packages=(buildah podman runc mmdebstrap uidmap catatonit ca-certificates)
 tool_packages=(prometheus wrk nginx nodejs chromium chromium-driver git sqlite3)
+# The Kubernetes tests: an OCI registry, etcd, and what builds kube-apiserver (f).
+k8s_packages=(docker-registry etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev)
+tool_packages+=("${k8s_packages[@]}")
 # Debian's python3 has no ensurepip without python3-venv (pyenv and other builds do).
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   container_packages+=(python3-venv)
@@ -136,6 +139,92 @@ if is_root; then
   fi
 fi
 
+# --- (f, started early) kube-apiserver for the Kubernetes tests -------------------
+# Debian packages no kube-apiserver; build it from Debian's `kubernetes` source
+# package (v1.20) with Debian's Go, once per machine, into /var/cache/plat (about
+# 7 min on 2 cores; docs/host-setup.md). It builds in the background while the
+# venv and base images are made, and `test` waits for it before pytest.
+kube_cache=/var/cache/plat
+kube_log="$kube_cache/kube-apiserver-build.log"
+kube_pid=""
+
+ensure_deb_src() {
+  local src=/etc/apt/sources.list.d/plat-deb-src.sources known
+  known="$(apt-cache showsrc kubernetes 2>/dev/null || true)"
+  grep -q '^Version:' <<<"$known" && return 0
+  [ -e "$src" ] || printf '%s\n' \
+    "# written by plat scripts/setup.sh: Debian source packages (kube-apiserver)" \
+    "Types: deb-src" "URIs: http://deb.debian.org/debian" "Suites: bookworm" \
+    "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" "" \
+    "Types: deb-src" "URIs: http://deb.debian.org/debian-security" \
+    "Suites: bookworm-security" "Components: main" \
+    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$src"
+  apt-get update -qq
+}
+
+build_kube_apiserver() {
+  local version="$1" bin="$2" work
+  work="$(mktemp -d "$kube_cache/kubernetes-src.XXXXXX")"
+  trap "rm -rf '$work'" EXIT
+  cd "$work"
+  apt-get source -qq "kubernetes=$version" 2>&1 | grep -v 'unsandboxed' || true
+  cd kubernetes-*/
+  # Kubernetes 1.20 vendors reflect2 1.0.1, whose map iteration crashes the server
+  # when built with Go >= 1.18 (custom resources, e.g. Knative's Service): use
+  # Debian's reflect2 1.0.2, which fixed it.
+  rsync -a --delete --exclude BUILD /usr/share/gocode/src/github.com/modern-go/reflect2/ \
+    vendor/github.com/modern-go/reflect2/
+  rm -f vendor/github.com/modern-go/reflect2/go.mod
+  sed -i 's#github.com/modern-go/reflect2 v1.0.1#github.com/modern-go/reflect2 v1.0.2#g' \
+    go.mod vendor/modules.txt
+  mkdir -p .go/src/k8s.io
+  ln -sfn ../../.. .go/src/k8s.io/kubernetes
+  env GOPATH="$PWD/.go" GOCACHE="$work/gocache" HOME="$work" CGO_ENABLED=0 \
+    make WHAT=cmd/kube-apiserver
+  install -m 0755 _output/bin/kube-apiserver "$bin.tmp"
+  mv "$bin.tmp" "$bin"
+}
+
+start_kube_apiserver_build() {
+  local version bin
+  ensure_deb_src
+  version="$(apt-cache showsrc kubernetes | sed -n 's/^Version: //p' | sort -V | tail -n 1)"
+  if [ -z "$version" ]; then
+    echo "no source package for kubernetes (deb-src); the Kubernetes tests will fail" >&2
+    return 0
+  fi
+  bin="$kube_cache/kube-apiserver-$version"
+  [ -x "$bin" ] && return 0
+  mkdir -p "$kube_cache"
+  say "building kube-apiserver $version in the background (log: $kube_log)"
+  kube_started=$SECONDS
+  (
+    exec 9>"$kube_cache/kube-apiserver.lock"
+    flock 9
+    [ -x "$bin" ] || build_kube_apiserver "$version" "$bin"
+  ) >"$kube_log" 2>&1 &
+  kube_pid=$!
+}
+
+wait_kube_apiserver_build() {
+  [ -n "$kube_pid" ] || return 0
+  say "waiting for the kube-apiserver build"
+  if ! wait "$kube_pid"; then
+    echo "the kube-apiserver build failed; the end of $kube_log:" >&2
+    tail -n 30 "$kube_log" >&2
+    exit 1
+  fi
+  say "kube-apiserver built in $((SECONDS - kube_started)) s"
+}
+
+if [ "$mode" = test ]; then
+  if is_root; then
+    start_kube_apiserver_build
+  elif ! compgen -G "$kube_cache/kube-apiserver-[0-9]*" >/dev/null; then
+    echo "no kube-apiserver in $kube_cache: run this as root once to build it" >&2
+  fi
+fi
+
 # --- (c) virtualenv -----------------------------------------------------------
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"
@@ -184,6 +273,7 @@ case "$mode" in
     echo "  source .venv/bin/activate"
     ;;
   test)
+    wait_kube_apiserver_build
     say "ruff"
     "$venv/bin/ruff" check plat tests benchmarks
     say "mypy"
