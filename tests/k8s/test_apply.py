@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -236,21 +237,24 @@ def test_a_tenant_deploys_to_its_own_namespace(cli: PlatRunner, kube: Any, tmp_p
     assert not exists(kube, "apps/v1", "Deployment", "owned", ns="acme")
 
 
-def test_a_knative_service_goes_the_same_way(cli: PlatRunner, kube: Any, tmp_path: Path) -> None:
-    folder = function(tmp_path, "kn", "scale: {min: 0, max: 3, concurrency: 6}\ntimeout: 45s\n")
-    proc = deploy(cli, folder, "--image", IMAGE, "--knative", "--no-wait", check=False)
-    assert proc.returncode == 1
-    assert "does not serve serving.knative.dev/v1 Service" in proc.stderr
-    assert "install Knative Serving" in proc.stderr
-
+@pytest.fixture(scope="module")
+def knative(cli: PlatRunner, kube: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Knative's Service served by the API server (the stand-in CRD). Before it is,
+    a Knative deploy is refused with the way out."""
     crds = kube.resources.get(
         api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
     )
-    crds.create(body=yaml.safe_load((DATA / "knative-service-crd.yaml").read_text()))
+    name = "services.serving.knative.dev"
+    if not any(c.metadata.name == name for c in crds.get().items):
+        folder = function(tmp_path_factory.mktemp("kn"), "kn-refused")
+        proc = deploy(cli, folder, "--image", IMAGE, "--knative", "--no-wait", check=False)
+        assert proc.returncode == 1
+        assert "does not serve serving.knative.dev/v1 Service" in proc.stderr
+        assert "install Knative Serving" in proc.stderr
+        crds.create(body=yaml.safe_load((DATA / "knative-service-crd.yaml").read_text()))
 
     def established() -> bool:
-        crd = crds.get(name="services.serving.knative.dev").to_dict()
-        conditions = crd.get("status", {}).get("conditions") or []
+        conditions = crds.get(name=name).to_dict().get("status", {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     deadline = time.monotonic() + 30
@@ -259,6 +263,10 @@ def test_a_knative_service_goes_the_same_way(cli: PlatRunner, kube: Any, tmp_pat
         time.sleep(0.2)
     time.sleep(1)  # discovery catches up with a new group
 
+
+@pytest.mark.usefixtures("knative")
+def test_a_knative_service_goes_the_same_way(cli: PlatRunner, kube: Any, tmp_path: Path) -> None:
+    folder = function(tmp_path, "kn", "scale: {min: 0, max: 3, concurrency: 6}\ntimeout: 45s\n")
     deploy(cli, folder, "--image", IMAGE, "--knative", "--no-wait")
     ksvc = get(kube, "serving.knative.dev/v1", "Service", "kn")
     template = ksvc["spec"]["template"]
@@ -339,3 +347,97 @@ def test_k8s_options_without_the_target_are_refused(cli: PlatRunner, tmp_path: P
     proc = cli.run("rm", "local", "--namespace", "x", check=False)
     assert proc.returncode == 2 and "--target k8s" in proc.stderr
     assert not (cli.home / "run").exists()
+
+
+def _set_status(kube: Any, api: str, kind: str, name: str, status: dict[str, Any]) -> None:
+    """Write an object's status as its controller would (there is none here)."""
+    resource = kube.resources.get(api_version=api, kind=kind)
+    obj = resource.get(name=name, namespace="default").to_dict()
+    status = {"observedGeneration": obj["metadata"]["generation"], **status}
+    resource.status.patch(
+        body={"status": status},
+        name=name,
+        namespace="default",
+        content_type="application/merge-patch+json",
+    )
+
+
+def _deploy_and_complete(
+    cli: PlatRunner, folder: Path, args: list[str], complete: Any
+) -> subprocess.CompletedProcess[str]:
+    """`plat deploy --target k8s` waiting, while ``complete()`` plays the controller."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plat", "deploy", str(folder), "--target", "k8s", *args],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                complete()
+                break
+            except Exception:
+                assert time.monotonic() < deadline and proc.poll() is None, "never applied"
+                time.sleep(0.3)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_the_wait_ends_when_the_deployment_is_available(
+    cli: PlatRunner, kube: Any, tmp_path: Path
+) -> None:
+    folder = function(tmp_path, "rolled", "scale: {min: 2, max: 4}\n")
+
+    def complete() -> None:
+        _set_status(
+            kube,
+            "apps/v1",
+            "Deployment",
+            "rolled",
+            {
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+                ],
+            },
+        )
+
+    proc = _deploy_and_complete(cli, folder, ["--image", IMAGE, "--wait-timeout", "60"], complete)
+    assert proc.returncode == 0, proc.stderr
+    assert "rolled is rolled out in default" in proc.stdout
+    assert "http://rolled.default.svc.cluster.local/" in proc.stdout
+
+
+@pytest.mark.usefixtures("knative")
+def test_the_wait_ends_when_the_knative_service_is_ready(
+    cli: PlatRunner, kube: Any, tmp_path: Path
+) -> None:
+    folder = function(tmp_path, "knready")
+
+    def complete() -> None:
+        _set_status(
+            kube,
+            "serving.knative.dev/v1",
+            "Service",
+            "knready",
+            {
+                "url": "http://knready.default.example.com",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        )
+
+    args = ["--image", IMAGE, "--knative", "--wait-timeout", "60"]
+    proc = _deploy_and_complete(cli, folder, args, complete)
+    assert proc.returncode == 0, proc.stderr
+    assert "URL:  http://knready.default.example.com" in proc.stdout
+    cli.run("rm", "knready", "--target", "k8s")
