@@ -35,13 +35,24 @@ def _image_for(
     """(image, version, tenant): --image as given (no daemon needed), else the latest
     push of the deployed function's current version."""
     from plat.connect import connect
+    from plat.errors import PlatError
     from plat.k8s.source import describe, latest_push
 
     if image is not None:
         tenant = (described or {}).get("tenant") or os.environ.get("PLAT_TENANT") or None
         return image, None, tenant
     client = connect()
-    described = described or describe(client, name)
+    if described is None:
+        try:
+            described = describe(client, name)
+        except PlatError as exc:
+            if exc.status != 404:
+                raise
+            raise PlatError(
+                f"{name} is not deployed here, so plat knows no pushed image of it",
+                hint=f"`plat deploy`, then `plat push {name} --registry HOST[:PORT]`; "
+                "or pass --image REF",
+            ) from None
     record = latest_push(client, name, described.get("version"))
     return record["reference"], record["version"], described.get("tenant")
 

@@ -10,8 +10,10 @@ it in a thread. Every failure is a PlatError naming the object and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -101,6 +103,7 @@ class Cluster:
         self.context = context
         self.namespace = namespace  # the context's namespace (or "default")
         self._dynamic: Any = None
+        self._cache: str | None = None
 
     @classmethod
     def connect(cls, context: str | None, env: Mapping[str, str]) -> Cluster:
@@ -160,7 +163,15 @@ class Cluster:
         if self._dynamic is None:
             from kubernetes.dynamic import DynamicClient
 
-            self._dynamic = self._call("discovery", lambda: DynamicClient(self.api))
+            # Discovery cached for this process only: the client's default file is
+            # shared by every process and user that reaches the same URL, and a
+            # stale one (a CRD since removed) would misdirect an apply.
+            fd, self._cache = tempfile.mkstemp(prefix="plat-kube-discovery-", suffix=".json")
+            os.close(fd)
+            os.unlink(self._cache)
+            self._dynamic = self._call(
+                "discovery", lambda: DynamicClient(self.api, cache_file=self._cache)
+            )
         return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Any | None:
@@ -277,3 +288,6 @@ class Cluster:
 
     def close(self) -> None:
         self.api.close()
+        if self._cache is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._cache)

@@ -129,11 +129,16 @@ def test_render_and_deploy_to_a_cluster_use_the_pushed_image(
     assert json.loads(plat.run("describe", "pushed", "--json").stdout)["name"] == "pushed"
 
 
-def test_render_without_a_push_says_how(plat: PlatRunner) -> None:
+def test_render_without_a_push_says_how(plat: PlatRunner, tmp_path: Path) -> None:
     proc = plat.run("k8s", "render", "other", check=False)
     assert proc.returncode == 1
     assert "other has not been pushed to a registry" in proc.stderr
     assert "plat push other --registry" in proc.stderr
+    # A folder whose function was never deployed here: nothing was pushed either.
+    folder = copy_example("hello-node", tmp_path)
+    proc = plat.run("k8s", "render", "hello-node", "--path", str(folder), check=False)
+    assert proc.returncode == 1
+    assert "hello-node is not deployed here" in proc.stderr and "--image" in proc.stderr
 
 
 @pytest.mark.parametrize(
