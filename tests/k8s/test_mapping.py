@@ -116,6 +116,17 @@ def test_resources_timeout_and_env() -> None:
     assert dep["metadata"]["annotations"]["plat.dev/timeout-seconds"] == "75"
 
 
+@pytest.mark.parametrize("adapter", [None, "wsgi", "asgi"])
+def test_an_app_is_mounted_at_the_root_in_a_cluster(adapter: str | None) -> None:
+    """Without plat's gateway nothing strips /function/<name>: the shim's adapters
+    must not put it in front of the app's links."""
+    fields = {} if adapter is None else {"adapter": adapter}
+    c = container(by_kind(documents(release(**fields)))["Deployment"])
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["PLAT_PREFIX"] == ""
+    assert env.get("PLAT_ADAPTER") == adapter
+
+
 def test_probes_use_the_shims_probe_and_tcp_for_a_dockerfile() -> None:
     c = container(by_kind(documents(release()))["Deployment"])
     get = c["readinessProbe"]["httpGet"]
