@@ -80,7 +80,9 @@ def audit(
     table = Table(box=None, header_style="bold")
     for col in COLUMNS:
         table.add_column(col, no_wrap=col in ("TIME", "ACTION", "OUTCOME"))
-    table.add_column("PARAMS", overflow="fold")
+    # Parameters are the longest cell: at 80 columns they get a third of the line
+    # (folded), and the short columns give way, instead of a sliver of 8.
+    table.add_column("PARAMS", overflow="fold", min_width=28, ratio=1)
     for r in records:
         outcome = Text(r["outcome"], style="" if r["outcome"] == "ok" else "red")
         # Text, not markup: a target or a path an attacker chose is shown as it is.

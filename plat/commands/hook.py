@@ -49,7 +49,12 @@ def add(
     """Add a webhook; prints its URL and secret (shown once) for the git server."""
     from plat.connect import connect
     from plat.console import out
+    from plat.units import parse_duration
 
+    try:
+        parse_duration(preview_ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preview-ttl") from None
     client = connect()
     body = {
         "function": name,

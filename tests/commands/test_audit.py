@@ -126,3 +126,14 @@ def sql(db: Path, statement: str) -> str:
     return subprocess.run(
         ["sqlite3", str(db), statement], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def test_parameters_stay_readable_on_an_80_column_terminal(plat: PlatRunner) -> None:
+    """The parameters column keeps a readable width; the short ones give way."""
+    plat.run("tenant", "create", "wide", "--max-instances", "7", "--max-memory", "1Gi")
+    plat.env["COLUMNS"] = "80"
+    try:
+        narrow = plat.run("audit", "--action", "tenant.create").stdout
+    finally:
+        del plat.env["COLUMNS"]
+    assert "max_instances=7" in narrow, narrow

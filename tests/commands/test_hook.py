@@ -111,6 +111,11 @@ def test_errors_speak_to_the_user(plat: PlatRunner, tmp_path: Path) -> None:
         "hook", "add", "x", "--repo", "https://e.com/r.git", "--preview-ttl", "1s", check=False
     )
     assert ttl.returncode == 1 and "preview-ttl" in ttl.stderr
+    for bad in ("0s", "3d", "-1h", "forever"):  # refused by the CLI, named by its flag
+        ttl = plat.run(
+            "hook", "add", "x", "--repo", "https://e.com/r.git", "--preview-ttl", bad, check=False
+        )
+        assert ttl.returncode == 2 and "Invalid value for --preview-ttl" in ttl.stderr, bad
     plat.run("hook", "add", "x", "--repo", "https://example.com/r.git", "--no-previews")
     again = plat.run("hook", "add", "x", "--repo", "https://example.com/r.git", check=False)
     assert again.returncode == 1 and "has a hook already" in again.stderr
