@@ -258,3 +258,17 @@ def test_malformed_requests_are_refused(
     with pytest.raises(PlatError, match=re.escape(message)):
         list(client.stream("POST", "/v1/functions/pushed/push", body))
     assert client.ping()
+
+
+def test_a_daemon_without_images_says_so(tmp_path: Path) -> None:
+    """On the process backend there is no image to push: the error names that, not
+    a missing Buildah."""
+    from tests.commands.remote import process_daemon
+
+    with process_daemon(tmp_path / "p") as plat:
+        folder = copy_example("hello-python", tmp_path)
+        plat.run("deploy", str(folder))
+        out = plat.run("push", "hello-python", "--registry", "localhost:5000", check=False)
+    assert out.returncode == 1
+    assert "runs functions as local processes" in out.stderr, out.stderr
+    assert "--backend container" in out.stderr

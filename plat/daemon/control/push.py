@@ -67,6 +67,11 @@ async def _job(
     if not isinstance(tls_verify, bool):
         raise PlatError("tls_verify must be true or false")
     authfile = _authfile(data.get("authfile"), door)
+    if functions.builder == "process":
+        raise PlatError(
+            "push needs an image, and this daemon runs functions as local processes",
+            hint="start the daemon with containers (`plat daemon start --backend container`)",
+        )
     if functions.builder != "buildah":
         raise PlatError(
             f"push needs Buildah, and this daemon builds with {functions.builder!r}",
