@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from plat.daemon.store.calls import Statement
 log = logging.getLogger(__name__)
 
 Write = Statement | list[Statement]
+# A write, the future its waiter awaits (None: nobody waits), what to call once settled.
+Pending = tuple[Write, "asyncio.Future[None] | None", "Callable[[bool], None] | None"]
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -45,7 +48,7 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.commits = 0
-        self._writes: list[tuple[Write, asyncio.Future[None] | None]] = []
+        self._writes: list[Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -73,18 +76,20 @@ class Ledger:
 
     def write(self, op: Write) -> None:
         """Write with the next batch; nobody waits for it."""
-        self._writes.append((op, None))
+        self._writes.append((op, None, None))
         self._wake.set()
 
     async def durable(self, op: Write) -> None:
         """Write and wait until it is committed; raises the store's error if not."""
         await self.submit(op)
 
-    def submit(self, op: Write) -> asyncio.Future[None]:
+    def submit(self, op: Write, then: Callable[[bool], None] | None = None) -> asyncio.Future[None]:
         """Write; the future resolves once it is committed (or fails with the store's
-        error). Cancelling it does not take the write back."""
+        error). Cancelling it does not take the write back: ``then(committed)`` is
+        called when the batch is settled whatever became of the future, before it
+        resolves, so a waiter that was cancelled cannot miss it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writes.append((op, done))
+        self._writes.append((op, done, then))
         self._wake.set()
         return done
 
@@ -102,7 +107,7 @@ class Ledger:
         if not writes:
             return
         try:
-            await self._commit([w for w, _ in writes])
+            await self._commit([w[0] for w in writes])
         except sqlite3.IntegrityError as exc:
             if len(writes) == 1:
                 log.error("the store refused a queue write: %s", exc)
@@ -197,10 +202,13 @@ def rounds(statements: list[Statement]) -> list[dict[str, list[tuple[Any, ...]]]
     return out
 
 
-def _settle(
-    writes: list[tuple[Write, asyncio.Future[None] | None]], error: BaseException | None
-) -> None:
-    for _, done in writes:
+def _settle(writes: list[Pending], error: BaseException | None) -> None:
+    for _, done, then in writes:
+        if then is not None:
+            try:
+                then(error is None)
+            except Exception:
+                log.exception("settling a queue write failed")
         if done is not None and not done.done():
             if error is None:
                 done.set_result(None)

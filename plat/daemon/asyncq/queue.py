@@ -198,13 +198,7 @@ class AsyncQueue:
         a caller cancelled meanwhile (its client hung up before the 202) must not
         skip ``settle``: the row would be committed and never run until a restart.
         """
-        commit = self.ledger.submit(write)
-
-        def done(future: asyncio.Future[None]) -> None:
-            settle(not future.cancelled() and future.exception() is None)
-
-        commit.add_done_callback(done)  # before shield's own: settled before we resume
-        await asyncio.shield(commit)
+        await self.ledger.submit(write, settle)
 
     async def retry(self, call: QueuedCall) -> QueuedCall:
         """Queue a dead or failed call again, with a fresh set of retries."""

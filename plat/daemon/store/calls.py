@@ -64,6 +64,12 @@ _COLUMNS = (
 )
 
 
+def _pairs(headers: Headers) -> str:
+    """Headers as the JSON list of pairs kept in a column (most answers' lists are
+    short, and a call not yet answered has none: no encoder for that)."""
+    return json.dumps(headers) if headers else "[]"
+
+
 def _row(call: QueuedCall) -> tuple[Any, ...]:
     return (
         call.id,
@@ -72,7 +78,7 @@ def _row(call: QueuedCall) -> tuple[Any, ...]:
         call.trigger,
         call.method,
         call.target,
-        json.dumps(call.headers),
+        _pairs(call.headers),
         call.body,
         call.callback_url,
         call.attempts,
@@ -83,7 +89,7 @@ def _row(call: QueuedCall) -> tuple[Any, ...]:
         call.finished_at,
         call.status,
         call.duration,
-        json.dumps(call.response_headers),
+        _pairs(call.response_headers),
         call.response_body,
         call.error,
         call.callback_state,
@@ -130,7 +136,7 @@ def call_saved(call: QueuedCall) -> Statement:
         call.finished_at,
         call.status,
         call.duration,
-        json.dumps(call.response_headers),
+        _pairs(call.response_headers),
         call.response_body,
         call.error,
         call.callback_state,
