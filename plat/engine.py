@@ -3,10 +3,16 @@
 Both Docker and Podman (``podman system service``) speak the Docker Engine API,
 so the container backend only needs an endpoint. Discovery order: the configured
 endpoint (``PLAT_ENGINE_HOST`` / config), ``DOCKER_HOST``, ``CONTAINER_HOST``, the
-usual Podman and Docker sockets, then the socket a previous plat daemon's Podman
-service may have left in ``$PLAT_HOME/run``. When nothing answers and podman is
-installed, :class:`PodmanService` runs ``podman system service`` as a child of the
-daemon for as long as the daemon lives.
+usual Podman sockets, then the socket a previous plat daemon's Podman service may
+have left in ``$PLAT_HOME/run``. When nothing answers and podman is installed,
+:class:`PodmanService` runs ``podman system service`` as a child of the daemon for
+as long as the daemon lives.
+
+Docker's default socket comes last, and only counts when podman is not installed
+(or its service cannot start): on a host with both, a dockerd that happens to run
+must not silently move every daemon to Docker, whose image store lacks what
+``plat runtime bootstrap`` and buildah made in Podman's. Docker is chosen by
+naming it (``PLAT_ENGINE_HOST``, ``engine_host`` or ``DOCKER_HOST``).
 """
 
 from __future__ import annotations
@@ -73,12 +79,15 @@ def socket_path(endpoint: str) -> Path | None:
     return None
 
 
-def candidate_endpoints(env: Mapping[str, str], configured: str | None = None) -> list[str]:
+def candidate_endpoints(
+    env: Mapping[str, str], configured: str | None = None, *, docker_default: bool = True
+) -> list[str]:
     """Endpoints to try, in order, deduplicated, unix sockets in ``unix:///path`` form.
 
     ``configured`` (from ``PLAT_ENGINE_HOST`` or the config file) comes first, then
     ``DOCKER_HOST``, ``CONTAINER_HOST``, rootful Podman, the user's Podman
-    (``$XDG_RUNTIME_DIR/podman/podman.sock``) and Docker. Empty values are ignored.
+    (``$XDG_RUNTIME_DIR/podman/podman.sock``) and, with ``docker_default``, Docker's
+    default socket. Empty values are ignored.
     """
     raw = [
         configured,
@@ -89,7 +98,8 @@ def candidate_endpoints(env: Mapping[str, str], configured: str | None = None) -
     ]
     if env.get("XDG_RUNTIME_DIR"):
         raw.append(f"{env['XDG_RUNTIME_DIR'].rstrip('/')}/podman/podman.sock")
-    raw.append(DOCKER_SOCKET)
+    if docker_default:
+        raw.append(DOCKER_SOCKET)
     seen: list[str] = []
     for value in raw:
         if value and value.strip():
@@ -181,9 +191,10 @@ def find_engine(
     *,
     extra: tuple[str, ...] = (),
     timeout: float = 1.0,
+    docker_default: bool = True,
 ) -> EngineInfo | None:
     """The first candidate endpoint (then ``extra``) that answers, or None. Blocking."""
-    endpoints = candidate_endpoints(env, configured)
+    endpoints = candidate_endpoints(env, configured, docker_default=docker_default)
     endpoints += [e for e in map(normalize_endpoint, extra) if e not in endpoints]
     for endpoint in endpoints:
         info = ping(endpoint, timeout)
@@ -358,10 +369,13 @@ async def resolve_engine(
     is not installed or its service cannot start.
     """
     leftover = str(home.run_dir / "podman.sock")
-    info = await asyncio.to_thread(find_engine, env, configured, extra=(leftover,))
+    podman = shutil.which("podman") is not None
+    info = await asyncio.to_thread(
+        find_engine, env, configured, extra=(leftover,), docker_default=not podman
+    )
     if info is not None:
         return info, None
-    if shutil.which("podman") is None:
+    if not podman:
         tried = ", ".join(candidate_endpoints(env, configured))
         raise EngineError(
             f"no container engine answered (tried {tried}) and podman is not installed",
@@ -369,5 +383,13 @@ async def resolve_engine(
         )
     home.run_dir.mkdir(parents=True, exist_ok=True)
     service = PodmanService.for_home(home)
-    info = await service.start()
+    try:
+        info = await service.start()
+    except EngineError:
+        docker = await asyncio.to_thread(ping, DOCKER_SOCKET)
+        if docker is None:
+            raise
+        log.warning("`podman system service` did not start; using Docker at %s", DOCKER_SOCKET)
+        await service.stop()
+        return docker, None
     return info, service

@@ -75,6 +75,21 @@ def test_candidate_endpoints(
 
 
 @pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, [ROOTFUL]),
+        # named, Docker's socket stays a candidate
+        ({"DOCKER_HOST": DOCKER}, [DOCKER, ROOTFUL]),
+        ({"PLAT_ENGINE_HOST": "/var/run/docker.sock"}, [DOCKER, ROOTFUL]),
+    ],
+)
+def test_docker_default_socket_left_out_when_podman_is_there(
+    env: dict[str, str], expected: list[str]
+) -> None:
+    assert candidate_endpoints(env, docker_default=False) == expected
+
+
+@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("/run/x.sock", "unix:///run/x.sock"),

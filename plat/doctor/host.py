@@ -193,7 +193,11 @@ def gather_facts(home: Home, env: Mapping[str, str], configured: str | None = No
     podman_installed = shutil.which("podman") is not None
     with ThreadPoolExecutor(max_workers=8) as pool:
         engine_f = pool.submit(
-            find_engine, env, configured, extra=(str(home.run_dir / "podman.sock"),)
+            find_engine,
+            env,
+            configured,
+            extra=(str(home.run_dir / "podman.sock"),),
+            docker_default=not podman_installed,
         )
         info_f = pool.submit(_podman_info) if podman_installed else None
         podman_f = pool.submit(_version, ["podman", "--version"])
@@ -220,7 +224,9 @@ def gather_facts(home: Home, env: Mapping[str, str], configured: str | None = No
             plat_home=str(home.root),
             home_writable=_writable(home.root),
             engine=engine_f.result(),
-            engine_candidates=candidate_endpoints(env, configured),
+            engine_candidates=candidate_endpoints(
+                env, configured, docker_default=not podman_installed
+            ),
             podman=podman_f.result(),
             buildah=buildah_f.result(),
             runc=shutil.which("runc") is not None,

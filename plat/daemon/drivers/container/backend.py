@@ -95,13 +95,16 @@ class ContainerBackend:
         address: str = "published",
         secret_files: SecretFiles | None = None,
         firewall: Firewall | None = None,
+        engine_name: str = "podman",
     ) -> None:
         """``address``: ``direct``, ``published`` or ``auto`` (see the module's doc).
         ``secret_files``: where instances' secret files are written; without it an
         instance that has secrets cannot start. ``firewall``: plat's own isolation
-        rules between tenant networks, beside netavark's."""
+        rules between tenant networks, beside netavark's. ``engine_name``: "podman"
+        or "docker" (EngineInfo.name), which picks the log driver instances get."""
         self._endpoint = endpoint
         self.daemon_id = daemon_id
+        self._log_driver = "json-file" if engine_name == "docker" else "k8s-file"
         self.direct = address == "direct" or (address == "auto" and direct_reachable(endpoint))
         self._standby: dict[str, _Standby] = {}
         self._preparing = Finishing()
@@ -167,7 +170,13 @@ class ContainerBackend:
         secrets_dir = self._write_secrets(spec, instance_id)
         try:
             body = create_body(
-                spec, instance_id, self.daemon_id, port, network=network, secrets_dir=secrets_dir
+                spec,
+                instance_id,
+                self.daemon_id,
+                port,
+                network=network,
+                secrets_dir=secrets_dir,
+                log_driver=self._log_driver,
             )
             try:
                 return await self._engine.create(body, name), port

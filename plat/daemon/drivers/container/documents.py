@@ -40,13 +40,16 @@ def create_body(
     *,
     network: str,
     secrets_dir: str | None = None,
+    log_driver: str = "k8s-file",
 ) -> dict[str, Any]:
     """The Engine API body of ``POST /containers/create`` for one instance (pure, tested).
 
     The instance's port is published on 127.0.0.1:``host_port`` only; with None it
     is not published (the instance is reached at its bridge address). It is
     attached to ``network`` only (its tenant's). ``secrets_dir``, a host folder of
-    secret files, is mounted read-only at each of SECRETS_PATHS.
+    secret files, is mounted read-only at each of SECRETS_PATHS. ``log_driver``:
+    Podman's ``k8s-file``; Docker has no such driver (its create answers "logging
+    plugin k8s-file not found") and takes ``json-file``, with the same bound.
     """
     env = {
         **spec.env,
@@ -68,7 +71,7 @@ def create_body(
         "PidsLimit": spec.pids,
         "Init": True,
         # The engine's own copy of the output is bounded; plat keeps what it needs.
-        "LogConfig": {"Type": "k8s-file", "Config": {"max-size": "10mb"}},
+        "LogConfig": {"Type": log_driver, "Config": {"max-size": "10mb"}},
         "NetworkMode": network,
     }
     if host_port is not None:

@@ -37,7 +37,12 @@ def container_driver(
     daemon_id = home.daemon_id()
     secret_files = SecretFiles(SecretFiles.default_root(home.root, daemon_id, env=env))
     backend = ContainerBackend(
-        engine.endpoint, daemon_id, config.instance_address, secret_files, Firewall()
+        engine.endpoint,
+        daemon_id,
+        config.instance_address,
+        secret_files,
+        Firewall(),
+        engine_name=engine.name,
     )
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
     return Driver(backend, images, unpacker, link=True, closers=[unpacker.close])

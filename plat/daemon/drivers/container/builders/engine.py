@@ -22,7 +22,8 @@ def build_params(job: BuildJob) -> dict[str, str]:
         if job.containerfile.is_relative_to(job.context)
         else OUTSIDE_CONTAINERFILE
     )
-    params = {"t": job.tag, "dockerfile": dockerfile, "rm": "1", "pull": "0"}
+    # forcerm: a failed step's container is removed too (Docker keeps it otherwise).
+    params = {"t": job.tag, "dockerfile": dockerfile, "rm": "1", "forcerm": "1", "pull": "0"}
     if job.labels:
         params["labels"] = json.dumps(job.labels)
     if job.build_args:

@@ -25,6 +25,7 @@ def test_build_params(tmp_path: Path) -> None:
         "t": "localhost/plat/x:1",
         "dockerfile": "sub/Containerfile",
         "rm": "1",
+        "forcerm": "1",
         "pull": "0",
     }
     outside = BuildJob(
