@@ -278,20 +278,25 @@ def test_containerfile_layer_order(runtime: str, deps: list[str]) -> None:
         for prefix in ("FROM", "ENV PORT=8080", "COPY shim/", "COPY deps/", INSTALL, "COPY app/")
     ]
     assert order == sorted(order)
-    # The code comes last: a code-only change commits that one layer, no metadata ones.
-    assert lines[-1] == "COPY app/ /home/app/"
-    settings = lines[order[-2] + 1 : -1]
-    assert [line.split()[0] for line in settings] == [
+    # The image's settings come before the dependencies: a build whose dependency
+    # layer is new commits none of them again.
+    settings = lines[order[2] + 1 : order[3]]
+    assert [line.split()[0] for line in settings if not line.startswith("RUN")] == [
         "WORKDIR",
-        "ENV",
-        "USER",
         "EXPOSE",
         "CMD",
-        "LABEL",
+        "ENV",
     ]
-    assert 'LABEL plat.function="hello"' in settings
     assert "WORKDIR /home/app" in settings
-    assert "USER 10001:10001" in settings
+    assert any(line.startswith("ENV PLAT_HANDLER=") for line in settings)
+    # After them only the user, the function's label (so the dependency layer is
+    # shared between functions) and the code, last: a code-only change commits that
+    # one layer, no metadata ones.
+    assert lines[order[-2] + 1 :] == [
+        "USER 10001:10001",
+        'LABEL plat.function="hello"',
+        "COPY app/ /home/app/",
+    ]
     assert "RUN" not in keywords[order[-2] + 1 :]  # the code layer never runs anything
 
 
