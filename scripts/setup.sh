@@ -39,6 +39,8 @@ tool_packages=(prometheus wrk nginx nodejs chromium chromium-driver git sqlite3)
 # The Kubernetes tests: an OCI registry, etcd, and what builds kube-apiserver (f).
 k8s_packages=(docker-registry etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev)
 tool_packages+=("${k8s_packages[@]}")
+# The Docker Engine tests (h): dockerd beside Podman, started by hand below.
+tool_packages+=(docker.io)
 # Debian's python3 has no ensurepip without python3-venv (pyenv and other builds do).
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   container_packages+=(python3-venv)
@@ -253,6 +255,109 @@ if ! out="$(podman run --rm --network=none "$python_image" python3 -c 'print(1)'
   echo "$out" >&2
   echo "run \`$plat doctor\` for the cause and its fix" >&2
   exit 1
+fi
+
+# --- (g) a rootless user for tests/test_rootless.py ------------------------------
+# plat-rootless: its own subuid/subgid ranges, runtime folder, overlay storage,
+# virtualenv (an editable install of this checkout) and a copy of the python base
+# image in its own store (podman save | podman load: ~6 s, only when the image
+# changed). /dev/net/tun becomes 0666 so slirp4netns can publish ports.
+rootless_user=plat-rootless
+as_rootless() {
+  runuser -u "$rootless_user" -- env XDG_RUNTIME_DIR="/run/user/$(id -u "$rootless_user")" "$@"
+}
+
+next_subid() { # the first id after every range in $1 (at least 100000)
+  awk -F: 'BEGIN { n = 100000 } { if ($2 + $3 > n) n = $2 + $3 } END { print n }' "$1"
+}
+
+setup_rootless_user() {
+  local u="$rootless_user" uid home start py stamp_file want
+  local started=$SECONDS
+  id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
+  uid="$(id -u "$u")"
+  home="$(getent passwd "$u" | cut -d: -f6)"
+  if ! grep -q "^$u:" /etc/subuid 2>/dev/null; then
+    start="$(next_subid /etc/subuid)"
+    usermod --add-subuids "$start-$((start + 65535))" "$u"
+  fi
+  if ! grep -q "^$u:" /etc/subgid 2>/dev/null; then
+    start="$(next_subid /etc/subgid)"
+    usermod --add-subgids "$start-$((start + 65535))" "$u"
+  fi
+  [ "$(stat -c %a /dev/net/tun)" = 666 ] || chmod 0666 /dev/net/tun
+  install -d -m 0700 -o "$u" -g "$u" "/run/user/$uid"
+  if [ ! -e "$home/.config/containers/storage.conf" ]; then
+    runuser -u "$u" -- mkdir -p "$home/.config/containers"
+    printf '[storage]\ndriver = "overlay"\n' |
+      runuser -u "$u" -- tee "$home/.config/containers/storage.conf" >/dev/null
+  fi
+  if ! runuser -u "$u" -- test -r "$root/pyproject.toml"; then
+    echo "$u cannot read $root: tests/test_rootless.py will fail (clone where others can read)" >&2
+    return 0
+  fi
+  # Debian's python3 (the checkout's own may live under /root, which $u cannot reach).
+  py=/usr/bin/python3
+  if ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  stamp_file="$home/venv/.plat-install-stamp"
+  want="$(sha256sum <pyproject.toml | cut -d' ' -f1) $("$py" -V 2>&1) $root"
+  if [ "$(cat "$stamp_file" 2>/dev/null)" != "$want" ] || [ ! -x "$home/venv/bin/plat" ]; then
+    say "installing plat into $home/venv for $u"
+    runuser -u "$u" -- "$py" -m venv "$home/venv"
+    (cd "$home" && runuser -u "$u" -- "$home/venv/bin/python" -m pip install --quiet \
+      --disable-pip-version-check -e "$root")
+    printf '%s\n' "$want" | runuser -u "$u" -- tee "$stamp_file" >/dev/null
+  fi
+  if [ "$(podman image inspect --format '{{.Id}}' "$python_image")" != \
+    "$( (cd /tmp && as_rootless podman image inspect --format '{{.Id}}' "$python_image") 2>/dev/null)" ]; then
+    say "copying $python_image into $u's image store"
+    podman save "$python_image" | (cd /tmp && as_rootless podman load -q) >/dev/null 2>&1
+  fi
+  say "rootless user $u ready in $((SECONDS - started)) s"
+}
+
+# --- (h) Docker Engine for tests/test_docker_engine.py ----------------------------
+# Debian's docker.io, beside Podman. dockerd (no systemd: by hand, on its default
+# socket) gets the python base image in its own image store (podman save | docker
+# load: ~5 s, only when the image changed), then stops again if this script
+# started it: tests/test_docker_engine.py starts it for its own tests only, so the
+# rest of the suite never sees a second engine on a well-known socket.
+docker_socket=/var/run/docker.sock
+docker_answers() { [ -S "$docker_socket" ] && docker version >/dev/null 2>&1; }
+
+setup_docker() {
+  local started=$SECONDS i pid=""
+  if ! docker_answers; then
+    setsid dockerd --pidfile /var/run/docker.pid >>/var/log/plat-dockerd.log 2>&1 </dev/null &
+    pid=$!
+    for i in $(seq 1 300); do
+      docker_answers && break
+      sleep 0.1
+    done
+    if ! docker_answers; then
+      echo "dockerd did not answer; the end of /var/log/plat-dockerd.log:" >&2
+      tail -n 20 /var/log/plat-dockerd.log >&2
+      kill "$pid" 2>/dev/null || true
+      return 0
+    fi
+  fi
+  if [ "$(podman image inspect --format 'sha256:{{.Id}}' "$python_image")" != \
+    "$(docker image inspect --format '{{.Id}}' "$python_image" 2>/dev/null)" ]; then
+    say "copying $python_image into Docker's image store"
+    podman save "$python_image" | docker load -q >/dev/null
+  fi
+  if [ -n "$pid" ]; then
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+  fi
+  say "Docker Engine images ready in $((SECONDS - started)) s"
+}
+
+if [ "$mode" = test ] && is_root; then
+  setup_rootless_user
+  setup_docker
 fi
 
 # --- (e) modes ----------------------------------------------------------------

@@ -5,14 +5,17 @@ Podman serves most of the suite; these tests point a daemon at dockerd through
 the documented setting (``PLAT_ENGINE_HOST``) and walk the main path once:
 deploy (built by the engine's build API, into Docker's own image store), invoke,
 redeploy, logs, scale to zero and back, and a cold start served by a claimed
-pool instance. ``scripts/setup.sh test`` starts dockerd on its default socket
-and loads the base images into Docker's store; without them these tests fail
-with the reason, they do not skip.
+pool instance. ``scripts/setup.sh test`` installs docker.io and loads the python
+base image into Docker's store; the module starts dockerd on its default socket
+(unless one runs) and stops it afterwards. Without them these tests fail with the
+reason, they do not skip.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +35,10 @@ from tests.functions import write_python_function
 pytestmark = pytest.mark.container
 
 BASE = "localhost/plat/python-base:bookworm"
-SETUP_HINT = "run `sudo bash scripts/setup.sh test` (it starts dockerd and loads the base images)"
+SETUP_HINT = (
+    "run `sudo bash scripts/setup.sh test` (it installs docker.io and loads the base image)"
+)
+DOCKERD_LOG = "/var/log/plat-dockerd.log"
 
 # MARK is replaced per deploy, so a redeploy answers differently.
 HANDLER = """
@@ -69,18 +75,52 @@ class DockerRunner(PlatRunner):
             return [c.name for c in found]
 
 
+def _start_dockerd() -> subprocess.Popen[bytes]:
+    """dockerd on its default socket, as the set-up runs it (by hand, no systemd)."""
+    if shutil.which("dockerd") is None:
+        pytest.fail(f"dockerd is not installed: {SETUP_HINT}")
+    with Path(DOCKERD_LOG).open("ab") as log:
+        proc = subprocess.Popen(
+            ["dockerd", "--pidfile", "/var/run/docker.pid"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while ping(DOCKER_SOCKET) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tail = Path(DOCKERD_LOG).read_text(errors="replace").splitlines()[-15:]
+            pytest.fail("dockerd did not answer:\n" + "\n".join(tail))
+        time.sleep(0.1)
+    return proc
+
+
 @pytest.fixture(scope="module")
-def dockerd() -> str:
-    """dockerd's endpoint, after checking it answers and holds the python base image."""
-    info = ping(DOCKER_SOCKET, timeout=5.0)
-    if info is None or info.name != "docker":
-        pytest.fail(f"no Docker Engine answers on {DOCKER_SOCKET} ({info}): {SETUP_HINT}")
-    with docker_client() as client:
-        try:
-            client.images.get(BASE)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"{BASE} is not in Docker's image store: {SETUP_HINT}")
-    return info.endpoint
+def dockerd() -> Iterator[str]:
+    """dockerd's endpoint, after checking it holds the python base image. A dockerd
+    that already runs is used and left running; else one is started for this module
+    and stopped after it, so that no other test meets a second engine."""
+    started = None if ping(DOCKER_SOCKET, timeout=5.0) else _start_dockerd()
+    try:
+        info = ping(DOCKER_SOCKET, timeout=5.0)
+        if info is None or info.name != "docker":
+            pytest.fail(f"no Docker Engine answers on {DOCKER_SOCKET} ({info}): {SETUP_HINT}")
+        with docker_client() as client:
+            try:
+                client.images.get(BASE)
+            except docker.errors.ImageNotFound:
+                pytest.fail(f"{BASE} is not in Docker's image store: {SETUP_HINT}")
+        yield info.endpoint
+    finally:
+        if started is not None:
+            started.terminate()
+            try:
+                started.wait(30)
+            except subprocess.TimeoutExpired:
+                started.kill()
+                started.wait()
 
 
 @pytest.fixture(scope="module")
