@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from plat.doctor.checks import DROP_IN, Check, failed, judge
 from plat.doctor.facts import BaseImageFacts, Facts
-from plat.doctor.host import cgroup_layout, merge_containers_conf
+from plat.doctor.host import cgroup_layout, has_subid_range, merge_containers_conf
 from plat.engine import EngineInfo
 
 PODMAN = EngineInfo("unix:///run/podman/podman.sock", "podman", "4.3.1", "1.41")
@@ -28,6 +29,7 @@ HEALTHY = Facts(
     conf_ulimits=["nofile=20000:20000", "nproc=1000:1000"],
     conf_runtime="runc",
     can_raise_rlimits=False,
+    tun_mode=0o666,
     base_images=[
         BaseImageFacts(
             "python",
@@ -141,6 +143,11 @@ def test_single_problem(
         ({"storage_driver": "overlay"}, {"rootless storage": True}),
         ({"cgroup": "hybrid"}, {"rootless limits": None}),
         ({"cgroup": "v1"}, {"rootless limits": None}),
+        ({"tun_mode": None}, {"rootless networking": False}),
+        ({"subuid": False}, {"rootless ids": False}),
+        ({"subgid": False}, {"rootless ids": False}),
+        ({"newuidmap": False}, {"rootless ids": False}),
+        ({}, {"rootless ids": True, "rootless firewall": None}),
     ],
 )
 def test_rootless_notes(changes: dict[str, object], expected: dict[str, bool | None]) -> None:
@@ -151,6 +158,39 @@ def test_rootless_notes(changes: dict[str, object], expected: dict[str, bool | N
         assert rows[name].ok is ok, rows[name]
     if facts.cgroup == "v2":
         assert "rootless limits" not in rows
+
+
+def test_subid_fix_names_the_user_and_the_missing_table() -> None:
+    facts = replace(HEALTHY, is_root=False, user="ada", subgid=False)
+    row = by_name(judge(facts))["rootless ids"]
+    assert row.detail == "ada has no range in /etc/subgid"
+    assert "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ada" in row.fix
+
+
+def test_rootless_limits_say_deploys_still_work() -> None:
+    row = by_name(judge(replace(HEALTHY, is_root=False, cgroup="hybrid")))["rootless limits"]
+    assert "not enforced" in row.detail and "deploys still work" in row.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ada:100000:65536\n", True),
+        ("1000:100000:65536\n", True),  # by uid
+        ("bob:100000:65536\n", False),
+        ("ada:100000:0\n", False),  # an empty range
+        ("ada:100000\n", False),  # malformed
+        ("", False),
+    ],
+)
+def test_has_subid_range(tmp_path: Path, text: str, expected: bool) -> None:
+    table = tmp_path / "subuid"
+    table.write_text(text)
+    assert has_subid_range(table, "ada", 1000) is expected
+
+
+def test_has_subid_range_without_the_file(tmp_path: Path) -> None:
+    assert has_subid_range(tmp_path / "nope", "ada", 1000) is False
 
 
 def test_tun_fix_is_the_chmod() -> None:

@@ -163,8 +163,17 @@ def _mmdebstrap(f: Facts) -> Check:
 
 
 def _rootless(f: Facts) -> list[Check]:
-    checks = []
-    if f.tun_mode is not None and f.tun_mode & 0o006 != 0o006:
+    checks = [_subids(f)]
+    if f.tun_mode is None:
+        checks.append(
+            Check(
+                "rootless networking",
+                False,
+                "there is no /dev/net/tun: slirp4netns cannot publish ports",
+                "sudo modprobe tun",
+            )
+        )
+    elif f.tun_mode & 0o006 != 0o006:
         checks.append(
             Check(
                 "rootless networking",
@@ -192,11 +201,44 @@ def _rootless(f: Facts) -> list[Check]:
             Check(
                 "rootless limits",
                 None,
-                f"cgroups {f.cgroup}: rootless podman ignores memory, CPU and pids limits",
+                f"cgroups {f.cgroup}: rootless podman ignores memory, CPU and pids limits, "
+                "so plat.yaml's limits are not enforced (deploys still work)",
                 "run plat as root, or boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
             )
         )
+    checks.append(
+        Check(
+            "rootless firewall",
+            None,
+            "plat's own iptables rules between tenant networks need root: tenants are "
+            "kept apart by netavark's isolation alone",
+            "run plat as root where tenants must not reach each other",
+        )
+    )
     return checks
+
+
+def _subids(f: Facts) -> Check:
+    """Rootless podman, buildah and mmdebstrap map the container's ids to the
+    user's subordinate ranges (through uidmap's newuidmap/newgidmap)."""
+    user = f.user or "$USER"
+    if not f.newuidmap:
+        return Check(
+            "rootless ids",
+            False,
+            "newuidmap/newgidmap are missing: rootless podman cannot map user ids",
+            "sudo apt-get install -y uidmap",
+        )
+    missing = [table for table, ok in (("subuid", f.subuid), ("subgid", f.subgid)) if not ok]
+    if missing:
+        return Check(
+            "rootless ids",
+            False,
+            f"{user} has no range in " + " or ".join(f"/etc/{t}" for t in missing),
+            f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user} "
+            "(a range no other user has), then `podman system migrate`",
+        )
+    return Check("rootless ids", True, f"{user} has subuid and subgid ranges")
 
 
 def _home(f: Facts) -> Check:

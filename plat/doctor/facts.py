@@ -46,6 +46,10 @@ class Facts:
     can_raise_rlimits: bool = True  # can a container get PODMAN_DEFAULT_RLIMIT?
     base_images: list[BaseImageFacts] = field(default_factory=list)
     tun_mode: int | None = None
+    user: str = ""  # the user plat runs as (for the rootless fixes)
+    subuid: bool = True  # the user has a range in /etc/subuid
+    subgid: bool = True
+    newuidmap: bool = True  # uidmap's setuid helpers (newuidmap, newgidmap)
     daemon_status: str | None = None  # the daemon's answer; None when it does not answer
     daemon_detail: str = ""
     config_error: str = ""  # why $PLAT_HOME/config.yaml or PLAT_* could not be read

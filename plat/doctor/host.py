@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import resource
 import shutil
 import socket
@@ -137,6 +138,28 @@ def _podman_info() -> dict[str, str]:
     return {"runtime": lines[0].strip(), "driver": lines[1].strip()}
 
 
+def has_subid_range(table: Path, user: str, uid: int) -> bool:
+    """Whether ``table`` (/etc/subuid or /etc/subgid) gives ``user`` a range (by name
+    or uid, as shadow-utils reads it)."""
+    try:
+        lines = table.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        parts = line.strip().split(":")
+        named = len(parts) == 3 and parts[0] in (user, str(uid))
+        if named and parts[2].isdigit() and int(parts[2]) > 0:
+            return True
+    return False
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _writable(path: Path) -> bool:
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -249,6 +272,10 @@ def gather_facts(home: Home, env: Mapping[str, str], configured: str | None = No
                 for r in runtimes
             ],
             tun_mode=tun_mode,
+            user=_user(),
+            subuid=has_subid_range(Path("/etc/subuid"), _user(), os.geteuid()),
+            subgid=has_subid_range(Path("/etc/subgid"), _user(), os.geteuid()),
+            newuidmap=shutil.which("newuidmap") is not None,
             daemon_status=status,
             daemon_detail=why,
         )

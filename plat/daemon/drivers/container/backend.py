@@ -32,6 +32,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from plat.daemon.drivers.base import (
     LABEL_DAEMON,
@@ -72,6 +73,16 @@ def direct_reachable(endpoint: str) -> bool:
         return os.stat(endpoint[len("unix://") :]).st_uid == 0
     except OSError:
         return False
+
+
+def _open_to_the_instance(folder: Path) -> None:
+    """Rootless: the files are ours, which is root inside the container, and the
+    instance's user (10001) maps to a subordinate id we cannot chown to; so its
+    folder and files become readable by every id (0555/0444). Nobody else on the
+    host reaches them: the daemon's secrets folder above them stays 0700."""
+    for entry in folder.iterdir():
+        os.chmod(entry, 0o444, follow_symlinks=False)
+    os.chmod(folder, 0o555)
 
 
 @dataclass(frozen=True)
@@ -203,10 +214,13 @@ class ContainerBackend:
         if self._secret_files is None:
             raise PlatError(f"{spec.function} has secrets, but this backend has no place for them")
         # Only root may give files away; any other daemon keeps them its own.
-        uid, gid = secret_owner(spec.user) if os.geteuid() == 0 else (None, None)
+        rootless = os.geteuid() != 0
+        uid, gid = (None, None) if rootless else secret_owner(spec.user)
         self._secret_ids.add(instance_id)
         try:
             folder = self._secret_files.write(instance_id, spec.secrets, uid=uid, gid=gid)
+            if folder is not None and rootless:
+                _open_to_the_instance(folder)
         except OSError as exc:
             self._drop_secrets(instance_id)
             raise PlatError(f"could not write the secret files of {spec.function}: {exc}") from exc
