@@ -244,3 +244,15 @@ def test_cgroup_layout(mounts: str, expected: str) -> None:
 )
 def test_merge_containers_conf(texts: list[str], expected: dict[str, object]) -> None:
     assert merge_containers_conf(texts) == expected
+
+
+def test_docker_base_images_are_looked_for_in_dockers_store() -> None:
+    docker = EngineInfo("unix:///var/run/docker.sock", "docker", "20.10.24", "1.41")
+    missing = BaseImageFacts("node", None, False, "localhost/plat/node-base:bookworm", False)
+    rows = by_name(judge(replace(HEALTHY, engine=docker, base_images=[missing])))
+    row = rows["base image node"]
+    assert row.ok is None and "Docker's image store" in row.detail
+    assert row.fix == (
+        "plat runtime bootstrap node, then "
+        "podman save localhost/plat/node-base:bookworm | docker load"
+    )

@@ -130,6 +130,7 @@ def _ulimits(f: Facts) -> Check:
 
 def _base_images(f: Facts) -> list[Check]:
     checks = []
+    docker = f.engine is not None and f.engine.name == "docker"
     for b in f.base_images:
         name = f"base image {b.runtime}"
         if b.public and b.public_present:
@@ -137,6 +138,16 @@ def _base_images(f: Facts) -> list[Check]:
         elif b.bootstrap and b.bootstrap_present:
             note = f" (used instead of {b.public})" if b.public else ""
             checks.append(Check(name, True, f"{b.bootstrap}{note}"))
+        elif docker and b.bootstrap:
+            checks.append(
+                Check(
+                    name,
+                    None,
+                    f"{b.bootstrap} is not in Docker's image store (Podman's does not count)",
+                    f"plat runtime bootstrap {b.runtime}, then "
+                    f"podman save {b.bootstrap} | docker load",
+                )
+            )
         else:
             wanted = b.public or b.bootstrap or "?"
             checks.append(

@@ -22,9 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
+import requests
+
 from plat.baseimages import image_exists, qualify
 from plat.doctor.facts import PODMAN_DEFAULT_RLIMIT, BaseImageFacts, CgroupLayout, Facts
-from plat.engine import candidate_endpoints, find_engine
+from plat.engine import PING_API_VERSION, candidate_endpoints, find_engine
 from plat.paths import Home
 from plat.runtimes import all_runtimes
 
@@ -160,6 +164,21 @@ def _user() -> str:
         return str(os.geteuid())
 
 
+def docker_image_exists(endpoint: str, ref: str) -> bool:
+    """Whether Docker at ``endpoint`` has ``ref`` in its image store."""
+    try:
+        api = docker.APIClient(base_url=endpoint, timeout=10, version=PING_API_VERSION)
+    except docker.errors.DockerException:
+        return False
+    try:
+        api.inspect_image(ref)
+    except (docker.errors.DockerException, requests.RequestException, OSError):
+        return False
+    finally:
+        api.close()
+    return True
+
+
 def _writable(path: Path) -> bool:
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -228,6 +247,11 @@ def gather_facts(home: Home, env: Mapping[str, str], configured: str | None = No
         daemon_f = pool.submit(daemon_status, home)
         exists = {ref: pool.submit(image_exists, ref) for ref in sorted(refs)}
 
+        engine = engine_f.result()
+        if engine is not None and engine.name == "docker":
+            # Docker keeps its own image store: what podman has does not count there.
+            exists = {ref: pool.submit(docker_image_exists, engine.endpoint, ref) for ref in refs}
+
         def present(ref: str | None) -> bool:
             return ref is not None and exists[ref].result()
 
@@ -246,7 +270,7 @@ def gather_facts(home: Home, env: Mapping[str, str], configured: str | None = No
             is_root=is_root,
             plat_home=str(home.root),
             home_writable=_writable(home.root),
-            engine=engine_f.result(),
+            engine=engine,
             engine_candidates=candidate_endpoints(
                 env, configured, docker_default=not podman_installed
             ),
