@@ -270,3 +270,40 @@ async def test_a_running_dockerd_does_not_move_an_unconfigured_daemon(
     named, started = await resolve_engine(home, {"DOCKER_HOST": DOCKER_SOCKET}, None)
     assert started is None
     assert (named.name, named.endpoint) == ("docker", DOCKER_SOCKET)
+
+
+def test_a_dependency_install_behind_tls_interception_names_the_way_out(
+    on_docker: tuple[DockerRunner, Path],
+) -> None:
+    """Docker's build API cannot mount the host's CA bundle into the install step:
+    where TLS to the package index is intercepted (these CI machines), the failed
+    build says what to do instead; where it is not, the install just works."""
+    plat, root = on_docker
+    folder = write_python_function(
+        root, "dk-deps", HANDLER.replace("MARK", "deps"), requirements="humanize==4.17.0\n"
+    )
+    proc = plat.run("deploy", str(folder), check=False, timeout=600)
+    if proc.returncode == 0:
+        assert _call(plat, "dk-deps")["mark"] == "deps"
+        return
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr + proc.stdout, proc.stderr
+    assert "cannot lend the host's CA bundle" in proc.stderr, proc.stderr
+    assert "PIP_INDEX_URL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with docker_client() as client:  # forcerm: the failed step's container is gone
+        left = client.containers.list(all=True, filters={"status": "exited"})
+        assert not [
+            c.name for c in left if c.attrs["Config"].get("Image", "").startswith("sha256:")
+        ]
+
+
+def test_doctor_looks_in_dockers_image_store(on_docker: tuple[DockerRunner, Path]) -> None:
+    plat, _ = on_docker
+    data = json.loads(plat.run("doctor", "--json", check=False).stdout)
+    rows = {check["name"]: check for check in data["checks"]}
+    assert data["facts"]["engine"]["name"] == "docker"
+    assert rows["base image python"]["ok"] is True  # the set-up loaded it
+    with docker_client() as client:
+        has_node = any("localhost/plat/node-base:bookworm" in i.tags for i in client.images.list())
+    if not has_node:
+        assert "| docker load" in rows["base image node"]["fix"]

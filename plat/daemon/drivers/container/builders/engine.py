@@ -13,6 +13,13 @@ from plat.errors import BuildError
 QUIET_TIMEOUT = 600.0
 # The name a Containerfile from outside the context has in the context sent.
 OUTSIDE_CONTAINERFILE = ".plat.outside.Containerfile"
+# What a dependency install says when TLS is intercepted by a CA only the host trusts.
+TLS_FAILURES = ("CERTIFICATE_VERIFY_FAILED", "SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER")
+NO_MOUNTS_HINT = (
+    "the engine's build API cannot lend the host's CA bundle to the install step "
+    "(buildah can): point PIP_INDEX_URL or NPM_CONFIG_REGISTRY at a mirror reachable "
+    "without it, or use Podman (docs/host-setup.md, 'The engine endpoint')"
+)
 
 
 def build_params(job: BuildJob) -> dict[str, str]:
@@ -57,6 +64,9 @@ class EngineBuilder:
             on_line(line)
 
         error = None
+        if job.volumes:
+            # Docker's classic builder has no build-time mounts (buildah's `-v`).
+            emit(f"(the engine's build API does not mount {', '.join(sorted(job.volumes))})")
         extra = {}
         if not job.containerfile.is_relative_to(job.context):
             extra[OUTSIDE_CONTAINERFILE] = job.containerfile
@@ -74,7 +84,9 @@ class EngineBuilder:
             raise BuildError(f"build of {job.tag} failed: {exc.explanation}") from exc
         if error:
             step = next((ln for ln in reversed(lines) if ln.upper().startswith("STEP ")), None)
+            tls = bool(job.volumes) and any(w in ln for ln in lines for w in TLS_FAILURES)
             raise BuildError(
                 f"build of {job.tag} failed{' at ' + step if step else ''}: {error}",
                 log_tail="\n".join(lines[-25:]),
+                hint=NO_MOUNTS_HINT if tls else None,
             )
