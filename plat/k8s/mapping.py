@@ -129,8 +129,9 @@ def _env(release: Release, *, with_port: bool) -> list[dict[str, str]]:
         if m.adapter is not None:
             env["PLAT_ADAPTER"] = m.adapter
         # No gateway in a cluster: an app's routes are at /, not /function/<name>
-        # (Flask's url_for, ASGI root_path, Express's baseUrl).
-        env["PLAT_PREFIX"] = ""
+        # (Flask's url_for, ASGI root_path, Express's baseUrl). "/", not "": the API
+        # server drops an empty value, and every apply would then change the object.
+        env["PLAT_PREFIX"] = "/"
         env["PLAT_TIMEOUT"] = f"{m.timeout:g}"
         env["PLAT_MEMORY_MB"] = str(m.resources.memory // 1024**2)
     env.update(m.env)

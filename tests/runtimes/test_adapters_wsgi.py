@@ -162,6 +162,19 @@ def test_flask_under_host_routing_has_no_prefix(flask_app: ServerProcess) -> Non
     assert res.json()["external"] == "http://hello.acme.localhost:8080/items/1"
 
 
+def test_flask_in_a_cluster_is_mounted_at_the_root(tmp_path: Path) -> None:
+    """On Kubernetes nothing strips /function/<name>: the rendered PLAT_PREFIX=/
+    mounts the app at the root, so its links carry no prefix."""
+    folder = tmp_path / "app"
+    with serve_app(
+        folder, {"app.py": FLASK_APP}, "app:app", PLAT_FUNCTION="hello", PLAT_PREFIX="/"
+    ) as server:
+        res = server.request("GET", "/items/7", headers={"X-Forwarded-Host": "hello.example"})
+    assert res.status == 200, res.text
+    assert res.json()["link"] == "/items/7"
+    assert res.json()["external"] == "http://hello.example/items/7"
+
+
 def test_flask_binary_body_arrives_intact(flask_app: ServerProcess) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB, every byte value
     res = flask_app.request(

@@ -265,7 +265,10 @@ async def test_an_upload_whose_client_leaves_midway_is_still_recorded(
             headers={"Content-Type": "application/gzip"},
         )
     )
-    await asyncio.wait_for(doors.artifacts.waiting.wait(), 5)
+    building = asyncio.ensure_future(doors.artifacts.waiting.wait())
+    await asyncio.wait({building, request}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    # The deploy must be building, its client still waiting (else say what it got).
+    assert building.done(), request.result() if request.done() else "no build within 30 s"
     request.cancel()  # the client hangs up while its deploy builds
     await asyncio.gather(request, return_exceptions=True)
     gate.set()
