@@ -21,6 +21,7 @@ import fcntl
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -429,7 +430,8 @@ def _removers(home: Home, env: Mapping[str, str], recorded: str) -> Iterator[Rem
     from plat.engine import find_engine
 
     yield functools.partial(remove_all, recorded)
-    found = find_engine(env, extra=(str(home.run_dir / "podman.sock"),))
+    podman = shutil.which("podman") is not None  # then a dockerd holds none of them
+    found = find_engine(env, extra=(str(home.run_dir / "podman.sock"),), docker_default=not podman)
     if found is not None and found.endpoint != recorded:
         yield functools.partial(remove_all, found.endpoint)
     yield remove_all_podman
