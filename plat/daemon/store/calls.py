@@ -212,24 +212,8 @@ def call_of(row: Any) -> QueuedCall:
 
 
 class CallRows(Database):
-    async def run(self, statements: Sequence[Statement]) -> None:
-        for st in statements:
-            await self.db.execute(st.sql, st.params)
-
-    async def insert_calls(self, calls: Sequence[QueuedCall]) -> None:
-        await self.db.executemany(_INSERT, [_row(c) for c in calls])
-
-    async def save_call(self, call: QueuedCall) -> None:
-        """Write a call's state as it is now (all its columns but the request)."""
-        await self.run([call_saved(call)])
-
-    async def save_attempt(self, attempt: Attempt) -> None:
-        await self.run([attempt_saved(attempt)])
-
-    async def requeue_call(self, call_id: str, now: float) -> None:
-        """A call that was running when the daemon stopped: queued again, its
-        unfinished attempt marked as interrupted."""
-        await self.run(call_requeued(call_id, now))
+    """Reads of the queue's tables, and trimming. Every other write is a Statement
+    that the ledger runs on its own connection, in its batches."""
 
     async def get_call(self, call_id: str) -> QueuedCall | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM calls WHERE id=?", (call_id,)) as cur:
@@ -310,9 +294,3 @@ class CallRows(Database):
         async with self.db.execute("SELECT function, schedule, last_tick FROM cron_ticks") as cur:
             rows = await cur.fetchall()
         return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
-
-    async def save_cron_tick(self, function: str, schedule: str, tick: float) -> None:
-        await self.run([tick_saved(function, schedule, tick)])
-
-    async def forget_cron(self, function: str) -> None:
-        await self.run([ticks_forgotten(function)])
