@@ -11,12 +11,14 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from benchmarks.context import BenchError
 from benchmarks.net import free_port, http_get
+from benchmarks.procfs import child_pids, cpu_seconds
 
 NGINX_CONF = """\
 daemon off;
@@ -40,7 +42,7 @@ http {{
     keepalive_requests 1000000;
 
     upstream instance {{
-        server {upstream};
+{servers}
         keepalive 64;
         keepalive_requests 1000000;
     }}
@@ -59,7 +61,8 @@ http {{
 
 @dataclass
 class Nginx:
-    """nginx reverse-proxying ``upstream`` (host:port) on a free 127.0.0.1 port.
+    """nginx reverse-proxying ``upstream`` (host:port, or several balanced round-robin)
+    on a free 127.0.0.1 port.
 
     A context manager: entering writes the configuration under ``root`` and starts
     nginx in the foreground (``daemon off``) as a child process, returning once it
@@ -67,13 +70,19 @@ class Nginx:
     """
 
     root: Path
-    upstream: str
+    upstream: str | Sequence[str]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the master and its workers have used so far."""
+        assert self.proc is not None
+        pids = [self.proc.pid, *child_pids(self.proc.pid)]
+        return sum(cpu_seconds(pid) for pid in pids)
 
     def __enter__(self) -> Nginx:
         if shutil.which("nginx") is None:
@@ -84,7 +93,9 @@ class Nginx:
         # Workers run as nobody when nginx starts as root: they must reach their temp paths.
         os.chmod(self.root, 0o755)
         conf = self.root / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(d=self.root, upstream=self.upstream, port=self.port))
+        upstreams = [self.upstream] if isinstance(self.upstream, str) else self.upstream
+        servers = "".join(f"        server {address};\n" for address in upstreams)
+        conf.write_text(NGINX_CONF.format(d=self.root, servers=servers, port=self.port))
         with open(self.root / "stderr.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [

@@ -26,6 +26,7 @@ from benchmarks import (
     chaos,
     cold_start,
     fuzz,
+    gateway,
     hooks,
     hot_reload,
     logs,
@@ -42,6 +43,7 @@ Runner = Callable[[Context], Section]
 
 BENCHMARKS: dict[str, tuple[str, Runner]] = {
     warm.NAME: (warm.TITLE, warm.run),
+    gateway.NAME: (gateway.TITLE, gateway.run),
     asgi.NAME: (asgi.TITLE, asgi.run),
     builds.NAME: (builds.TITLE, builds.run),
     scale.NAME: (scale.TITLE, scale.run),
