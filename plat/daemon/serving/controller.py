@@ -263,6 +263,8 @@ class Controller:
     def _on_demand(self, fs: FunctionState, extra: int = 0) -> None:
         """Start instances at once when queued demand exceeds what is ready or starting."""
         have = fs.capacity
+        if have >= fs.manifest.scale.max:  # all there is is serving or starting
+            return
         demand = fs.inflight() + len(fs.waiters) + extra
         need = -(-demand // fs.concurrency)  # ceil
         if have == 0 and demand > 0:

@@ -15,6 +15,7 @@ held on instances equal the calls that hold one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -183,31 +184,43 @@ class FunctionState:
                 "waiting; retry shortly",
                 hint="raise scale.max or scale.concurrency (`plat scale`)",
             )
-        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Instance] = loop.create_future()
         self.waiters.append(waiter)
+        # A timer, not asyncio.timeout around a shield: no task is cancelled and no
+        # second future made per queued call. A waiter leaves the queue when it is
+        # handed a slot (dispatch pops it) or here when it gives up.
+        timer = loop.call_later(timeout, self._expire, waiter, timeout)
         try:
-            # Not wait_for: on 3.11 it swallows a cancellation that races the result.
-            async with asyncio.timeout(timeout):
-                inst = await asyncio.shield(waiter)
-        except TimeoutError:
-            if not _granted(waiter):
-                waiter.cancel()
-                raise NoCapacity(
-                    f"no instance of {self.name} could take the request within {timeout:g} s"
-                ) from None
-            inst = waiter.result()  # handed a slot at the last moment: keep it
-        except BaseException:
+            inst = await waiter
+        except PlatError:  # expired, or failed by the controller: out of the queue
+            raise
+        except BaseException:  # cancelled: a slot handed over meanwhile goes back
             if _granted(waiter):
                 self._return(waiter.result())
                 self.dispatch()
             else:
                 waiter.cancel()
+                self._forget(waiter)
             raise
         finally:
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
+            timer.cancel()
         self.active += 1
         return inst
+
+    def _expire(self, waiter: asyncio.Future[Instance], timeout: float) -> None:
+        """No slot within the queue timeout (one handed over first is kept)."""
+        if not waiter.done():
+            self._forget(waiter)
+            waiter.set_exception(
+                NoCapacity(
+                    f"no instance of {self.name} could take the request within {timeout:g} s"
+                )
+            )
+
+    def _forget(self, waiter: asyncio.Future[Instance]) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
 
     def dispatch(self) -> None:
         """Hand free slots to waiters, oldest first."""
