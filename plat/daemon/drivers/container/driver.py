@@ -25,7 +25,7 @@ def choose_builder(config: Config, engine_name: str, endpoint: str) -> Builder:
     if config.builder == "buildah" or (
         config.builder == "auto" and engine_name == "podman" and buildah_available()
     ):
-        return BuildahBuilder()
+        return BuildahBuilder(endpoint if engine_name == "podman" else None)
     return EngineBuilder(endpoint)
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.drivers.container.build import ImageBuilder
+from plat.daemon.drivers.container.build import (
+    CODE_STEP,
+    GENERATED_CONTAINERFILE,
+    STACK_CONTAINERFILE,
+    ImageBuilder,
+    split_stack,
+)
 from plat.daemon.drivers.container.builders import BuildJob
 from plat.daemon.drivers.versions import LineSink
 from plat.ignore import UnsafeFolderError
@@ -29,6 +35,7 @@ class RecordingBuilder:
 
     def __init__(self) -> None:
         self.contexts: list[dict[str, object]] = []
+        self.jobs: list[BuildJob] = []
         self.built: set[str] = set()
 
     async def image_exists(self, tag: str) -> bool:
@@ -45,6 +52,7 @@ class RecordingBuilder:
                 elif path.is_file():
                     seen[rel] = path.read_bytes()
         self.contexts.append(seen)
+        self.jobs.append(job)
         self.built.add(job.tag)
 
     async def remove_image(self, tag: str) -> None:
@@ -114,7 +122,7 @@ async def test_links_inside_stay_links_in_the_context(
     (folder / "reqs.txt").write_text("# nothing\n")
     (folder / "requirements.txt").symlink_to("reqs.txt")
     await builder.build(MANIFEST, folder, lambda line: None)
-    [context] = recorder.contexts
+    _stack, context = recorder.contexts
     assert context["app/alias.py"] == ("link", "lib/util.py")
     assert context["app/libs"] == ("link", "lib")
     assert context["app/lib/util.py"] == b"X = 1\n"
@@ -139,3 +147,75 @@ async def test_dev_snapshot_refuses_links_out_and_keeps_links_in(
         await builder.hot(MANIFEST, folder)
     for path in (tmp_path / "dev").rglob("*"):
         assert not path.is_file() or SECRET not in path.read_text(errors="replace")
+
+
+# Stacks: everything below the code is one image shared between functions.
+
+
+def test_split_stack_takes_the_code_step_off_the_end() -> None:
+    text = "FROM base\nENV A=1\nUSER 10001:10001\nCOPY app/ /home/app/\n"
+    assert split_stack(text) == ("FROM base\nENV A=1\nUSER 10001:10001\n", CODE_STEP)
+    assert split_stack("FROM base\nCOPY app/ /home/app/\nUSER 1\n") is None
+    assert split_stack("FROM base\nCOPY app/ /srv/\n") is None
+
+
+async def test_a_function_is_its_stack_and_its_code(
+    tmp_path: Path, images: tuple[ImageBuilder, RecordingBuilder]
+) -> None:
+    builder, recorder = images
+    lines: list[str] = []
+    outcome = await builder.build(MANIFEST, function(tmp_path), lines.append)
+    stack_job, code_job = recorder.jobs
+    assert stack_job.tag.startswith("localhost/plat/stack-python:")
+    assert stack_job.containerfile.name == STACK_CONTAINERFILE
+    assert code_job.tag == outcome.image
+    assert code_job.containerfile.name == GENERATED_CONTAINERFILE
+    stack_text, code_text = (
+        recorder.contexts[i][job.containerfile.name] for i, job in enumerate(recorder.jobs)
+    )
+    assert code_text == f"FROM {stack_job.tag}\n{CODE_STEP}\n".encode()
+    assert isinstance(stack_text, bytes)
+    steps = [line for line in stack_text.decode().splitlines() if not line.startswith("#")]
+    assert CODE_STEP not in steps and steps[-1] == "USER 10001:10001"
+    # The code step is one commit with the function's label, no cache lookup.
+    assert code_job.labels == {"plat.function": "fn"} and not code_job.layers
+    assert stack_job.layers and not stack_job.labels
+    assert not code_job.volumes and not code_job.build_args
+
+
+async def test_functions_with_the_same_dependencies_share_one_stack(
+    tmp_path: Path, images: tuple[ImageBuilder, RecordingBuilder]
+) -> None:
+    builder, recorder = images
+    await builder.build(Manifest(name="a", runtime="python"), function(tmp_path, "a"), print)
+    lines: list[str] = []
+    await builder.build(Manifest(name="b", runtime="python"), function(tmp_path, "b"), lines.append)
+    tags = [job.tag for job in recorder.jobs]
+    assert len(tags) == 3 and tags[0].startswith("localhost/plat/stack-python:")
+    assert tags[1:] == [
+        "localhost/plat/a:" + tags[1].rpartition(":")[2],
+        "localhost/plat/b:" + tags[2].rpartition(":")[2],
+    ]
+    assert f"stack image {tags[0]} is up to date" in lines
+
+    # Other dependencies, another stack; the stack goes again if it was removed.
+    other = function(tmp_path, "c")
+    (other / "requirements.txt").write_text("humanize\n")
+    await builder.build(Manifest(name="c", runtime="python"), other, print)
+    assert recorder.jobs[3].tag.startswith("localhost/plat/stack-python:")
+    assert recorder.jobs[3].tag != tags[0]
+    await recorder.remove_image(tags[0])
+    await builder.build(Manifest(name="d", runtime="python"), function(tmp_path, "d"), print)
+    assert recorder.jobs[5].tag == tags[0]
+
+
+async def test_only_the_stack_build_sees_host_settings(
+    tmp_path: Path,
+) -> None:
+    recorder = RecordingBuilder()
+    env = {"PIP_INDEX_URL": "http://mirror.invalid/simple"}
+    builder = ImageBuilder(recorder, tmp_path / "builds", env, tmp_path / "dev")
+    await builder.build(MANIFEST, function(tmp_path), print)
+    stack_job, code_job = recorder.jobs
+    assert stack_job.build_args == env and stack_job.volumes
+    assert not code_job.build_args and not code_job.volumes

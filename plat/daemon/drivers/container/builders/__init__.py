@@ -25,6 +25,9 @@ class BuildJob:
     volumes: dict[str, str] = field(default_factory=dict)
     # Package index settings for dependency installs (only those set on the host).
     build_args: dict[str, str] = field(default_factory=dict)
+    # Look steps up in the layer cache (and keep a layer per step). Off for a build
+    # whose steps are new every time: the lookup scans the store's images.
+    layers: bool = True
 
 
 class Builder(Protocol):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 
 from plat.daemon.drivers.container.builders import BuildJob, LineSink
-from plat.errors import BuildError
+from plat.daemon.drivers.container.engine import Engine
+from plat.errors import BuildError, EngineError
 from plat.subprocesses import stream_lines
 
 TRANSIENT = "layer not known"
@@ -19,7 +21,8 @@ def buildah_available() -> bool:
 
 
 def build_command(job: BuildJob) -> list[str]:
-    cmd = ["buildah", "build", "--layers", "--pull=never", "-f", str(job.containerfile)]
+    cmd = ["buildah", "build", "--layers" if job.layers else "--layers=false", "--pull=never"]
+    cmd += ["-f", str(job.containerfile)]
     cmd += ["-t", job.tag]
     for key, value in sorted(job.labels.items()):
         cmd += ["--label", f"{key}={value}"]
@@ -40,7 +43,14 @@ def failing_step(lines: list[str]) -> str | None:
 
 
 class BuildahBuilder:
+    """Builds with the ``buildah`` CLI. With ``engine`` (the endpoint of a Podman that
+    shares buildah's image storage), whether an image exists is asked over its API,
+    a few ms, rather than by starting ``buildah inspect`` (~0.1 s per build)."""
+
     name = "buildah"
+
+    def __init__(self, engine: str | None = None) -> None:
+        self.engine = engine
 
     async def _run(self, *args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -50,6 +60,10 @@ class BuildahBuilder:
         return proc.returncode or 0, out.decode(errors="replace")
 
     async def image_exists(self, tag: str) -> bool:
+        if self.engine is not None:
+            with contextlib.suppress(EngineError):
+                async with Engine(self.engine) as engine:
+                    return await engine.image_exists(tag)
         code, _ = await self._run(
             "buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", tag
         )
