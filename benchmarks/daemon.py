@@ -65,6 +65,7 @@ class Plat:
         self.engine_pid: int | None = None  # the engine service the daemon started, if any
         self.deployed: list[str] = []  # in deploy order, removed at the end
         self.built: set[str] = set()  # every function name that got an image
+        self.stacks_before: set[str] = set()  # stack images there before the daemon started
 
     # lifecycle
 
@@ -93,6 +94,7 @@ class Plat:
 
     def start(self) -> None:
         """``plat daemon start``; the pid comes from the pid file (no second CLI call)."""
+        self.stacks_before = set(_stack_images())
         self.cli("daemon", "start", timeout=120)
         self.pid = int((self.home / "run" / "plat.pid").read_text())
         self.engine_pid = engine_service_pid(self.pid)
@@ -202,6 +204,8 @@ class Plat:
             ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], check=False
         ).stdout.split()
         refs = [ref for ref in listing if ref.rpartition(":")[0] in wanted]
+        # Stacks this run made (a new dependency set each); one in use stays.
+        refs += [ref for ref in _stack_images() if ref not in self.stacks_before]
         for start in range(0, len(refs), 50):
             run(["podman", "rmi", *refs[start : start + 50]], check=False, timeout=600)
 
@@ -247,6 +251,14 @@ class Plat:
 
     def function_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/function/{name}"
+
+
+def _stack_images() -> list[str]:
+    """The stack images in local storage (below every function image: see build.py)."""
+    listing = run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], check=False
+    ).stdout.split()
+    return [ref for ref in listing if ref.startswith("localhost/plat/stack-")]
 
 
 def engine_service_pid(daemon_pid: int) -> int | None:

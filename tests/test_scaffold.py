@@ -289,9 +289,9 @@ def test_containerfile_layer_order(runtime: str, deps: list[str]) -> None:
     ]
     assert "WORKDIR /home/app" in settings
     assert any(line.startswith("ENV PLAT_HANDLER=") for line in settings)
-    # After them only the user and the code, last (everything above it is the stack
-    # functions share): a code-only change commits that one layer, no metadata ones.
-    assert lines[order[-2] + 1 :] == ["USER 10001:10001", "COPY app/ /home/app/"]
+    # After them only the code and the user, last (everything above the code is the
+    # stack functions share): a code-only change is one commit.
+    assert lines[order[-2] + 1 :] == ["COPY app/ /home/app/", "USER 10001:10001"]
     assert "RUN" not in keywords[order[-2] + 1 :]  # the code layer never runs anything
 
 

@@ -98,9 +98,10 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     # dependencies are not installed again; only the code is built anew, one step.
     assert "pip install" not in log and "is up to date" in log, log
     steps = [ln.split("STEP ", 1)[1] for ln in log.splitlines() if "STEP " in ln]
-    assert steps[0].startswith("1/3: FROM localhost/plat/stack-python:"), log
+    assert steps[0].startswith("1/4: FROM localhost/plat/stack-python:"), log
     assert steps[1].endswith("COPY app/ /home/app/"), log
-    assert steps[2].endswith(f'LABEL "plat.function"="{name}"'), log  # one commit: no layers
+    assert steps[2].endswith("USER 10001:10001"), log
+    assert steps[3].endswith(f'LABEL "plat.function"="{name}"'), log  # one commit: no layers
     assert "--layers=false" in log
     assert "Howdy" in plat.run("invoke", name, "-d", '{"name": "Ada"}').stdout
     describe = json.loads(plat.run("describe", name, "--json").stdout)

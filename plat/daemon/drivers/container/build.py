@@ -43,6 +43,8 @@ CA_TARGET = "/run/plat-ca/ca.crt"
 GENERATED_CONTAINERFILE = ".plat.Containerfile"
 STACK_CONTAINERFILE = ".plat.stack.Containerfile"
 CODE_STEP = "COPY app/ /home/app/"
+# What may follow the code step in a runtime's Containerfile (settings: no layer).
+TAIL_STEPS = frozenset({"USER", "ENV", "LABEL", "EXPOSE", "CMD", "ENTRYPOINT", "WORKDIR"})
 # Host settings a dependency install may need; passed as build arguments when set.
 PASSED_BUILD_ARGS = (
     "PIP_INDEX_URL",
@@ -71,12 +73,17 @@ class _Plan:
 
 
 def split_stack(text: str) -> tuple[str, str] | None:
-    """A rendered runtime Containerfile as (the stack's Containerfile, the code
-    step), or None when its last instruction is not the code step."""
-    head, _, last = text.rstrip().rpartition("\n")
-    if last.strip() != CODE_STEP:
+    """A rendered runtime Containerfile as (the stack's Containerfile, the code step
+    and the settings after it), or None when it has no code step or runs anything
+    after it."""
+    lines = text.rstrip().split("\n")
+    at = max((i for i, line in enumerate(lines) if line.strip() == CODE_STEP), default=None)
+    if at is None:
         return None
-    return head + "\n", last.strip()
+    rest = [line.strip() for line in lines[at:] if line.strip() and not line.startswith("#")]
+    if any(line.split()[0].upper() not in TAIL_STEPS for line in rest[1:]):
+        return None
+    return "\n".join(lines[:at]) + "\n", "\n".join(rest)
 
 
 def stack_tag(runtime: str, digest: str) -> str:

@@ -152,10 +152,11 @@ async def test_dev_snapshot_refuses_links_out_and_keeps_links_in(
 # Stacks: everything below the code is one image shared between functions.
 
 
-def test_split_stack_takes_the_code_step_off_the_end() -> None:
-    text = "FROM base\nENV A=1\nUSER 10001:10001\nCOPY app/ /home/app/\n"
-    assert split_stack(text) == ("FROM base\nENV A=1\nUSER 10001:10001\n", CODE_STEP)
-    assert split_stack("FROM base\nCOPY app/ /home/app/\nUSER 1\n") is None
+def test_split_stack_takes_the_code_step_and_settings_off_the_end() -> None:
+    text = "FROM base\nENV A=1\nCOPY app/ /home/app/\n# the user\nUSER 10001:10001\n"
+    assert split_stack(text) == ("FROM base\nENV A=1\n", f"{CODE_STEP}\nUSER 10001:10001")
+    assert split_stack("FROM base\nCOPY app/ /home/app/\n") == ("FROM base\n", CODE_STEP)
+    assert split_stack("FROM base\nCOPY app/ /home/app/\nRUN make\n") is None
     assert split_stack("FROM base\nCOPY app/ /srv/\n") is None
 
 
@@ -173,10 +174,10 @@ async def test_a_function_is_its_stack_and_its_code(
     stack_text, code_text = (
         recorder.contexts[i][job.containerfile.name] for i, job in enumerate(recorder.jobs)
     )
-    assert code_text == f"FROM {stack_job.tag}\n{CODE_STEP}\n".encode()
+    assert code_text == f"FROM {stack_job.tag}\n{CODE_STEP}\nUSER 10001:10001\n".encode()
     assert isinstance(stack_text, bytes)
     steps = [line for line in stack_text.decode().splitlines() if not line.startswith("#")]
-    assert CODE_STEP not in steps and steps[-1] == "USER 10001:10001"
+    assert CODE_STEP not in steps and "USER 10001:10001" not in steps
     # The code step is one commit with the function's label, no cache lookup.
     assert code_job.labels == {"plat.function": "fn"} and not code_job.layers
     assert stack_job.layers and not stack_job.labels
