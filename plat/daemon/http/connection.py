@@ -25,7 +25,7 @@ from typing import Protocol, cast
 
 from plat.daemon.http.flow_control import FlowControl
 from plat.daemon.http.message import ClientGone, Request, Response
-from plat.daemon.http.reader import RequestReader
+from plat.daemon.http.reader import SPENT_PARSER, RequestReader
 from plat.daemon.http.rules import AT_CAPACITY, Refusal, timed_out
 
 Handler = Callable[[Request, Response], Awaitable[None]]
@@ -93,6 +93,9 @@ class ServerConnection(FlowControl, RequestReader):
             self._parsing.fail()
         self.wake_drain()
         self._abandon(499)
+        # No cycles left to the garbage collector (see SPENT_PARSER).
+        self.parser = SPENT_PARSER
+        self.transport = None
 
     def pause_writing(self) -> None:
         super().pause_writing()
