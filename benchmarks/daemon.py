@@ -200,10 +200,7 @@ class Plat:
         if not self.built:
             return
         wanted = {f"localhost/plat/{name}" for name in self.built}
-        listing = run(
-            ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], check=False
-        ).stdout.split()
-        refs = [ref for ref in listing if ref.rpartition(":")[0] in wanted]
+        refs = [ref for ref in _image_refs() if ref.rpartition(":")[0] in wanted]
         # Stacks this run made (a new dependency set each); one in use stays.
         refs += [ref for ref in _stack_images() if ref not in self.stacks_before]
         for start in range(0, len(refs), 50):
@@ -253,12 +250,16 @@ class Plat:
         return f"http://127.0.0.1:{self.port}/function/{name}"
 
 
+def _image_refs() -> list[str]:
+    """NAME:TAG of every image in local storage. buildah lists them in ~1 s where
+    ``podman images`` took 30 s with a thousand images (it works out their sizes)."""
+    listing = run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"], check=False)
+    return listing.stdout.split()
+
+
 def _stack_images() -> list[str]:
     """The stack images in local storage (below every function image: see build.py)."""
-    listing = run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], check=False
-    ).stdout.split()
-    return [ref for ref in listing if ref.startswith("localhost/plat/stack-")]
+    return [ref for ref in _image_refs() if ref.startswith("localhost/plat/stack-")]
 
 
 def engine_service_pid(daemon_pid: int) -> int | None:
