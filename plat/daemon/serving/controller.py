@@ -197,6 +197,10 @@ class Controller:
             fs.release = release
             fs.instances = list(new)
             fs.set_target(count)
+            # A deploy is activity: a min-0 function keeps the instance that proved it
+            # for its idle period, rather than losing it at the next tick (the first
+            # call after a deploy was a cold start).
+            fs.scaler.active_at(time.monotonic())
             fs.dispatch()
             await self.store.upsert_function(
                 name, release.manifest.to_dict(), source_dir, release.version

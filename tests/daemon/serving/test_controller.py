@@ -387,6 +387,21 @@ async def test_an_idle_function_scales_to_zero_only_after_its_idle_period(
     assert [function for function, _ in backend.prepared] == ["fn"]
 
 
+async def test_a_function_just_deployed_keeps_its_instance_for_its_idle_period(
+    controllers: MakeController, backend: FakeBackend
+) -> None:
+    """The instance that proved a min-0 deploy was stopped at the next tick (it had
+    never served, so it counted as idle forever): the first call paid a cold start."""
+    controller = controllers(scaler=ScalerSettings(scale_to_zero_after=30.0))
+    fs = await deployed(controller, manifest(min=0))
+    (inst,) = fs.instances
+    now = time.monotonic()
+    controller.autoscale_once(now + 1)
+    assert fs.target == 1 and fs.instances == [inst]
+    controller.autoscale_once(now + 31)
+    assert fs.target == 0 and fs.instances == []
+
+
 async def test_the_autoscaler_leaves_a_function_alone_while_it_deploys(
     controller: Controller, backend: FakeBackend
 ) -> None:
