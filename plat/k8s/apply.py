@@ -23,6 +23,7 @@ from plat.k8s.mapping import HPA_API, KNATIVE_API, LABEL_FUNCTION, LABEL_MANAGED
 
 FIELD_MANAGER = "plat"
 REQUEST_TIMEOUT = 30.0
+APPLY_ATTEMPTS = 3
 HPA_FALLBACK = "autoscaling/v2beta2"
 # What `plat rm --target k8s` looks for: every kind plat applies per function.
 # A Knative Service first: what it made goes with it.
@@ -88,6 +89,27 @@ def api_error(exc: Any, what: str, namespace: str | None = None) -> PlatError:
     if code == 404:
         return Missing(f"{what}: not found: {message}")
     return ClusterError(f"{what}: the cluster answered {code}: {message}")
+
+
+def _already_exists(exc: Any) -> bool:
+    reason = _api_message(exc)[1].get("reason")
+    return getattr(exc, "status", 0) == 409 and reason == "AlreadyExists"
+
+
+def _retry_created(send: Callable[[], Any]) -> Any:
+    """``send`` (an apply), again when it lost a create race: an apply of an object
+    that is not there yet creates it, and when two create at once, the API server
+    can answer the loser 409 AlreadyExists instead of applying it as an update
+    (v1.20 does). Applied again, the object is there, and the apply is an update."""
+    from kubernetes.client.exceptions import ApiException
+
+    for _ in range(APPLY_ATTEMPTS - 1):
+        try:
+            return send()
+        except ApiException as exc:
+            if not _already_exists(exc):
+                raise
+    return send()
 
 
 def kubeconfig_files(env: Mapping[str, str]) -> str:
@@ -211,18 +233,16 @@ class Cluster:
                 f"the cluster does not serve {obj['apiVersion']} {obj['kind']}", hint=hint
             )
         namespace = obj.get("metadata", {}).get("namespace")
-        result = self._call(
-            f"applying {what}",
-            lambda: self.dynamic.server_side_apply(
-                resource,
-                body=obj,
-                namespace=namespace,
-                field_manager=FIELD_MANAGER,
-                force_conflicts=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-            namespace,
+        send = partial(
+            self.dynamic.server_side_apply,
+            resource,
+            body=obj,
+            namespace=namespace,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=False,
+            _request_timeout=REQUEST_TIMEOUT,
         )
+        result = self._call(f"applying {what}", partial(_retry_created, send), namespace)
         return dict(result.to_dict())
 
     def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

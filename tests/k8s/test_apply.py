@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -299,6 +300,38 @@ def test_concurrent_deploys_of_one_function_all_apply(
         )
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [p.stderr for p in procs]
     assert managers(get(kube, "apps/v1", "Deployment", "racing")) == {("plat", "Apply")}
+
+
+def test_applies_racing_to_create_one_object_all_succeed(apiserver: ApiServer) -> None:
+    """Eight applies of each new object released at once: the API server answers
+    the losers of the create race 409 AlreadyExists, and apply applies again."""
+    from plat.k8s.apply import Cluster
+
+    clusters = [Cluster.connect(None, apiserver.env({})) for _ in range(8)]
+    for cluster in clusters:  # discovery before the race, so the applies start together
+        cluster.resource("v1", "Service")
+    try:
+        for round_ in range(6):
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"race-{round_}", "namespace": "default"},
+                "spec": {
+                    "selector": {"race": str(round_)},
+                    "ports": [{"port": 8080, "protocol": "TCP"}],
+                },
+            }
+            barrier = threading.Barrier(len(clusters))
+
+            def race(cluster: Cluster, body: dict[str, Any] = body, barrier: Any = barrier) -> str:
+                barrier.wait()
+                return str(cluster.apply(body)["metadata"]["name"])
+
+            with ThreadPoolExecutor(len(clusters)) as pool:
+                assert set(pool.map(race, clusters)) == {f"race-{round_}"}
+    finally:
+        for cluster in clusters:
+            cluster.close()
 
 
 @pytest.mark.parametrize(
