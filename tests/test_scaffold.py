@@ -278,10 +278,10 @@ def test_containerfile_layer_order(runtime: str, deps: list[str]) -> None:
         for prefix in ("FROM", "ENV PORT=8080", "COPY shim/", "COPY deps/", INSTALL, "COPY app/")
     ]
     assert order == sorted(order)
-    # The image's settings come before the dependencies: a build whose dependency
-    # layer is new commits none of them again.
+    # The image's settings come before the dependencies; the stack (built without
+    # layers) runs one container, the install step.
     settings = lines[order[2] + 1 : order[3]]
-    assert [line.split()[0] for line in settings if not line.startswith("RUN")] == [
+    assert [line.split()[0] for line in settings] == [
         "WORKDIR",
         "EXPOSE",
         "CMD",
@@ -293,6 +293,26 @@ def test_containerfile_layer_order(runtime: str, deps: list[str]) -> None:
     # stack functions share): a code-only change is one commit.
     assert lines[order[-2] + 1 :] == ["COPY app/ /home/app/", "USER 10001:10001"]
     assert "RUN" not in keywords[order[-2] + 1 :]  # the code layer never runs anything
+    assert keywords.count("RUN") == 1
+
+
+@pytest.mark.parametrize(
+    ("runtime", "deps", "step"),
+    [
+        ("python", [], "python3 -m compileall -q /opt/plat/shim"),
+        ("python", ["requirements.txt"], "python3 -m compileall -q /opt/plat/shim;"),
+        ("node", [], "ln -sfn /opt/plat/deps/node_modules /home/node_modules"),
+        ("node", ["package.json"], "ln -sfn /opt/plat/deps/node_modules /home/node_modules;"),
+    ],
+)
+def test_the_stack_runs_one_container_with_or_without_dependencies(
+    runtime: str, deps: list[str], step: str
+) -> None:
+    lines = instructions(render_containerfile(runtime, deps))
+    runs = [line for line in lines if line.startswith("RUN")]
+    assert len(runs) == 1 and step in runs[0]
+    assert lines.index(runs[0]) > lines.index("COPY shim/ /opt/plat/shim/")
+    assert ("COPY deps/ /opt/plat/deps/" in lines) == bool(deps)
 
 
 def test_python_containerfile_details() -> None:
@@ -308,14 +328,9 @@ def test_python_containerfile_details() -> None:
     assert "SSL_CERT_FILE=/run/plat-ca/ca.crt" in run
     assert 'ENV PLAT_HANDLER="main.entry"' in lines
     assert 'CMD ["python3", "-P", "-S", "-c", "import plat_shim; plat_shim.main()"]' in lines
-    # The shim is imported from its bytecode, made once in a layer below the dependencies.
+    # The shim is imported from its bytecode, made by the install step, before pip.
     assert "PYTHONPATH=/opt/plat/deps:/opt/plat/shim" in env
-    compile_step = lines.index("RUN python3 -m compileall -q /opt/plat/shim")
-    assert (
-        lines.index("COPY shim/ /opt/plat/shim/")
-        < compile_step
-        < lines.index("COPY deps/ /opt/plat/deps/")
-    )
+    assert run.index("python3 -m compileall -q /opt/plat/shim") < run.index("pip install")
     # the CA bundle is for the install step only, never part of the image config
     assert not any("plat-ca" in line for line in lines if not line.startswith("RUN"))
 

@@ -346,7 +346,7 @@ class ImageBuilder:
             volumes[ca] = CA_TARGET
         build_args = {k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)}
         # A --label is one more step after the code; the code step of a stack is built
-        # without layers, as one commit with its label.
+        # without layers, as one commit with its label (and so is the stack).
         labels = {"plat.function": manifest.name}
         try:
             if plan.stack is not None:
@@ -381,8 +381,17 @@ class ImageBuilder:
             if not force and await self.builder.image_exists(plan.stack_tag):
                 sink(f"stack image {plan.stack_tag} is up to date")
                 return
+            # Without layers: one commit, and no cache lookup per step (each scans the
+            # store's images). A stack is new whenever it is built; its shared part
+            # (base, shim, settings) is a few KiB and one RUN with the install.
             job = BuildJob(
-                context, context / STACK_CONTAINERFILE, plan.stack_tag, {}, volumes, build_args
+                context,
+                context / STACK_CONTAINERFILE,
+                plan.stack_tag,
+                {},
+                volumes,
+                build_args,
+                layers=False,
             )
             await self.builder.build(job, sink)
 

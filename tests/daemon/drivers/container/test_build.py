@@ -180,7 +180,7 @@ async def test_a_function_is_its_stack_and_its_code(
     assert CODE_STEP not in steps and "USER 10001:10001" not in steps
     # The code step is one commit with the function's label, no cache lookup.
     assert code_job.labels == {"plat.function": "fn"} and not code_job.layers
-    assert stack_job.layers and not stack_job.labels
+    assert not stack_job.layers and not stack_job.labels  # one commit each
     assert not code_job.volumes and not code_job.build_args
 
 
