@@ -7,11 +7,14 @@ in the same run:
 * the daemon's resident memory (VmRSS) and idle CPU, and the CPU of the
   container engine service it talks to, with N functions against the same
   daemon with none;
+* the daemon's resident memory after ``plat rm`` of all N, against the same
+  daemon before any;
 * ``plat deploy`` wall time of the last deploys against the first ones (does a
   deploy get slower as functions pile up?);
-* gateway latency and throughput with 1,000 concurrent keep-alive clients
-  (``wrk -c1000 -t2``; 100 in quick mode) on one function, against nginx and
-  the instance directly under the same load.
+* then, the first function deployed again: gateway latency and throughput with
+  1,000 concurrent keep-alive clients (``wrk -c1000 -t2``; 100 in quick mode),
+  against nginx and the instance directly under the same load, and the
+  daemon's resident memory after it.
 
 Everything is removed at the end (``plat rm`` each, then ``plat daemon stop``).
 """
@@ -32,7 +35,6 @@ from benchmarks.procfs import cpu_percent, cpu_seconds, mem_available_mib, rss_m
 from benchmarks.report import Figure, Section, Table, fmt
 from benchmarks.stats import median
 from benchmarks.wrk import WrkResult, require_success, wrk
-from plat.daemon.heap import INTERVAL as HEAP_CHECK
 
 NAME = "scale"
 TITLE = "Scale"
@@ -148,7 +150,8 @@ def _last_line(text: str) -> str:
 
 
 def run(ctx: Context) -> Section:
-    """Deploy N functions, sample the daemon, load one function; returns the section."""
+    """Deploy N functions, sample the daemon, remove them, sample it again, then load one
+    function; returns the section."""
     count: int = ctx.functions or ctx.pick(5, 200)
     # Time budgets (s): past them no new `plat deploy` / `plat rm` starts.
     # (--functions N beyond the default gets ~2 s per deploy and 0.75 s per removal.)
@@ -193,7 +196,18 @@ def run(ctx: Context) -> Section:
         time.sleep(settle)
         samples.append(_sample(f"{reached} functions deployed", pid, window))
 
+        ctx.log(f"removing {reached} functions (plat rm, 8 at a time)")
+        deploys.removed, deploys.remove_seconds = plat.remove_all(
+            list(plat.deployed), budget=rm_budget
+        )
+        time.sleep(settle)
+        samples.append(_sample(f"after `plat rm` of {deploys.removed}", pid, window))
+
+        # The load, after the removals (so that they are weighed against the daemon
+        # as it was before any function, not against what a burst of connections
+        # left in its heap): the first function, deployed again.
         target = names[0]
+        plat.deploy(folders[0], target)
         address = str(plat.ready_instance(target)["address"])
         auth = {"Authorization": plat.auth_header()}
         with Nginx(ctx.work / "nginx-scale", address) as nginx:
@@ -212,15 +226,7 @@ def run(ctx: Context) -> Section:
                 require_success(label, res)
                 results[label] = res
         time.sleep(settle)
-        samples.append(_sample(f"after the c={connections} load, {reached} deployed", pid, window))
-        ctx.log(f"removing {reached} functions (plat rm, 8 at a time)")
-        deploys.removed, deploys.remove_seconds = plat.remove_all(
-            list(plat.deployed), budget=rm_budget
-        )
-        # Past the daemon's heap check (heap_trim_interval, 15 s): memory the load and
-        # the functions grew is given back once nothing is in flight.
-        time.sleep(ctx.pick(settle, HEAP_CHECK + 1.0))
-        samples.append(_sample(f"after `plat rm` of {deploys.removed}", pid, window))
+        samples.append(_sample(f"after the c={connections} load", pid, window))
     return _section(deploys, connections, seconds, samples, results)
 
 
@@ -232,7 +238,7 @@ def _section(
     results: dict[str, WrkResult],
 ) -> Section:
     count = deploys.reached
-    idle, loaded, after_load, removed = samples
+    idle, loaded, removed, after_load = samples
     walls = [t.wall for t in deploys.parallel] or [deploys.lone.wall]
     k = max(1, min(10, len(walls) // 4))
     first_k, last_k = median(walls[:k]), median(walls[-k:])
@@ -264,11 +270,12 @@ def _section(
             note="target within 10 %",
         ),
         Figure(
-            f"daemon resident memory after `plat rm` of all {deploys.removed}",
-            removed.rss,
-            "MiB",
-            f"after the c={connections} load, before the removals",
+            f"daemon resident memory after the c={connections} load",
             after_load.rss,
+            "MiB",
+            "before it, after the removals",
+            removed.rss,
+            note="the heap's high-water mark: see the notes",
         ),
         Figure(
             f"deploy wall time of all {count} functions",
@@ -385,12 +392,13 @@ def _section(
         f"others had scaled to zero. Host memory used meanwhile (drop in MemAvailable): "
         f"{fmt(instances_mib, 'MiB')}.",
         f"After removing {deploys.removed} functions the daemon's RSS is "
-        f"{fmt(removed.rss, 'MiB')} "
-        f"(it was {fmt(loaded.rss, 'MiB')} with {count}, {fmt(after_load.rss, 'MiB')} after "
-        f"the c={connections} load and {fmt(idle.rss, 'MiB')} idle), sampled past the "
-        "daemon's heap check (every 15 s: with nothing in flight, a heap that grew 4 MiB "
-        "or more since the last check gives its free pages back). It is weighed against "
-        "the idle daemon and against the sample after the load.",
+        f"{fmt(removed.rss, 'MiB')} (it was {fmt(loaded.rss, 'MiB')} with {count} and "
+        f"{fmt(idle.rss, 'MiB')} before any). The load comes after the removals: "
+        f"{connections} connections at once leave the heap at a high-water mark "
+        f"({fmt(after_load.rss, 'MiB')} after it) that stays with the process and is reused "
+        "by the next burst: CPython's small-object allocator keeps each 1 MiB arena that "
+        "still holds one live object, and the burst's objects are spread over many "
+        "(docs/benchmarks-dev.md, 'Memory after a burst').",
     ]
     if deploys.replaced:
         notes.append(
@@ -421,9 +429,10 @@ def _section(
         f"{PARALLEL_DEPLOYS} "
         "`plat deploy` processes at a time. Resident memory is VmRSS from "
         "`/proc/<pid>/status` of the daemon (pid from `plat daemon status --json`); CPU is "
-        "its user+system time over a quiet window. Then `wrk --latency -t2 "
-        f"-c{connections}` ({seconds} s run, after a 1 s warm-up in full mode) on one "
-        "function along the same "
+        "its user+system time over a quiet window. After `plat rm` of all of them (8 at a "
+        "time), the first function is deployed again, then `wrk --latency -t2 "
+        f"-c{connections}` ({seconds} s run, after a 1 s warm-up in full mode) on it "
+        "along the same "
         "three paths as the warm-path benchmark; that function has "
         "`scale: {min: 1, max: 1, concurrency: 10000}` so that plat forwards every request "
         "at once as nginx does (the default admits 8 per instance and queues 256)."

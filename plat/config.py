@@ -124,12 +124,6 @@ SETTINGS: tuple[Setting, ...] = (
         "hosts (shell patterns, comma-separated) async callbacks may reach besides loopback",
     ),
     Setting("metrics_auth", False, _bool, "require basic auth on /metrics"),
-    Setting(
-        "heap_trim_interval",
-        15.0,
-        parse_duration,
-        "how often the daemon checks whether to give memory a burst grew back (0: never)",
-    ),
     Setting("daemon_log_size", 10 * 1024**2, parse_size, "daemon.log rotates at this size"),
     Setting("daemon_log_files", 5, _count, "rotated daemon.log files kept (daemon.log.1 ...)"),
     Setting(

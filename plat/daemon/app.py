@@ -36,7 +36,6 @@ from plat.daemon.drivers.versions import Driver
 from plat.daemon.functions import Functions
 from plat.daemon.gateway import Gateway
 from plat.daemon.health import health_routes
-from plat.daemon.heap import HeapTrimmer, libc_trim
 from plat.daemon.hooks.service import HookService
 from plat.daemon.http.fdlimit import connection_cap, raise_open_files
 from plat.daemon.http.server import HttpServer
@@ -266,14 +265,7 @@ class Daemon:
         await self.gateway.start()
         stack.push_async_callback(self.gateway.close)
         stack.push_async_callback(self.tasks.close)
-        if self.config.heap_trim_interval > 0:
-            trimmer = HeapTrimmer(self._busy, trim=libc_trim())
-            self.tasks.spawn(trimmer.run(self.config.heap_trim_interval), name="heap-trim")
         await self._serve()
-
-    def _busy(self) -> bool:
-        """Any call in flight or waiting for a slot."""
-        return any(fs.active or fs.waiters for fs in self.controller.functions.values())
 
     @staticmethod
     def _tracing() -> tuple[Tracer, Exporter | None]:
