@@ -98,10 +98,12 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
     # dependencies are not installed again; only the code is built anew, one step.
     assert "pip install" not in log and "is up to date" in log, log
     steps = [ln.split("STEP ", 1)[1] for ln in log.splitlines() if "STEP " in ln]
-    assert steps[0].startswith("1/4: FROM localhost/plat/stack-python:"), log
+    assert steps[0].startswith("1/5: FROM localhost/plat/stack-python:"), log
+    stack = steps[0].split("FROM ", 1)[1].strip()
     assert steps[1].endswith("COPY app/ /home/app/"), log
     assert steps[2].endswith("USER 10001:10001"), log
     assert steps[3].endswith(f'LABEL "plat.function"="{name}"'), log  # one commit: no layers
+    assert steps[4].endswith(f'LABEL "plat.stack"="{stack}"'), log
     assert "--layers=false" in log
     assert "Howdy" in plat.run("invoke", name, "-d", '{"name": "Ada"}').stdout
     describe = json.loads(plat.run("describe", name, "--json").stdout)
@@ -114,6 +116,49 @@ def test_redeploy_unchanged_is_cached_and_code_change_reuses_dependency_layer(
         ).stdout
     )
     assert labels["plat.function"] == name
+
+
+def _images_of(name: str) -> list[str]:
+    out = subprocess.run(
+        ["podman", "images", "--filter", f"label=plat.function={name}", "--format", "{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(out.split())
+
+
+def test_a_function_keeps_three_images_and_rm_removes_them(
+    plat: PlatRunner, tmp_path: Path
+) -> None:
+    name = f"kept-{uuid.uuid4().hex[:6]}"
+    versions = []
+    for n in range(5):
+        folder = write_python_function(
+            tmp_path / str(n), name, f"def handle(e, c):\n    return {n}\n"
+        )
+        plat.run("deploy", str(folder))
+        versions.append(json.loads(plat.run("describe", name, "--json").stdout)["version"])
+        assert plat.run("invoke", name).stdout.strip() == str(n)
+    # The prune runs after each build, off the deploy's path.
+    assert wait_for(lambda: _images_of(name) == sorted(versions[2:]), timeout=30), (
+        _images_of(name),
+        versions,
+    )
+    # No network anchor holds one of them (an anchor runs its network's first
+    # function's stack, which plat keeps).
+    anchors = subprocess.run(
+        ["podman", "ps", "-a", "--filter", "label=plat.anchor", "--format", "{{.Image}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"localhost/plat/{name}:" not in anchors
+    # The previous version is still an image: deploying it again builds nothing.
+    again = plat.run("deploy", str(tmp_path / "3" / name), "-v")
+    assert "no changes since it was built" in again.stderr
+    plat.run("rm", name)
+    assert _images_of(name) == []
 
 
 def test_failing_build_exits_1_with_step_and_tail(plat: PlatRunner, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from plat.daemon.drivers.base import LABEL_TENANT
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError, explanation
 
 LABEL_ANCHOR = "plat.anchor"
+LABEL_STACK = "plat.stack"  # on a function's image: the stack image it was built on
 # Podman mounts its init (catatonit) here when HostConfig.Init is set; -P: pause mode.
 PODMAN_INIT = "/run/podman-init"
 
@@ -55,6 +56,20 @@ def anchor_body(network: str, tenant: str, daemon_id: str, image: str) -> dict[s
     }
 
 
+async def anchor_image(engine: Engine, image: str) -> str:
+    """What an anchor made beside an instance of ``image`` runs: the image's stack
+    (label ``plat.stack``), which functions share and plat keeps, rather than the
+    function's own image, which an anchor would pin against pruning; ``image``
+    itself when it names no stack that exists (a ``dockerfile`` function)."""
+    reply = await engine.call("GET", f"/images/{image}/json")
+    if reply.status == 200 and isinstance(reply.data, dict):
+        labels = (reply.data.get("Config") or {}).get("Labels") or {}
+        stack = labels.get(LABEL_STACK)
+        if isinstance(stack, str) and stack and await engine.image_exists(stack):
+            return stack
+    return image
+
+
 async def start_anchor(
     engine: Engine, network: str, tenant: str, daemon_id: str, image: str
 ) -> None:
@@ -64,7 +79,7 @@ async def start_anchor(
         "POST",
         "/containers/create",
         params={"name": name},
-        body=anchor_body(network, tenant, daemon_id, image),
+        body=anchor_body(network, tenant, daemon_id, await anchor_image(engine, image)),
     )
     if reply.status not in (201, 409):
         raise EngineAPIError(reply.status, explanation(reply))

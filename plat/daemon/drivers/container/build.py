@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plat import baseimages
+from plat.daemon.drivers.container.anchors import LABEL_STACK
 from plat.daemon.drivers.container.builders import Builder, BuildJob
+from plat.daemon.drivers.container.retention import ImageRetention
 from plat.daemon.drivers.versions import APP_DIR, BuildOutcome, LineSink
 from plat.errors import BuildError
 from plat.ignore import (
@@ -127,6 +129,12 @@ class ImageBuilder:
         self._pool_lock = asyncio.Lock()
         self._stack_locks: dict[str, asyncio.Lock] = {}
         self._bases: dict[str, str] = {}
+        self.retention = ImageRetention(builder, self._removed)
+
+    def _removed(self, tag: str) -> None:
+        """``tag`` is being removed: no code-only change may be mounted on it."""
+        self._verified.discard(tag)
+        self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if v != tag}
 
     async def pool_image(self, runtime: str) -> str:
         """The image of the runtime's pool instances: its base and shim, no function.
@@ -212,9 +220,10 @@ class ImageBuilder:
         )
 
     async def forget(self, name: str) -> None:
-        """Delete ``name``'s dev snapshots and build contexts (the images stay in the
-        engine's store, where a redeploy finds them)."""
+        """Delete ``name``'s dev snapshots, build contexts and images (not the stacks it
+        shares with other functions)."""
         self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if k[0] != name}
+        await self.retention.remove_all(name)
         context = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{12}}(\.tmp)?")
 
         def remove() -> None:
@@ -348,6 +357,8 @@ class ImageBuilder:
         # A --label is one more step after the code; the code step of a stack is built
         # without layers, as one commit with its label (and so is the stack).
         labels = {"plat.function": manifest.name}
+        if plan.stack is not None:
+            labels[LABEL_STACK] = plan.stack_tag
         try:
             if plan.stack is not None:
                 await self._build_stack(plan, context, volumes, build_args, sink, force=force)
@@ -360,6 +371,7 @@ class ImageBuilder:
             await asyncio.to_thread(shutil.rmtree, target, True)
         if key:
             self._images_by_deps[(manifest.name, key)] = tag
+        self.retention.built(manifest.name, tag)
         return BuildOutcome(
             plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
         )

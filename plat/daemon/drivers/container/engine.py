@@ -345,6 +345,13 @@ class Engine:
         if reply.status not in (200, 404):
             raise EngineAPIError(reply.status, explanation(reply))
 
+    async def images(self, filters: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+        """The listing entries (``RepoTags``, ``Created``...) of the images ``filters`` match."""
+        reply = await self.call("GET", "/images/json", params={"filters": json.dumps(filters)})
+        if reply.status != 200:
+            raise EngineAPIError(reply.status, explanation(reply))
+        return list(reply.data or [])
+
     async def build(
         self, context: Path, params: Mapping[str, str], extra: Mapping[str, Path] | None = None
     ) -> AsyncIterator[dict[str, Any]]:

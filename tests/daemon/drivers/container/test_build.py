@@ -18,7 +18,7 @@ from plat.daemon.drivers.container.build import (
     ImageBuilder,
     split_stack,
 )
-from plat.daemon.drivers.container.builders import BuildJob
+from plat.daemon.drivers.container.builders import BuildJob, Image
 from plat.daemon.drivers.versions import LineSink
 from plat.ignore import UnsafeFolderError
 from plat.manifest import Manifest
@@ -37,6 +37,7 @@ class RecordingBuilder:
         self.contexts: list[dict[str, object]] = []
         self.jobs: list[BuildJob] = []
         self.built: set[str] = set()
+        self.removed: list[str] = []
 
     async def image_exists(self, tag: str) -> bool:
         return tag in self.built
@@ -57,6 +58,15 @@ class RecordingBuilder:
 
     async def remove_image(self, tag: str) -> None:
         self.built.discard(tag)
+        self.removed.append(tag)
+
+    async def labelled(self, label: str) -> list[Image]:
+        key, _, value = label.partition("=")
+        return [
+            Image((job.tag,), float(i))
+            for i, job in enumerate(self.jobs)
+            if job.labels.get(key) == value and job.tag in self.built
+        ]
 
 
 def secret_outside(root: Path) -> Path:
@@ -179,7 +189,8 @@ async def test_a_function_is_its_stack_and_its_code(
     steps = [line for line in stack_text.decode().splitlines() if not line.startswith("#")]
     assert CODE_STEP not in steps and "USER 10001:10001" not in steps
     # The code step is one commit with the function's label, no cache lookup.
-    assert code_job.labels == {"plat.function": "fn"} and not code_job.layers
+    assert code_job.labels == {"plat.function": "fn", "plat.stack": stack_job.tag}
+    assert not code_job.layers
     assert not stack_job.layers and not stack_job.labels  # one commit each
     assert not code_job.volumes and not code_job.build_args
 
@@ -208,6 +219,48 @@ async def test_functions_with_the_same_dependencies_share_one_stack(
     await recorder.remove_image(tags[0])
     await builder.build(Manifest(name="d", runtime="python"), function(tmp_path, "d"), print)
     assert recorder.jobs[5].tag == tags[0]
+
+
+async def test_a_function_keeps_its_newest_images_and_rm_removes_them_all(
+    tmp_path: Path, images: tuple[ImageBuilder, RecordingBuilder]
+) -> None:
+    builder, recorder = images
+    folder = function(tmp_path)
+    manifest = Manifest(name="fn", runtime="python")
+    other = Manifest(name="other", runtime="python")
+    await builder.build(other, function(tmp_path, "other"), print)
+    tags: list[str] = []
+    for n in range(5):
+        (folder / "handler.py").write_text(f"def handle(e, c):\n    return {n}\n")
+        tags.append((await builder.build(manifest, folder, print)).image)
+        await builder.retention.wait()
+    # The three newest stay; the older two are gone; the stack and the other
+    # function's image are not this function's.
+    assert recorder.removed == tags[:2]
+    assert all(tag in recorder.built for tag in tags[2:])
+    stack = recorder.jobs[0].tag
+    assert stack in recorder.built and stack.startswith("localhost/plat/stack-python:")
+    await builder.forget("fn")
+    assert sorted(recorder.removed) == sorted(tags)
+    assert any(job.tag.startswith("localhost/plat/other:") for job in recorder.jobs)
+    assert {t for t in recorder.built if "/other:" in t}
+
+
+async def test_a_pruned_image_is_never_the_base_of_a_code_only_change(
+    tmp_path: Path, images: tuple[ImageBuilder, RecordingBuilder]
+) -> None:
+    builder, _ = images
+    folder = function(tmp_path)
+    manifest = Manifest(name="fn", runtime="python")
+    first = await builder.build(manifest, folder, print)
+    assert (await builder.hot(manifest, folder)) is not None
+    for n in range(3):  # three dependency changes: the first image is pruned
+        (folder / "requirements.txt").write_text(f"pkg{n}\n")
+        await builder.build(manifest, folder, print)
+        await builder.retention.wait()
+    (folder / "requirements.txt").unlink()
+    assert first.image not in builder._verified
+    assert (await builder.hot(manifest, folder)) is None  # a real build, not a mount
 
 
 async def test_only_the_stack_build_sees_host_settings(

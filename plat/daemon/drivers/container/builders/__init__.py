@@ -12,7 +12,7 @@ from typing import Protocol
 
 from plat.daemon.drivers.versions import LineSink
 
-__all__ = ["BuildJob", "Builder", "LineSink"]
+__all__ = ["BuildJob", "Builder", "Image", "LineSink"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class BuildJob:
     layers: bool = True
 
 
+@dataclass(frozen=True)
+class Image:
+    tags: tuple[str, ...]
+    created: float  # Unix time
+
+
 class Builder(Protocol):
     name: str
 
@@ -39,4 +45,11 @@ class Builder(Protocol):
         """Build ``job``; stream each output line to ``on_line``; raise BuildError on failure."""
         ...
 
-    async def remove_image(self, tag: str) -> None: ...
+    async def remove_image(self, tag: str) -> None:
+        """Remove ``tag`` (only the tag when the image has others); an image a container
+        uses, or one that is gone, is left as it is, without an error."""
+        ...
+
+    async def labelled(self, label: str) -> list[Image]:
+        """The images carrying ``label`` (``key=value``)."""
+        ...

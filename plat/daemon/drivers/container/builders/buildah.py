@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 
-from plat.daemon.drivers.container.builders import BuildJob, LineSink
-from plat.daemon.drivers.container.engine import Engine
+from plat.daemon.drivers.container.builders import BuildJob, Image, LineSink
+from plat.daemon.drivers.container.builders.engine import engine_images
+from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.errors import BuildError, EngineError
 from plat.subprocesses import stream_lines
 
@@ -42,6 +44,21 @@ def failing_step(lines: list[str]) -> str | None:
     return None
 
 
+def buildah_images(text: str) -> list[Image]:
+    """Images from ``buildah images --json`` (pure; nothing from what is not JSON)."""
+    try:
+        entries = json.loads(text or "[]")
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [
+        Image(tuple(e.get("names") or ()), float(e.get("created") or 0))
+        for e in entries
+        if isinstance(e, dict)
+    ]
+
+
 class BuildahBuilder:
     """Builds with the ``buildah`` CLI. With ``engine`` (the endpoint of a Podman that
     shares buildah's image storage), whether an image exists is asked over its API,
@@ -70,7 +87,24 @@ class BuildahBuilder:
         return code == 0
 
     async def remove_image(self, tag: str) -> None:
-        await self._run("buildah", "rmi", tag)
+        if self.engine is not None:
+            try:
+                async with Engine(self.engine) as engine:
+                    await engine.remove_image(tag)
+                return
+            except EngineAPIError:  # in use: stays
+                return
+            except EngineError:  # the engine is not answering: buildah's own way
+                pass
+        await self._run("buildah", "rmi", tag)  # fails, harmlessly, on an image in use
+
+    async def labelled(self, label: str) -> list[Image]:
+        if self.engine is not None:
+            with contextlib.suppress(EngineError):
+                async with Engine(self.engine) as engine:
+                    return engine_images(await engine.images({"label": [label]}))
+        code, out = await self._run("buildah", "images", "--json", "--filter", f"label={label}")
+        return buildah_images(out) if code == 0 else []
 
     async def build(self, job: BuildJob, on_line: LineSink) -> None:
         try:

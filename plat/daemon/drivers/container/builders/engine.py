@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
-from plat.daemon.drivers.container.builders import BuildJob, LineSink
+from plat.daemon.drivers.container.builders import BuildJob, Image, LineSink
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.errors import BuildError
 
@@ -38,6 +39,17 @@ def build_params(job: BuildJob) -> dict[str, str]:
     return params
 
 
+def engine_images(entries: list[dict[str, Any]]) -> list[Image]:
+    """Images from an engine's ``GET /images/json`` entries (pure)."""
+    return [
+        Image(
+            tuple(t for t in entry.get("RepoTags") or () if t != "<none>:<none>"),
+            float(entry.get("Created") or 0),
+        )
+        for entry in entries
+    ]
+
+
 class EngineBuilder:
     """The daemon does not close builders: each call has a connection of its own,
     closed when it ends."""
@@ -55,6 +67,10 @@ class EngineBuilder:
         async with Engine(self.endpoint) as engine:
             with contextlib.suppress(EngineAPIError):  # in use, or gone already
                 await engine.remove_image(tag)
+
+    async def labelled(self, label: str) -> list[Image]:
+        async with Engine(self.endpoint) as engine:
+            return engine_images(await engine.images({"label": [label]}))
 
     async def build(self, job: BuildJob, on_line: LineSink) -> None:
         lines: list[str] = []

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from plat.daemon.drivers.container.builders import BuildJob
-from plat.daemon.drivers.container.builders.buildah import build_command, failing_step
+from plat.daemon.drivers.container.builders import BuildJob, Image
+from plat.daemon.drivers.container.builders.buildah import (
+    build_command,
+    buildah_images,
+    failing_step,
+)
 
 
 def job(**changes: object) -> BuildJob:
@@ -81,3 +85,16 @@ def test_context_is_last() -> None:
 )
 def test_failing_step(lines: list[str], step: str | None) -> None:
     assert failing_step(lines) == step
+
+
+def test_images_from_buildahs_json() -> None:
+    text = '[{"id": "a", "names": ["localhost/plat/fn:1"], "created": 1796068415}, {"id": "b"}]'
+    assert buildah_images(text) == [
+        Image(("localhost/plat/fn:1",), 1796068415.0),
+        Image((), 0.0),
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "WARN[0000] not json", '{"names": []}', "[1, 2]", "null"])
+def test_images_from_what_is_not_a_listing_are_none(text: str) -> None:
+    assert buildah_images(text) == []

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from plat.daemon.drivers.container.builders import BuildJob
+from plat.daemon.drivers.container.builders.buildah import BuildahBuilder
 from plat.daemon.drivers.container.builders.engine import (
     OUTSIDE_CONTAINERFILE,
     EngineBuilder,
     build_params,
 )
+from plat.daemon.drivers.container.engine import Engine
 from plat.engine import PodmanService
 from tests.fixtures import PlatRunner
 from tests.functions import write_python_function
@@ -77,3 +79,42 @@ def test_engine_build_api_builds_and_serves(fresh_plat: PlatRunner, tmp_path: Pa
     assert failed.returncode == 1
     assert "build log" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("through", ["engine", "buildah", "buildah-cli"])
+async def test_images_are_listed_by_label_and_one_in_use_stays(
+    podman_service: PodmanService, server_image: str, tmp_path: Path, through: str
+) -> None:
+    """Both builders list a function's images by label and remove them; an image a
+    container uses is left as it is, with no error."""
+    context = tmp_path / "context"
+    context.mkdir()
+    containerfile = context / "Containerfile"
+    containerfile.write_text(f"FROM {server_image}\n")
+    label = f"plat.function=listed-{uuid.uuid4().hex[:8]}"
+    builder: EngineBuilder | BuildahBuilder = (
+        EngineBuilder(podman_service.endpoint)
+        if through == "engine"
+        else BuildahBuilder(podman_service.endpoint if through == "buildah" else None)
+    )
+    tags = [f"localhost/plat-test/listed:{n}-{uuid.uuid4().hex[:6]}" for n in range(2)]
+    key, _, value = label.partition("=")
+    for n, tag in enumerate(tags):  # two images (not one with two tags)
+        job = BuildJob(context, containerfile, tag, {key: value, "n": str(n)})
+        await builder.build(job, lambda _: None)
+    listed = await builder.labelled(label)
+    assert sorted(t for image in listed for t in image.tags) == sorted(tags)
+    assert all(image.created > 1.7e9 for image in listed)
+    assert await builder.labelled(f"{key}=nobody-{uuid.uuid4().hex}") == []
+
+    async with Engine(podman_service.endpoint) as engine:
+        used = await engine.create({"Image": tags[0], "Cmd": ["true"]})
+        try:
+            await builder.remove_image(tags[0])  # in use: stays
+            await builder.remove_image(tags[1])
+            assert [image.tags for image in await builder.labelled(label)] == [(tags[0],)]
+        finally:
+            await engine.remove(used)
+    await builder.remove_image(tags[0])
+    assert await builder.labelled(label) == []
