@@ -45,4 +45,6 @@ def container_driver(
         engine_name=engine.name,
     )
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
-    return Driver(backend, images, unpacker, link=True, closers=[unpacker.close])
+    return Driver(
+        backend, images, unpacker, link=True, closers=[unpacker.close, images.retention.wait]
+    )

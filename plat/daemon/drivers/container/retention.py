@@ -60,10 +60,7 @@ class ImageRetention:
         task.add_done_callback(self._tasks.discard)
 
     async def _prune(self, name: str, spare: str) -> None:
-        try:
-            await self._remove(name, self.keep, spare)
-        except Exception:  # a prune that fails leaves images, nothing worse
-            log.warning("could not prune old images of %s", name, exc_info=True)
+        await self._remove(name, self.keep, spare)
 
     async def remove_all(self, name: str) -> None:
         await self._remove(name, 0, "")
@@ -71,11 +68,14 @@ class ImageRetention:
     async def _remove(self, name: str, keep: int, spare: str) -> None:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
-            images = await self.builder.labelled(f"{LABEL}={name}")
-            for tag in surplus(images, keep, spare):
-                self.on_removed(tag)
-                await self.builder.remove_image(tag)
+            try:
+                images = await self.builder.labelled(f"{LABEL}={name}")
+                for tag in surplus(images, keep, spare):
+                    self.on_removed(tag)
+                    await self.builder.remove_image(tag)
+            except Exception:  # images left behind, nothing worse: never fails a deploy or rm
+                log.warning("could not remove old images of %s", name, exc_info=True)
 
     async def wait(self) -> None:
-        """Let the prunes under way end (tests; shutdown)."""
+        """Let the prunes under way end (tests; the daemon's shutdown)."""
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -41,4 +41,10 @@ async def test_a_prune_that_fails_is_logged_not_raised(caplog: pytest.LogCapture
     retention = ImageRetention(FailingBuilder(), lambda tag: None)  # type: ignore[arg-type]
     retention.built("fn", "localhost/plat/fn:a")
     await retention.wait()
-    assert "could not prune old images of fn" in caplog.text
+    assert "could not remove old images of fn" in caplog.text
+
+
+async def test_a_removal_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    retention = ImageRetention(FailingBuilder(), lambda tag: None)  # type: ignore[arg-type]
+    await retention.remove_all("fn")  # `plat rm` goes on
+    assert "could not remove old images of fn" in caplog.text
