@@ -18,12 +18,14 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
 from plat.errors import PlatError
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 def runtimes_root() -> Path:
@@ -66,6 +68,8 @@ class Runtime:
         return self.shim is not None
 
     def environment(self) -> jinja2.Environment:
+        import jinja2  # only the daemon renders: the CLI starts ~30 ms sooner without it
+
         return jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(self.path)),
             keep_trailing_newline=True,
