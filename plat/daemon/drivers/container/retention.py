@@ -64,6 +64,7 @@ class ImageRetention:
 
     async def remove_all(self, name: str) -> None:
         await self._remove(name, 0, "")
+        self._locks.pop(name, None)  # the function is gone: its lock need not stay
 
     async def _remove(self, name: str, keep: int, spare: str) -> None:
         lock = self._locks.setdefault(name, asyncio.Lock())

@@ -242,8 +242,7 @@ async def test_a_function_keeps_its_newest_images_and_rm_removes_them_all(
     assert stack in recorder.built and stack.startswith("localhost/plat/stack-python:")
     await builder.forget("fn")
     assert sorted(recorder.removed) == sorted(tags)
-    assert any(job.tag.startswith("localhost/plat/other:") for job in recorder.jobs)
-    assert {t for t in recorder.built if "/other:" in t}
+    assert {t for t in recorder.built if "/other:" in t}  # another function's stays
 
 
 async def test_a_pruned_image_is_never_the_base_of_a_code_only_change(
