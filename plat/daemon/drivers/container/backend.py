@@ -54,6 +54,7 @@ from plat.daemon.drivers.container.documents import (
 )
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.daemon.drivers.container.firewall import Firewall
+from plat.daemon.drivers.container.forwards import StaleForwards
 from plat.daemon.drivers.container.networks import TenantNetworks
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
@@ -127,6 +128,8 @@ class ContainerBackend:
         self._secret_files = secret_files
         # Instances whose secret folders this object wrote and has not removed yet.
         self._secret_ids: set[str] = set()
+        # Published ports netavark failed to unpublish (rootful Podman's rules only).
+        self.forwards = StaleForwards() if engine_name == "podman" else None
 
     @property
     def endpoint(self) -> str:
@@ -320,6 +323,7 @@ class ContainerBackend:
                 self._unremoved.add(ref)
         except EngineError:
             self._unremoved.add(ref)
+        self._touched()
 
     async def sweep(self) -> None:
         """Retry the removals that failed while the engine was away; then remove the
@@ -331,6 +335,20 @@ class ContainerBackend:
         if self._secret_files is not None:
             listed = {instance.id for instance in await self.list()}
             self._secret_files.sweep(listed | self._secret_ids)
+        if self.forwards is not None and not self.direct:
+            await self.forwards.sweep(self._container_ids, self._addresses)
+
+    def _touched(self) -> None:
+        if self.forwards is not None:
+            self.forwards.touched()
+
+    async def _container_ids(self) -> set[str]:
+        return {str(entry.get("Id")) for entry in await self._engine.containers({})}
+
+    async def _addresses(self, container: str) -> set[str]:
+        data = await self._engine.inspect(container) or {}
+        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        return {str(n.get("IPAddress")) for n in networks.values() if n.get("IPAddress")}
 
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
         try:
@@ -339,7 +357,10 @@ class ContainerBackend:
             log.warning("stopping %s: %s", instance.backend_ref, exc.explanation)
 
     async def remove(self, instance: RunningInstance) -> None:
-        await self._engine.remove(instance.backend_ref)
+        try:
+            await self._engine.remove(instance.backend_ref)
+        finally:
+            self._touched()
         self._drop_secrets(instance.id)
 
     async def remove_network(self, tenant: str) -> bool:

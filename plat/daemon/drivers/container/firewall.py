@@ -41,6 +41,21 @@ def _rules(bridge: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+async def iptables(binary: str, *args: str) -> tuple[int, str, str]:
+    """Run ``binary`` (iptables) with ``args``, waiting up to 5 s for the xtables
+    lock: (its exit code, its output, its errors)."""
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        "-w",
+        "5",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
 class Firewall:
     def __init__(self, iptables: str | None = None) -> None:
         self.iptables = iptables or shutil.which("iptables")
@@ -54,16 +69,8 @@ class Firewall:
 
     async def _run(self, *args: str) -> tuple[int, str]:
         assert self.iptables is not None
-        proc = await asyncio.create_subprocess_exec(
-            self.iptables,
-            "-w",
-            "5",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        return proc.returncode or 0, (out + err).decode(errors="replace").strip()
+        code, out, err = await iptables(self.iptables, *args)
+        return code, (out + err).strip()
 
     async def _ensure(self, chain: str, rule: list[str]) -> None:
         code, _ = await self._run("-C", chain, *rule)
