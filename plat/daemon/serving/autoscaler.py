@@ -44,20 +44,54 @@ class Decision:
 
 
 @dataclass
+class Window:
+    """The samples of the last ``span`` seconds and their running sum: an average is
+    O(1), not a pass over the window (a tick visits every function: 60 samples
+    summed twice made ~20 us per function, 2 % of a core with 1,000 functions)."""
+
+    span: float
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    total: float = 0.0
+
+    def add(self, now: float, value: float) -> None:
+        self.samples.append((now, value))
+        self.total += value
+        self.trim(now)
+
+    def trim(self, now: float) -> None:
+        horizon = now - self.span
+        samples = self.samples
+        while samples and samples[0][0] < horizon:
+            self.total -= samples.popleft()[1]
+        if not samples:
+            self.total = 0.0
+
+    def average(self, now: float) -> float:
+        self.trim(now)
+        return self.total / len(self.samples) if self.samples else 0.0
+
+
+@dataclass
 class Autoscaler:
     settings: ScalerSettings = field(default_factory=ScalerSettings)
-    samples: deque[tuple[float, float]] = field(default_factory=deque)
     panic_until: float | None = None
     last_active: float | None = None
     last_desired: int | None = None
 
+    def __post_init__(self) -> None:
+        self.stable = Window(self.settings.stable_window)
+        self.panic = Window(self.settings.panic_window)
+
+    @property
+    def samples(self) -> deque[tuple[float, float]]:
+        """The samples of the stable window, oldest first."""
+        return self.stable.samples
+
     def observe(self, now: float, concurrency: float) -> None:
-        self.samples.append((now, concurrency))
+        self.stable.add(now, concurrency)
+        self.panic.add(now, concurrency)
         if concurrency > 0:
             self.last_active = now
-        horizon = now - self.settings.stable_window
-        while self.samples and self.samples[0][0] < horizon:
-            self.samples.popleft()
 
     def active_at(self, when: float) -> None:
         """Traffic happened at ``when`` even if no sample saw it in flight."""
@@ -68,17 +102,13 @@ class Autoscaler:
         """Requests started instances themselves: hold them like a panic would."""
         self.panic_until = now + self.settings.stable_window
 
-    def _average(self, now: float, window: float) -> float:
-        values = [c for t, c in self.samples if t >= now - window]
-        return sum(values) / len(values) if values else 0.0
-
     def decide(
         self, now: float, current: int, *, minimum: int, maximum: int, concurrency: int
     ) -> Decision:
         s = self.settings
         per_instance = max(concurrency * s.target_utilization, 1e-9)
-        stable = self._average(now, s.stable_window)
-        panic = self._average(now, s.panic_window)
+        stable = self.stable.average(now)
+        panic = self.panic.average(now)
         want_stable = math.ceil(stable / per_instance - 1e-9)
         want_panic = math.ceil(panic / per_instance - 1e-9)
         if (current > 0 and want_panic >= s.panic_threshold * current) or (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings
+import random
+
+from plat.daemon.serving.autoscaler import Autoscaler, ScalerSettings, Window
 
 FAST = ScalerSettings(
     target_utilization=1.0,
@@ -122,3 +124,24 @@ def test_after_a_burst_the_scale_down_waits_a_stable_window() -> None:
     assert scaler.decide(now, 4, minimum=0, maximum=4, concurrency=1).desired == 4
     now = feed(scaler, now, now + 10, 0.0)
     assert scaler.decide(now, 4, minimum=0, maximum=4, concurrency=1).desired < 4
+
+
+def test_window_averages_match_a_pass_over_the_samples() -> None:
+    """The running sums give what summing the window's samples gives, as samples
+    come and go (irregular ticks, bursts, idle gaps, an average asked later than the
+    last sample; time never goes back)."""
+    rng = random.Random(7)
+    window = Window(6.0)
+    seen: list[tuple[float, float]] = []
+    now = 0.0
+    for _ in range(5000):
+        now += rng.choice([0.1, 0.5, 1.0, 1.0, 3.0, 9.0])
+        value = float(rng.choice([0, 0, 0, 1, 2, 8, 64]))
+        window.add(now, value)
+        seen.append((now, value))
+        later = now + rng.choice([0.0, 0.0, 2.0, 7.0])
+        inside = [v for t, v in seen if t >= later - 6.0]
+        expected = sum(inside) / len(inside) if inside else 0.0
+        assert window.average(later) == expected
+        now = later
+    assert window.average(now + 100) == 0.0 and window.total == 0.0

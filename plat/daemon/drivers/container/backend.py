@@ -128,6 +128,7 @@ class ContainerBackend:
         self._secret_files = secret_files
         # Instances whose secret folders this object wrote and has not removed yet.
         self._secret_ids: set[str] = set()
+        self._secrets_swept = False  # the folders a daemon before this one left
         # Published ports netavark failed to unpublish (rootful Podman's rules only).
         self.forwards = StaleForwards() if engine_name == "podman" else None
 
@@ -326,15 +327,19 @@ class ContainerBackend:
         self._touched()
 
     async def sweep(self) -> None:
-        """Retry the removals that failed while the engine was away; then remove the
-        secret folders that neither a container of this daemon nor this object uses
-        (a daemon that died left them: this object's own go with their containers)."""
+        """Retry the removals that failed while the engine was away; the first time,
+        remove the secret folders that neither a container of this daemon nor this
+        object uses (a daemon that died left them: this object's own go with their
+        containers; listing every container at each sweep cost the engine and the
+        daemon CPU in proportion to the functions scaled to zero, whose standby
+        containers it lists). Then the port forwards netavark left, if any."""
         for ref in list(self._unremoved):
             self._unremoved.discard(ref)
             await self._discard(ref)
-        if self._secret_files is not None:
+        if self._secret_files is not None and not self._secrets_swept:
             listed = {instance.id for instance in await self.list()}
             self._secret_files.sweep(listed | self._secret_ids)
+            self._secrets_swept = True
         if self.forwards is not None and not self.direct:
             await self.forwards.sweep(self._container_ids, self._addresses)
 

@@ -144,6 +144,28 @@ async def test_sweep_removes_the_secret_folders_no_container_uses(
     assert not files.path("i-live").exists()
 
 
+async def test_only_the_first_sweep_lists_the_daemons_containers(
+    backend: ContainerBackend, files: SecretFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog sweeps every 2 s: a listing each time cost the engine and the
+    daemon CPU in proportion to the standby containers of functions at zero."""
+    engine = backend._engine
+    listings: list[object] = []
+    real = engine.containers
+
+    async def counted(filters: dict[str, list[str]]) -> list[dict[str, object]]:
+        if "label" in filters:
+            listings.append(filters)
+        return await real(filters)
+
+    monkeypatch.setattr(engine, "containers", counted)
+    files.write("i-dead", {"x": SecretValue(b"left")}, uid=None, gid=None)
+    for _ in range(3):
+        await backend.sweep()
+    assert len(listings) == 1
+    assert not files.path("i-dead").exists()
+
+
 async def test_an_instance_with_secrets_does_not_start_without_a_place_for_them(
     tmp_path: Path, server_image: str
 ) -> None:
