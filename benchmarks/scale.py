@@ -21,6 +21,7 @@ Everything is removed at the end (``plat rm`` each, then ``plat daemon stop``).
 
 from __future__ import annotations
 
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,16 +62,19 @@ class Sample:
     mem_available: float  # MiB, the whole host
 
 
-def _sample(label: str, pid: int, window: float) -> Sample:
+def _sample(label: str, pid: int, window: float, windows: int) -> Sample:
+    """RSS now; CPU as the median of ``windows`` windows of ``window`` s, so that one
+    periodic job (a trim, a sweep) caught in a window does not stand for the idle rate."""
     engine = engine_service_pid(pid)
-    engine_before = None
-    if engine is not None:
-        engine_before = cpu_seconds(engine)
-    cpu = cpu_percent(pid, window)
-    engine_cpu = None
-    if engine is not None and engine_before is not None:
-        engine_cpu = 100 * (cpu_seconds(engine) - engine_before) / window
-    return Sample(label, rss_mib(pid), cpu, engine_cpu, mem_available_mib())
+    cpus: list[float] = []
+    engine_cpus: list[float] = []
+    for _ in range(windows):
+        engine_before = cpu_seconds(engine) if engine is not None else None
+        cpus.append(cpu_percent(pid, window))
+        if engine is not None and engine_before is not None:
+            engine_cpus.append(100 * (cpu_seconds(engine) - engine_before) / window)
+    engine_cpu = statistics.median(engine_cpus) if engine_cpus else None
+    return Sample(label, rss_mib(pid), statistics.median(cpus), engine_cpu, mem_available_mib())
 
 
 @dataclass
@@ -161,6 +165,7 @@ def run(ctx: Context) -> Section:
     seconds: int = ctx.pick(1, 5)
     settle: float = ctx.pick(0.5, 5.0)
     window: float = ctx.pick(1.0, 5.0)
+    windows: int = ctx.pick(1, 3)
     prefix = f"bench-s{ctx.run_id}-"
     names = [f"{prefix}{i:03d}" for i in range(count)]
     # The loaded function takes every request at once, as nginx forwards them (plat's
@@ -181,7 +186,7 @@ def run(ctx: Context) -> Section:
     with plat:
         pid = int(plat.status()["pid"])
         time.sleep(settle)
-        samples.append(_sample("idle daemon, 0 functions", pid, window))
+        samples.append(_sample("idle daemon, 0 functions", pid, window, windows))
         deploys = _deploy_all(ctx, plat, folders, names, budget)
         reached = deploys.reached
         deploys.replaced = plat.log_count("died; replacing it")
@@ -194,14 +199,14 @@ def run(ctx: Context) -> Section:
         running = sum(fn.get("instances", 0) for fn in plat.functions() if fn["name"] in names)
         deploys.running = running
         time.sleep(settle)
-        samples.append(_sample(f"{reached} functions deployed", pid, window))
+        samples.append(_sample(f"{reached} functions deployed", pid, window, windows))
 
         ctx.log(f"removing {reached} functions (plat rm, 8 at a time)")
         deploys.removed, deploys.remove_seconds = plat.remove_all(
             list(plat.deployed), budget=rm_budget
         )
         time.sleep(settle)
-        samples.append(_sample(f"after `plat rm` of {deploys.removed}", pid, window))
+        samples.append(_sample(f"after `plat rm` of {deploys.removed}", pid, window, windows))
 
         # The load, after the removals (so that they are weighed against the daemon
         # as it was before any function, not against what a burst of connections
@@ -226,7 +231,7 @@ def run(ctx: Context) -> Section:
                 require_success(label, res)
                 results[label] = res
         time.sleep(settle)
-        samples.append(_sample(f"after the c={connections} load", pid, window))
+        samples.append(_sample(f"after the c={connections} load", pid, window, windows))
     return _section(deploys, connections, seconds, samples, results)
 
 
@@ -429,7 +434,8 @@ def _section(
         f"{PARALLEL_DEPLOYS} "
         "`plat deploy` processes at a time. Resident memory is VmRSS from "
         "`/proc/<pid>/status` of the daemon (pid from `plat daemon status --json`); CPU is "
-        "its user+system time over a quiet window. After `plat rm` of all of them (8 at a "
+        "its user+system time over a quiet window (the median of three 5 s windows in full "
+        "mode). After `plat rm` of all of them (8 at a "
         "time), the first function is deployed again, then `wrk --latency -t2 "
         f"-c{connections}` ({seconds} s run, after a 1 s warm-up in full mode) on it "
         "along the same "

@@ -204,7 +204,13 @@ class Instances:
         await self.book(
             self.store.set_instance_state(inst.id, "ready", inst.total_ready_seconds), inst
         )
-        log.info("instance %s of %s ready in %.3f s", inst.id, name, inst.ready_seconds)
+        log.info(
+            "instance %s of %s ready in %.3f s (its container's start took %.3f s before)",
+            inst.id,
+            name,
+            inst.ready_seconds,
+            inst.start_seconds or 0.0,
+        )
         return inst
 
     async def _adopt_pooled(

@@ -168,7 +168,11 @@ class StaleForwards:
                 self._suspects.clear()
                 return []
             forwards = parse_forwards(listing)
-            ids = await containers()
+            try:
+                ids = await containers()
+            except BaseException:  # the engine is away: look again at the next sweep
+                self._due = True
+                raise
             stale = {f for f in forwards if f.container not in ids}
             confirmed = stale & self._suspects
             self._suspects = stale - confirmed
