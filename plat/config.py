@@ -133,6 +133,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a repeated daemon warning or error is written once per this interval, then counted",
     ),
     Setting(
+        "standby_networks",
+        32,
+        _size,
+        "standby containers whose network is set up ahead (Podman; ~0.4 MB each; 0: none)",
+    ),
+    Setting(
         "pool_size",
         2,
         _size,

@@ -33,15 +33,16 @@ def anchor_name(network: str) -> str:
     return f"{network}-anchor"
 
 
-def anchor_body(network: str, tenant: str, daemon_id: str, image: str) -> dict[str, Any]:
-    """The create body of ``network``'s anchor (pure): any image will do, as what runs
-    is the engine's init, mounted from the host."""
+def paused_body(network: str, image: str, labels: dict[str, str]) -> dict[str, Any]:
+    """The create body of a container of the engine's init in pause mode on ``network``
+    (pure): any image will do, as what runs is the init, mounted from the host. An
+    anchor is one; so is a holder of a standby's network."""
     return {
         "Image": image,
         "Entrypoint": [PODMAN_INIT],
         "Cmd": ["-P"],
         "User": "10001:10001",
-        "Labels": {LABEL_ANCHOR: daemon_id, LABEL_TENANT: tenant},
+        "Labels": labels,
         "HostConfig": {
             "Init": True,
             "NetworkMode": network,
@@ -54,6 +55,11 @@ def anchor_body(network: str, tenant: str, daemon_id: str, image: str) -> dict[s
         },
         "NetworkingConfig": {"EndpointsConfig": {network: {}}},
     }
+
+
+def anchor_body(network: str, tenant: str, daemon_id: str, image: str) -> dict[str, Any]:
+    """The create body of ``network``'s anchor (pure)."""
+    return paused_body(network, image, {LABEL_ANCHOR: daemon_id, LABEL_TENANT: tenant})
 
 
 async def anchor_image(engine: Engine, image: str) -> str:

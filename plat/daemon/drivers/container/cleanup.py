@@ -19,6 +19,7 @@ from typing import Any
 from plat.daemon.drivers.base import LABEL_DAEMON
 from plat.daemon.drivers.container.anchors import LABEL_ANCHOR, daemon_anchors
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
+from plat.daemon.drivers.container.holders import LABEL_HOLDER
 from plat.daemon.drivers.container.networks import daemon_networks, remove_network
 from plat.errors import EngineError
 
@@ -43,9 +44,12 @@ def _names(entry: Mapping[str, Any]) -> str:
 
 async def _remove_all(endpoint: str, daemon_id: str, timeout: float) -> tuple[list[str], list[str]]:
     filters = {"label": [f"{LABEL_DAEMON}={daemon_id}"]}
+    holders = {"label": [f"{LABEL_HOLDER}={daemon_id}"]}
     async with Engine(endpoint, timeout=timeout) as engine:
         removed = []
-        for entry in await engine.containers(filters):
+        # The instances, then the holders of their networks (the engine refuses the
+        # other order).
+        for entry in [*await engine.containers(filters), *await engine.containers(holders)]:
             try:
                 await engine.remove(str(entry["Id"]), volumes=True)
             except EngineAPIError as exc:  # named in ``remaining`` below
@@ -53,6 +57,7 @@ async def _remove_all(endpoint: str, daemon_id: str, timeout: float) -> tuple[li
                 continue
             removed.append(_names(entry))
         remaining = [_names(entry) for entry in await engine.containers(filters)]
+        remaining += [_names(entry) for entry in await engine.containers(holders)]
         if not remaining:  # else the networks stay, anchored, with what is left
             await _remove_networks(engine, daemon_id)
     return removed, remaining
@@ -77,6 +82,8 @@ def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str]
         raise EngineError("podman is not installed", hint="run `plat doctor`")
     listing = [exe, "ps", "-a", "--filter", f"label={LABEL_DAEMON}={daemon_id}"]
     listing += ["--format", "{{.Names}}"]
+    holding = [exe, "ps", "-a", "--filter", f"label={LABEL_HOLDER}={daemon_id}"]
+    holding += ["--format", "{{.Names}}"]
 
     def run(cmd: list[str]) -> list[str]:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -88,7 +95,12 @@ def remove_all_podman(daemon_id: str, podman: str = "podman") -> tuple[list[str]
     if found:
         with contextlib.suppress(EngineError):  # what stays is named by the listing below
             run([exe, "rm", "-f", "-t", "0", *found])
-    remaining = run(listing)
+    held = run(holding)  # after the instances in their namespaces
+    if held:
+        with contextlib.suppress(EngineError):
+            run([exe, "rm", "-f", "-t", "0", *held])
+    found += held
+    remaining = run(listing) + run(holding)
     anchors = run([exe, "ps", "-aq", "--filter", f"label={LABEL_ANCHOR}={daemon_id}"])
     if anchors:
         with contextlib.suppress(EngineError):

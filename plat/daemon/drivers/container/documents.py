@@ -23,6 +23,7 @@ from plat.daemon.drivers.base import (
     RunningInstance,
 )
 from plat.daemon.drivers.container.engine import EngineAPIError
+from plat.daemon.drivers.container.holders import LABEL_PORT, joined
 from plat.daemon.drivers.container.networks import network_name
 from plat.daemon.drivers.secretvalue import SECRETS_DIR, SECRETS_ENV, SECRETS_PATHS
 from plat.tenancy import DEFAULT_TENANT
@@ -41,6 +42,7 @@ def create_body(
     network: str,
     secrets_dir: str | None = None,
     log_driver: str = "k8s-file",
+    holder: str | None = None,
 ) -> dict[str, Any]:
     """The Engine API body of ``POST /containers/create`` for one instance (pure, tested).
 
@@ -50,6 +52,9 @@ def create_body(
     secret files, is mounted read-only at each of SECRETS_PATHS. ``log_driver``:
     Podman's ``k8s-file``; Docker has no such driver (its create answers "logging
     plugin k8s-file not found") and takes ``json-file``, with the same bound.
+    ``holder``: the name of a started container whose network namespace the
+    instance joins, which publishes its port on ``host_port``
+    (:mod:`plat.daemon.drivers.container.holders`).
     """
     env = {
         **spec.env,
@@ -81,20 +86,24 @@ def create_body(
         binds += [f"{secrets_dir}:{target}:ro" for target in SECRETS_PATHS]
     if binds:
         host_config["Binds"] = binds
+    labels = {
+        LABEL_FUNCTION: spec.function,
+        LABEL_VERSION: spec.version,
+        LABEL_DAEMON: daemon_id,
+        LABEL_INSTANCE: instance_id,
+        LABEL_TENANT: spec.tenant,
+    }
     body: dict[str, Any] = {
         "Image": spec.image,
         "Env": [f"{key}={value}" for key, value in env.items()],
-        "Labels": {
-            LABEL_FUNCTION: spec.function,
-            LABEL_VERSION: spec.version,
-            LABEL_DAEMON: daemon_id,
-            LABEL_INSTANCE: instance_id,
-            LABEL_TENANT: spec.tenant,
-        },
-        "ExposedPorts": {exposed: {}},
+        "Labels": labels,
         "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": {network: {}}},
     }
+    if holder is not None and host_port is not None:
+        joined(host_config, labels, holder, host_port)
+    else:
+        body["ExposedPorts"] = {exposed: {}}
+        body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
     if spec.user is not None:
         body["User"] = spec.user
     return body
@@ -140,6 +149,8 @@ def listed_instance(entry: Mapping[str, Any], daemon_id: str = "") -> RunningIns
     labels = entry.get("Labels") or {}
     ports = entry.get("Ports") or []
     host, port = LOOPBACK, next((int(p["PublicPort"]) for p in ports if p.get("PublicPort")), 0)
+    if not port and str(labels.get(LABEL_PORT, "")).isdigit():  # its holder publishes it
+        port = int(labels[LABEL_PORT])
     if not port:  # not published: reached at its bridge address, on its tenant's network
         network = network_name(labels.get(LABEL_TENANT, DEFAULT_TENANT), daemon_id)
         host, port = bridge_address(entry.get("NetworkSettings"), network), INSTANCE_PORT

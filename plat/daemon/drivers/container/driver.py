@@ -43,6 +43,7 @@ def container_driver(
         secret_files,
         Firewall(),
         engine_name=engine.name,
+        standby_networks=config.standby_networks,
     )
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
     return Driver(

@@ -48,8 +48,9 @@ async def podman_service(tmp_path: Path) -> AsyncIterator[PodmanService]:
 
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
-    """Instances reached by a port published on loopback."""
-    async with engine_backend(tmp_path, "published") as backend:
+    """Instances reached by a port published on loopback; standbys' networks held
+    ahead, as the daemon's default does."""
+    async with engine_backend(tmp_path, "published", standby_networks=4) as backend:
         yield backend
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from plat.daemon.drivers.base import LABEL_DAEMON
 from plat.daemon.drivers.container.backend import ContainerBackend
 from plat.daemon.drivers.container.firewall import Firewall
+from plat.daemon.drivers.container.holders import LABEL_HOLDER
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.engine import PodmanService
 
@@ -24,13 +25,22 @@ async def engine_backend(
     address: str,
     secret_files: SecretFiles | None = None,
     firewall: Firewall | None = None,
+    standby_networks: int = 0,
 ) -> AsyncIterator[ContainerBackend]:
     """A backend on ``podman system service`` at a socket of the test's own; its
-    containers and networks are removed afterwards."""
+    containers and networks are removed afterwards. ``standby_networks``: standbys
+    whose network is held ahead."""
     service = PodmanService(tmp_path / "engine.sock")
     info = await service.start()
     daemon_id = f"test-{uuid.uuid4().hex[:8]}"
-    backend = ContainerBackend(info.endpoint, daemon_id, address, secret_files, firewall)
+    backend = ContainerBackend(
+        info.endpoint,
+        daemon_id,
+        address,
+        secret_files,
+        firewall,
+        standby_networks=standby_networks,
+    )
     try:
         yield backend
     finally:
@@ -54,6 +64,12 @@ def inspect(ref: str, kind: str = "container") -> dict[str, Any]:
 def containers_of(daemon_id: str) -> list[str]:
     return run(
         "ps", "-a", "--format", "{{.Names}}", "--filter", f"label={LABEL_DAEMON}={daemon_id}"
+    ).split()
+
+
+def holders_of(daemon_id: str) -> list[str]:
+    return run(
+        "ps", "-a", "--format", "{{.Names}}", "--filter", f"label={LABEL_HOLDER}={daemon_id}"
     ).split()
 
 

@@ -25,6 +25,7 @@ from plat.daemon.drivers.container.documents import (
     secret_owner,
 )
 from plat.daemon.drivers.container.engine import EngineAPIError
+from plat.daemon.drivers.container.holders import LABEL_NETNS, LABEL_PORT
 
 NETWORK = "plat-default-daemon-9"
 
@@ -242,3 +243,25 @@ def test_a_container_from_before_tenant_networks_is_not_adopted() -> None:
 )
 def test_a_create_refused_for_a_missing_network_is_told_apart(message: str, missing: bool) -> None:
     assert network_missing(EngineAPIError(500, message)) is missing
+
+
+def test_an_instance_in_a_holders_namespace_joins_it_and_names_its_port() -> None:
+    spec = InstanceSpec(function="hello", version="v1", image="localhost/plat/hello:v1")
+    payload = create_body(spec, "i", "d", 41000, network=NETWORK, holder="plat-net-i")
+    host = payload["HostConfig"]
+    assert host["NetworkMode"] == "container:plat-net-i"
+    assert "PortBindings" not in host  # the holder publishes it
+    assert "NetworkingConfig" not in payload and "ExposedPorts" not in payload
+    assert payload["Labels"][LABEL_NETNS] == "plat-net-i"
+    assert payload["Labels"][LABEL_PORT] == "41000"
+    assert host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True
+
+
+def test_a_listed_instance_in_a_holders_namespace_is_reached_at_the_holders_port() -> None:
+    labels = {LABEL_INSTANCE: "i-1", LABEL_FUNCTION: "fn", LABEL_TENANT: "default"}
+    entry = {"Id": "abc", "State": "running", "Ports": [], "NetworkSettings": {}}
+    listed = listed_instance({**entry, "Labels": {**labels, LABEL_PORT: "41000"}}, "d")
+    assert (listed.host, listed.port, listed.running) == ("127.0.0.1", 41000, True)
+    # A label that is not a port is ignored, not a crash: reached as a direct instance.
+    odd = listed_instance({**entry, "Labels": {**labels, LABEL_PORT: "x"}}, "d")
+    assert odd.port == 8080
