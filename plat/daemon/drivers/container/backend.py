@@ -28,13 +28,11 @@ paused container (:mod:`plat.daemon.drivers.container.holders`): ~100 ms less.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from plat.daemon.drivers.base import (
     LABEL_DAEMON,
@@ -52,13 +50,13 @@ from plat.daemon.drivers.container.documents import (
     instance_exit,
     listed_instance,
     network_missing,
-    secret_owner,
 )
 from plat.daemon.drivers.container.engine import Engine, EngineAPIError
 from plat.daemon.drivers.container.firewall import Firewall
 from plat.daemon.drivers.container.forwards import StaleForwards
 from plat.daemon.drivers.container.holders import LABEL_NETNS, Holders
 from plat.daemon.drivers.container.networks import TenantNetworks
+from plat.daemon.drivers.container.secretdirs import SecretDirs
 from plat.daemon.drivers.secretfiles import SecretFiles
 from plat.daemon.drivers.versions import PROCESS_IMAGE_PREFIX
 from plat.daemon.tasks import Finishing
@@ -77,16 +75,6 @@ def direct_reachable(endpoint: str) -> bool:
         return os.stat(endpoint[len("unix://") :]).st_uid == 0
     except OSError:
         return False
-
-
-def _open_to_the_instance(folder: Path) -> None:
-    """Rootless: the files are ours, which is root inside the container, and the
-    instance's user (10001) maps to a subordinate id we cannot chown to; so its
-    folder and files become readable by every id (0555/0444). Nobody else on the
-    host reaches them: the daemon's secrets folder above them stays 0700."""
-    for entry in folder.iterdir():
-        os.chmod(entry, 0o444, follow_symlinks=False)
-    os.chmod(folder, 0o555)
 
 
 @dataclass(frozen=True)
@@ -134,10 +122,8 @@ class ContainerBackend:
         self._engine = Engine(endpoint)
         self.networks = TenantNetworks(self._engine, daemon_id, firewall)
         self.holders = Holders(self._engine, self.networks, daemon_id, engine_name == "podman")
-        self._secret_files = secret_files
-        # Instances whose secret folders this object wrote and has not removed yet.
-        self._secret_ids: set[str] = set()
-        self._secrets_swept = False  # the folders a daemon before this one left
+        self._secrets = SecretDirs(secret_files)
+        self._swept_once = False  # what a daemon before this one left: secret folders, holders
         # Published ports netavark failed to unpublish (rootful Podman's rules only).
         self.forwards = StaleForwards() if engine_name == "podman" else None
 
@@ -201,7 +187,7 @@ class ContainerBackend:
         network = await self.networks.ensure(spec.tenant, spec.image)
         port = holder[1] if holder else None if self.direct else free_port()
         name = container_name(spec, instance_id)
-        secrets_dir = self._write_secrets(spec, instance_id)
+        secrets_dir = self._secrets.write(spec, instance_id)
         try:
             body = create_body(
                 spec,
@@ -227,38 +213,8 @@ class ContainerBackend:
             if isinstance(exc, EngineError) and not isinstance(exc, EngineAPIError):
                 # The engine may have made the container before the answer was lost.
                 self._unremoved.add(name)
-            self._drop_secrets(instance_id)
+            self._secrets.drop(instance_id)
             raise
-
-    def _write_secrets(self, spec: InstanceSpec, instance_id: str) -> str | None:
-        """The host folder of the instance's secret files (None: it has none).
-        Written inline: a few small files on tmpfs take microseconds."""
-        if not spec.secrets:
-            return None
-        if self._secret_files is None:
-            raise PlatError(f"{spec.function} has secrets, but this backend has no place for them")
-        # Only root may give files away; any other daemon keeps them its own.
-        rootless = os.geteuid() != 0
-        uid, gid = (None, None) if rootless else secret_owner(spec.user)
-        self._secret_ids.add(instance_id)
-        try:
-            folder = self._secret_files.write(instance_id, spec.secrets, uid=uid, gid=gid)
-            if folder is not None and rootless:
-                _open_to_the_instance(folder)
-        except OSError as exc:
-            self._drop_secrets(instance_id)
-            raise PlatError(f"could not write the secret files of {spec.function}: {exc}") from exc
-        return None if folder is None else str(folder)
-
-    def _drop_secrets(self, instance_id: str) -> None:
-        """Remove the instance's secret files, if it has any; idempotent, never raises."""
-        if self._secret_files is None:
-            return
-        self._secret_ids.discard(instance_id)
-        try:
-            self._secret_files.remove(instance_id)
-        except (OSError, PlatError) as exc:  # swept later
-            log.warning("could not remove the secret files of %s: %s", instance_id, exc)
 
     async def _start_created(
         self, spec: InstanceSpec, instance_id: str, ref: str, port: int | None
@@ -342,7 +298,7 @@ class ContainerBackend:
         of ``instance_id``; quietly, as a clean-up. One the engine cannot remove now
         is removed by ``sweep``."""
         if instance_id is not None:
-            self._drop_secrets(instance_id)
+            self._secrets.drop(instance_id)
         try:
             await self._engine.remove(ref)
         except EngineAPIError as exc:
@@ -364,13 +320,11 @@ class ContainerBackend:
         for ref in list(self._unremoved):
             self._unremoved.discard(ref)
             await self._discard(ref)
-        if not self._secrets_swept:
-            listed = {instance.id for instance in await self.list()}
-            if self._secret_files is not None:
-                self._secret_files.sweep(listed | self._secret_ids)
+        if not self._swept_once:
+            self._secrets.sweep({instance.id for instance in await self.list()})
             for ref in await self.holders.unused():  # after list(): adopted ones are used
                 await self._discard(ref)
-            self._secrets_swept = True
+            self._swept_once = True
         if self.forwards is not None and not self.direct:
             await self.forwards.sweep(self._container_ids, self._addresses)
 
@@ -397,7 +351,7 @@ class ContainerBackend:
             await self._engine.remove(instance.backend_ref)
         finally:
             self._touched()
-        self._drop_secrets(instance.id)
+        self._secrets.drop(instance.id)
         await self._discard_holder(instance.id)
 
     async def remove_network(self, tenant: str) -> bool:
@@ -461,7 +415,5 @@ class ContainerBackend:
         for function in list(self._standby):
             await self.unprepare(function)
         await self.networks.remove_unused()
-        if self._secret_files is not None:
-            with contextlib.suppress(OSError):  # not empty: instances still read from it
-                os.rmdir(self._secret_files.root)
+        self._secrets.close()
         await self._engine.close()
