@@ -92,6 +92,8 @@ def test_none_overrides_are_ignored(home: Home) -> None:
         ({"PLAT_BUILDER": "buildah"}, "builder", "buildah"),
         ({"PLAT_READY_TIMEOUT": "500ms"}, "ready_timeout", 0.5),
         ({"PLAT_DRAIN_TIMEOUT": "5"}, "drain_timeout", 5.0),
+        ({"PLAT_STANDBY_NETWORKS": "0"}, "standby_networks", 0),
+        ({"PLAT_STANDBY_NETWORKS": "4"}, "standby_networks", 4),
     ],
 )
 def test_environment_values_are_parsed(
@@ -110,6 +112,8 @@ def test_environment_values_are_parsed(
         ({"PLAT_BUILDER": "kaniko"}, ["PLAT_BUILDER", "auto, buildah, engine"]),
         ({"PLAT_READY_TIMEOUT": "soon"}, ["PLAT_READY_TIMEOUT", "30s"]),
         ({"PLAT_DRAIN_TIMEOUT": "0"}, ["PLAT_DRAIN_TIMEOUT", "greater than zero"]),
+        ({"PLAT_STANDBY_NETWORKS": "-1"}, ["PLAT_STANDBY_NETWORKS", "0 or more"]),
+        ({"PLAT_STANDBY_NETWORKS": "many"}, ["PLAT_STANDBY_NETWORKS", "environment"]),
     ],
 )
 def test_invalid_environment_value_names_the_variable(

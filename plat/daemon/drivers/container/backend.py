@@ -256,7 +256,7 @@ class ContainerBackend:
         await self.unprepare(spec.function)
         holder = None
         try:
-            if sum(1 for s in self._standby.values() if s.holder) < self._held:
+            if len(self.holders.names) < self._held:  # counted before any await: no race
                 holder = await self.holders.hold(spec, instance_id)
             ref, port = await self._create(spec, instance_id, holder)
         except PlatError as exc:  # the engine's refusal, or secrets that cannot be written

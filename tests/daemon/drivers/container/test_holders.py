@@ -113,6 +113,19 @@ async def test_no_more_holders_than_the_limit(tmp_path: Path, server_image: str)
 
 
 @pytest.mark.container
+async def test_concurrent_prepares_keep_to_the_limit_and_leave_nothing(
+    tmp_path: Path, server_image: str
+) -> None:
+    async with held_backend(tmp_path, limit=1) as backend:
+        await asyncio.gather(
+            *(backend.prepare(spec_of(server_image, f"f{n % 2}"), f"i-{n}") for n in range(4))
+        )
+        assert len(holders_of(backend.daemon_id)) == 1
+        assert len(await backend.list()) == 2  # one standby per function: the newer kept
+    # held_backend checked that close left no holder.
+
+
+@pytest.mark.container
 async def test_a_standby_whose_holder_was_killed_still_starts_and_answers(
     tmp_path: Path, server_image: str
 ) -> None:
