@@ -22,7 +22,7 @@ A function that scaled to zero gets a *standby*: its next container, created but
 not started (no process, no memory; ~25-50 ms of the cold start done ahead). The
 start that follows only starts it. With Podman and published ports, up to
 ``standby_networks`` standbys have their network set up ahead too, held by a
-paused container (:mod:`plat.daemon.drivers.container.holders`): ~100 ms less.
+paused container (:mod:`plat.daemon.drivers.container.holders`): ~90 ms less.
 """
 
 from __future__ import annotations

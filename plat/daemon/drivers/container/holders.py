@@ -42,8 +42,10 @@ LABEL_NETNS = "plat.netns"  # on an instance in a holder's namespace: the holder
 LABEL_PORT = "plat.port"  # on such an instance: the host port its holder publishes
 
 
-def holder_name(instance_id: str) -> str:
-    return f"plat-net-{instance_id}"
+def holder_name(daemon_id: str, instance_id: str) -> str:
+    """Unique to the daemon too: two daemons on one engine never share (or remove)
+    a holder, whatever their instance ids."""
+    return f"plat-net-{daemon_id}-{instance_id}"
 
 
 def holder_body(
@@ -96,7 +98,7 @@ class Holders:
         publishes); None, quietly, when it could not start (the standby then sets up
         its network when it starts, as without a holder). Raises EngineError when
         the engine cannot be reached; the caller removes what it left."""
-        name = holder_name(instance_id)
+        name = holder_name(self._daemon_id, instance_id)
         self.names[instance_id] = name  # before the create: the caller's clean-up finds it
         network = await self._networks.ensure(spec.tenant, spec.image)
         for _ in range(3):  # a published port taken in between: the next free one

@@ -80,7 +80,7 @@ async def test_a_held_standby_starts_in_its_holders_network_and_both_go_on_remov
         spec = spec_of(server_image)
         await backend.prepare(spec, "i-held")
         (holder,) = holders_of(backend.daemon_id)
-        assert holder == holder_name("i-held")
+        assert holder == holder_name(backend.daemon_id, "i-held")
         assert inspect(holder)["State"]["Status"] == "running"
         (standby,) = await backend.list()
         joined = inspect(standby.backend_ref)["HostConfig"]["NetworkMode"]
@@ -103,13 +103,13 @@ async def test_no_more_holders_than_the_limit(tmp_path: Path, server_image: str)
     async with held_backend(tmp_path, limit=1) as backend:
         await backend.prepare(spec_of(server_image, "one"), "i-one")
         await backend.prepare(spec_of(server_image, "two"), "i-two")
-        assert holders_of(backend.daemon_id) == [holder_name("i-one")]
+        assert holders_of(backend.daemon_id) == [holder_name(backend.daemon_id, "i-one")]
         plain = await backend.start(spec_of(server_image, "two"), "i-x")
         assert not inspect(plain.backend_ref)["HostConfig"]["NetworkMode"].startswith("container:")
         await answers(backend, plain)
         await backend.unprepare("one")  # its holder goes: the next standby may have one
         await backend.prepare(spec_of(server_image, "two"), "i-three")
-        assert holders_of(backend.daemon_id) == [holder_name("i-three")]
+        assert holders_of(backend.daemon_id) == [holder_name(backend.daemon_id, "i-three")]
 
 
 @pytest.mark.container
@@ -132,12 +132,16 @@ async def test_a_standby_whose_holder_was_killed_still_starts_and_answers(
     async with held_backend(tmp_path) as backend:
         spec = spec_of(server_image)
         await backend.prepare(spec, "i-orphan")
-        subprocess.run(["podman", "kill", holder_name("i-orphan")], check=True, capture_output=True)
+        subprocess.run(
+            ["podman", "kill", holder_name(backend.daemon_id, "i-orphan")],
+            check=True,
+            capture_output=True,
+        )
         # The engine starts what a container depends on first: the holder runs again.
         running = await backend.start(spec, "i-fresh")
         assert running.id == "i-orphan"
         await answers(backend, running)
-        assert inspect(holder_name("i-orphan"))["State"]["Status"] == "running"
+        assert inspect(holder_name(backend.daemon_id, "i-orphan"))["State"]["Status"] == "running"
         await backend.remove(running)
         assert holders_of(backend.daemon_id) == [] and containers_of(backend.daemon_id) == []
 
@@ -193,7 +197,7 @@ async def test_holders_a_dead_daemon_left_are_swept_and_adopted_ones_kept(
 
         second = ContainerBackend(info.endpoint, daemon_id, standby_networks=4)
         await second.sweep()
-        assert holders_of(daemon_id) == [holder_name("i-kept")]
+        assert holders_of(daemon_id) == [holder_name(daemon_id, "i-kept")]
         (adopted,) = await second.list()
         assert (adopted.id, adopted.port) == ("i-kept", running.port)
         await answers(second, adopted)
@@ -224,8 +228,8 @@ async def test_removing_a_daemons_containers_takes_the_holders_after_their_insta
             [
                 "plat-held-i-all",
                 "plat-other-i-standby",
-                holder_name("i-all"),
-                holder_name("i-standby"),
+                holder_name(backend.daemon_id, "i-all"),
+                holder_name(backend.daemon_id, "i-standby"),
             ]
         )
         await backend.unprepare("other")  # gone already: nothing to do
