@@ -84,8 +84,7 @@ class _Standby:
     spec: InstanceSpec
     instance_id: str
     ref: str
-    port: int | None  # the published port; None when reached directly
-    holder: str | None = None  # the container whose network it joins
+    port: int | None  # the published port (its holder's, if it has one); None: direct
 
 
 class ContainerBackend:
@@ -264,9 +263,7 @@ class ContainerBackend:
             await self._discard_holder(instance_id)
             return
         stale = self._standby.pop(spec.function, None)
-        self._standby[spec.function] = _Standby(
-            spec, instance_id, ref, port, None if holder is None else holder[0]
-        )
+        self._standby[spec.function] = _Standby(spec, instance_id, ref, port)
         if stale is not None:  # prepared twice at once: keep the newer
             await self._discard(stale.ref, stale.instance_id)
 

@@ -79,7 +79,7 @@ def create_body(
         "LogConfig": {"Type": log_driver, "Config": {"max-size": "10mb"}},
         "NetworkMode": network,
     }
-    if host_port is not None:
+    if host_port is not None and holder is None:
         host_config["PortBindings"] = {exposed: [{"HostIp": LOOPBACK, "HostPort": str(host_port)}]}
     binds = [f"{host}:{target}:ro" for host, target in spec.mounts.items()]
     if secrets_dir is not None:

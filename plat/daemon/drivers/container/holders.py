@@ -75,7 +75,6 @@ def joined(host_config: dict[str, Any], labels: dict[str, str], holder: str, por
     """Make an instance's create body (its HostConfig and Labels, changed in place)
     join ``holder``'s namespace instead of attaching to a network itself."""
     host_config["NetworkMode"] = f"container:{holder}"
-    host_config.pop("PortBindings", None)
     labels[LABEL_NETNS] = holder
     labels[LABEL_PORT] = str(port)
 

@@ -17,7 +17,7 @@ import pytest
 from plat.daemon.drivers.base import InstanceSpec, RunningInstance
 from plat.daemon.drivers.container import holders as holders_module
 from plat.daemon.drivers.container.backend import ContainerBackend
-from plat.daemon.drivers.container.cleanup import remove_all
+from plat.daemon.drivers.container.cleanup import remove_all, remove_all_podman
 from plat.daemon.drivers.container.holders import LABEL_HOLDER, holder_body, holder_name
 from plat.daemon.serving.probe import wait_ready
 from plat.engine import PodmanService
@@ -233,3 +233,20 @@ async def test_removing_a_daemons_containers_takes_the_holders_after_their_insta
             ]
         )
         await backend.unprepare("other")  # gone already: nothing to do
+
+
+@pytest.mark.container
+async def test_the_podman_cli_clean_up_takes_the_holders_after_their_instances(
+    tmp_path: Path, server_image: str
+) -> None:
+    """``plat daemon stop`` when no Engine API answers: the podman CLI's way."""
+    async with held_backend(tmp_path) as backend:
+        await backend.prepare(spec_of(server_image), "i-cli")
+        running = await backend.start(spec_of(server_image), "i-x")
+        assert running.id == "i-cli"  # the held standby, running in its holder's namespace
+        removed, remaining = await asyncio.to_thread(remove_all_podman, backend.daemon_id)
+        assert remaining == []
+        assert sorted(removed) == sorted(
+            ["plat-held-i-cli", holder_name(backend.daemon_id, "i-cli")]
+        )
+        assert holders_of(backend.daemon_id) == [] and containers_of(backend.daemon_id) == []
