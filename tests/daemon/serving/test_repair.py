@@ -170,8 +170,16 @@ async def test_instances_stopped_while_the_engine_is_away_are_removed_once_it_is
     await asyncio.sleep(0.2)  # watchdog rounds while the engine is away
     assert backend.instance(gone.id).alive and kept.state == "ready"
     backend.away = False
-    await eventually(lambda: gone.id in backend.removed, what="the sweep")
-    assert not controller.instances.leftovers and gone not in controller.live_instances("fn")
+    # The sweep removes it in a task of its own, which settles the bookkeeping after
+    # the backend's remove returns: wait for both.
+    await eventually(
+        lambda: (
+            gone.id in backend.removed
+            and not controller.instances.leftovers
+            and gone not in controller.live_instances("fn")
+        ),
+        what="the sweep",
+    )
     assert fs.instances == [kept] and len(backend.started) == 2
 
 
