@@ -70,9 +70,11 @@ class DockerRunner(PlatRunner):
         for item in filters:
             key, _, value = item.partition("=")
             wanted.setdefault(key, []).append(value)
+        # One listing call, no inspect per container: a container the daemon removes
+        # between the two would fail the lookup (the SDK's models list inspects each).
         with docker_client() as client:
-            found = client.containers.list(all=True, filters=wanted)
-            return [c.name for c in found]
+            found = client.api.containers(all=True, filters=wanted)
+            return [name.lstrip("/") for item in found for name in item["Names"][:1]]
 
 
 def _start_dockerd() -> subprocess.Popen[bytes]:
