@@ -44,6 +44,7 @@ import aiohttp
 from plat.api import PoolState
 from plat.daemon.drivers.base import Backend, InstanceSpec, RunningInstance
 from plat.daemon.drivers.versions import APP_DIR, DEPS_DIR, Layout, Release
+from plat.daemon.serving.foreground import Foreground
 from plat.daemon.serving.links import link_layout, make_folders
 from plat.daemon.serving.probe import NotReady, wait_ready
 from plat.daemon.tasks import TaskGroup
@@ -59,6 +60,8 @@ POOL_VERSION = "pool"
 # How long a claim waits for a member that is starting before it starts an instance
 # itself: a pool start takes ~0.3-0.7 s; longer means a slow first pool image build.
 MEMBER_WAIT = 2.0
+# How long the pool's background work waits for the starts someone waits for.
+QUIET_LIMIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class WarmPool:
         self._leftovers: list[_Member] = []  # removal failed while the engine was away
         self.tasks = TaskGroup(log)
         self._closed = False
+        self.foreground = Foreground()  # the starts the background work lets pass
 
     @property
     def enabled(self) -> bool:
@@ -219,6 +223,7 @@ class WarmPool:
             self.tasks.spawn(self._prepare(release), name=f"unpack-{release.manifest.name}")
 
     async def _prepare(self, release: Release) -> None:
+        await self.foreground.quiet(QUIET_LIMIT)
         try:
             await self.sources.prepare(release)
         except PlatError as exc:
@@ -232,6 +237,7 @@ class WarmPool:
 
     async def _start_member(self, pool: _Pool) -> None:
         member: _Member | None = None
+        await self.foreground.quiet(QUIET_LIMIT, lambda: bool(pool.waiters))
         try:
             image = await self.image_for(pool.key.runtime)
             instance_id = secrets.token_hex(4)

@@ -4,8 +4,10 @@ and its clean-up when the engine is away, against a narrow fake backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -211,9 +213,10 @@ async def test_a_pool_instance_that_cannot_be_removed_while_the_engine_is_away_i
         await pool.close()
 
 
-async def test_a_member_starts_for_its_tenant_and_only_that_tenants_functions_claim_it(
-    tmp_path: Path, backend: FakeBackend
-) -> None:
+@contextlib.asynccontextmanager
+async def pool_of_one(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[WarmPool]:
+    """A started pool of one member per key on ``backend``, closed afterwards."""
+
     async def image_for(runtime: str) -> str:
         return "localhost/plat/pool:v1"
 
@@ -229,27 +232,54 @@ async def test_a_member_starts_for_its_tenant_and_only_that_tenants_functions_cl
         )
         await pool.start()
         try:
-            pool.want([_tenant_release("fn.acme")])
-            await eventually(lambda: pool.states()[0].ready == 1, what="acme's member")
-            (member,) = backend.instances.values()
-            assert (member.spec.tenant, member.spec.function) == ("acme", "pool-python")
-
-            assert await pool.claim(_tenant_release("fn"), {}, "handler.handle") is None
-            assert await pool.claim(_tenant_release("fn.beta"), {}, "handler.handle") is None
-            secret = _tenant_release("fn.acme", token=b"t0p")
-            assert await pool.claim(secret, {}, "handler.handle") is None
-            assert member.requests == []  # none of them specialised it
-
-            claimed = await pool.claim(_tenant_release("other.acme"), {}, "handler.handle")
-            assert claimed is not None
-            assert (claimed.id, claimed.function) == (member.running.id, "other.acme")
-            assert member.requests == ["POST /.plat/specialize HTTP/1.1"]
-            await backend.remove(claimed)  # what the controller does with it at the end
-            # The claims that missed asked for members of their own tenants' pools.
-            await eventually(
-                lambda: [(p.ready, p.starting) for p in pool.states()] == [(1, 0)] * 3,
-                what="the refills",
-            )
-            assert sorted(f.spec.tenant for f in backend.alive()) == ["acme", "beta", "default"]
+            yield pool
         finally:
             await pool.close()
+
+
+async def test_a_member_starts_for_its_tenant_and_only_that_tenants_functions_claim_it(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    async with pool_of_one(tmp_path, backend) as pool:
+        pool.want([_tenant_release("fn.acme")])
+        await eventually(lambda: pool.states()[0].ready == 1, what="acme's member")
+        (member,) = backend.instances.values()
+        assert (member.spec.tenant, member.spec.function) == ("acme", "pool-python")
+
+        assert await pool.claim(_tenant_release("fn"), {}, "handler.handle") is None
+        assert await pool.claim(_tenant_release("fn.beta"), {}, "handler.handle") is None
+        secret = _tenant_release("fn.acme", token=b"t0p")
+        assert await pool.claim(secret, {}, "handler.handle") is None
+        assert member.requests == []  # none of them specialised it
+
+        claimed = await pool.claim(_tenant_release("other.acme"), {}, "handler.handle")
+        assert claimed is not None
+        assert (claimed.id, claimed.function) == (member.running.id, "other.acme")
+        assert member.requests == ["POST /.plat/specialize HTTP/1.1"]
+        await backend.remove(claimed)  # what the controller does with it at the end
+        # The claims that missed asked for members of their own tenants' pools.
+        await eventually(
+            lambda: [(p.ready, p.starting) for p in pool.states()] == [(1, 0)] * 3,
+            what="the refills",
+        )
+        assert sorted(f.spec.tenant for f in backend.alive()) == ["acme", "beta", "default"]
+
+
+async def test_members_wait_for_a_start_someone_waits_for_unless_a_claim_waits_for_them(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    async with pool_of_one(tmp_path, backend) as pool:
+        with pool.foreground.start():  # a deploy's instance is starting
+            pool.want([_release("python")])
+            await asyncio.sleep(0.5)
+            assert backend.instances == {}  # the refill waits for it
+        await eventually(lambda: pool.states()[0].ready == 1, what="the member, after it")
+
+        other = _release("python", resources={"memory": "128Mi"})
+        with pool.foreground.start():
+            pool.want([_release("python"), other])
+            await asyncio.sleep(0.3)
+            assert len(backend.instances) == 1
+            # A cold start of that key claims: someone waits for its member now.
+            claimed = await pool.claim(other, {}, "handler.handle")
+            assert claimed is not None and claimed.function == "fn"

@@ -183,7 +183,7 @@ class ContainerBackend:
         """Create the instance's container on its tenant's network (or in ``holder``'s
         namespace: its name and published port), with its secret files: (its id, its
         published port or None)."""
-        network = await self.networks.ensure(spec.tenant, spec.image)
+        network = await self.networks.ensure(spec.tenant, spec.image, anchor=False)
         port = holder[1] if holder else None if self.direct else free_port()
         name = container_name(spec, instance_id)
         secrets_dir = self._secrets.write(spec, instance_id)
@@ -206,7 +206,7 @@ class ContainerBackend:
             # Removed behind this object's back (`podman network rm`, remove_network):
             # made again, of the same name.
             self.networks.forget(spec.tenant)
-            await self.networks.ensure(spec.tenant, spec.image)
+            await self.networks.ensure(spec.tenant, spec.image, anchor=False)
             return await self._engine.create(body, name), port
         except BaseException as exc:
             if isinstance(exc, EngineError) and not isinstance(exc, EngineAPIError):
@@ -226,6 +226,7 @@ class ContainerBackend:
             except EngineAPIError as exc:
                 refused = exc
             else:
+                self.networks.anchor_soon(spec.tenant, spec.image)
                 network = self.networks.name(spec.tenant)
                 host = LOOPBACK if port is not None else await self._address(ref, network)
                 return RunningInstance(
@@ -338,12 +339,16 @@ class ContainerBackend:
         return {str(n.get("IPAddress")) for n in networks.values() if n.get("IPAddress")}
 
     async def stop(self, instance: RunningInstance, timeout: float = 5.0) -> None:
+        # An anchor starts after its tenant's first container: one still starting
+        # must run before the last container goes (see networks.ensure).
+        await self.networks.anchored()
         try:
             await self._engine.stop(instance.backend_ref, timeout)
         except EngineAPIError as exc:
             log.warning("stopping %s: %s", instance.backend_ref, exc.explanation)
 
     async def remove(self, instance: RunningInstance) -> None:
+        await self.networks.anchored()
         try:
             await self._engine.remove(instance.backend_ref)
         finally:

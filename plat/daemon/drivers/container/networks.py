@@ -159,29 +159,33 @@ class TenantNetworks:
         self._ready: set[str] = set()  # tenants
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._podman = False  # the engine has anchors (see the module's doc)
-        # Each anchored tenant's anchor start, run beside the instance's own start;
+        # Each anchored tenant's anchor start, run after its first container's own;
         # one that failed is dropped, so the tenant's next start tries again.
         self._anchors: dict[str, asyncio.Task[None]] = {}
 
     def name(self, tenant: str) -> str:
         return network_name(tenant, self.daemon_id)
 
-    async def ensure(self, tenant: str, image: str) -> str:
+    async def ensure(self, tenant: str, image: str, *, anchor: bool = True) -> str:
         """The name of ``tenant``'s network, created (isolated) if need be; its anchor
-        (of ``image``) starts in the background. Concurrent calls share one creation."""
+        (of ``image``) starts in the background, or, with ``anchor=False``, once the
+        caller says its own container started (``anchor_soon``): on two cores the two
+        starts side by side made a tenant's first start take 0.5 s instead of 0.34 s.
+        Concurrent calls share one creation."""
         if tenant in self._ready:
-            self._anchor_soon(tenant, image)
+            if anchor:
+                self.anchor_soon(tenant, image)
             return self.name(tenant)
         pending = self._pending.get(tenant)
         if pending is None:
-            pending = asyncio.ensure_future(self._make(tenant, image))
+            pending = asyncio.ensure_future(self._make(tenant, image, anchor))
             self._pending[tenant] = pending
             pending.add_done_callback(lambda _f: self._pending.pop(tenant, None))
         # Shielded: a caller cancelled mid-way leaves the creation to the others.
         await asyncio.shield(pending)
         return self.name(tenant)
 
-    async def _make(self, tenant: str, image: str) -> None:
+    async def _make(self, tenant: str, image: str, anchor: bool) -> None:
         name = self.name(tenant)
         made = await create_network(
             self._engine, name, {LABEL_TENANT: tenant, LABEL_DAEMON: self.daemon_id}
@@ -193,9 +197,11 @@ class TenantNetworks:
             self._bridges[tenant] = bridge
         self._podman = made.podman
         self._ready.add(tenant)
-        self._anchor_soon(tenant, image)
+        if anchor:
+            self.anchor_soon(tenant, image)
 
-    def _anchor_soon(self, tenant: str, image: str) -> None:
+    def anchor_soon(self, tenant: str, image: str) -> None:
+        """Start ``tenant``'s anchor (of ``image``) in the background, unless it has one."""
         if self._podman and tenant not in self._anchors:
             self._anchors[tenant] = asyncio.create_task(self._anchor(tenant, image))
 

@@ -170,6 +170,29 @@ async def test_an_anchor_that_could_not_start_is_tried_again_by_the_next_start(
     assert inspect(anchor)["State"]["Running"] is True
 
 
+async def test_a_tenants_anchor_starts_after_its_first_instance_not_beside_it(
+    backend: ContainerBackend, server_image: str
+) -> None:
+    # Side by side on two cores, the two starts made the first one 0.15 s slower.
+    running = await backend.start(spec_of(server_image, "first"), "i-first")
+    await backend.networks.anchored()
+    anchor = anchor_of(backend, "first")
+    assert anchor["State"]["Running"] is True
+    started = inspect(running.backend_ref)["State"]["StartedAt"]
+    assert _instant(anchor["Created"]) >= _instant(started), (anchor["Created"], started)
+    # and its removal waits for an anchor still starting: the network stays in use
+    await backend.remove(await backend.start(spec_of(server_image, "brief"), "i-brief"))
+    assert anchor_of(backend, "brief")["State"]["Running"] is True
+
+
+def _instant(stamp: str) -> str:
+    """An engine's RFC 3339 time, comparable as text: UTC, nanoseconds padded."""
+    moment, _, fraction = stamp.partition(".")
+    digits = "".join(c for c in fraction if c.isdigit())
+    assert stamp.endswith("Z") or "+00:00" in stamp, stamp
+    return f"{moment}.{digits.ljust(9, '0')}"
+
+
 def firewall_rules() -> str:
     chains = [["iptables", "-w", "5", "-S", chain] for chain in (FIRST, SECOND)]
     return "".join(subprocess.run(c, capture_output=True, text=True).stdout for c in chains)
