@@ -237,8 +237,8 @@ class WarmPool:
 
     async def _start_member(self, pool: _Pool) -> None:
         member: _Member | None = None
-        await self.foreground.quiet(QUIET_LIMIT, lambda: bool(pool.waiters))
         try:
+            await self.foreground.quiet(QUIET_LIMIT, lambda: bool(pool.waiters))
             image = await self.image_for(pool.key.runtime)
             instance_id = secrets.token_hex(4)
             folder = self.folder / instance_id
