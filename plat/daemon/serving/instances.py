@@ -151,9 +151,8 @@ class Instances:
                 start.instance = inst
                 with self._stopped_on_failure(inst):
                     return await self._adopt_pooled(inst, release, started, on_event)
-        with contextlib.ExitStack() as stack:
-            if self.pool is not None:  # the pool's background work waits for this start
-                stack.enter_context(self.pool.foreground.start())
+        # The pool's background work waits for this start.
+        with self.pool.foreground.start() if self.pool is not None else contextlib.nullcontext():
             running = await self.backend.start(spec, secrets.token_hex(4))
             inst = Instance(running=running, started_at=time.time())
             inst.start_seconds = time.monotonic() - started

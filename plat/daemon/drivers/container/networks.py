@@ -218,8 +218,11 @@ class TenantNetworks:
             )
 
     async def anchored(self) -> None:
-        """Wait for the anchors being started to have started (or failed)."""
-        await asyncio.gather(*map(asyncio.shield, list(self._anchors.values())))
+        """Wait for the anchors being started to have started (or failed); at once
+        when none is (every stop and removal asks)."""
+        starting = [task for task in self._anchors.values() if not task.done()]
+        if starting:
+            await asyncio.gather(*map(asyncio.shield, starting))
 
     def forget(self, tenant: str) -> None:
         self._ready.discard(tenant)
