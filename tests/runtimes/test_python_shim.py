@@ -118,7 +118,7 @@ _GIVEN_ID = re.compile(r"[a-z]+-\d+")
 
 def check_own_tags(lines: list[str], *markers: str) -> list[tuple[str | None, str]]:
     """(tag, text) of the lines containing a marker, after checking that a tagged line
-    names only its own call, and an untagged one only calls without an id ("none").
+    names only its own call, and an untagged one no call that has an id.
 
     Untagged output of concurrent calls may interleave as it always could (two
     ``print("n", n, "id", me)`` at once can make ``nn 2 2  id id nonenone``); only
@@ -129,11 +129,11 @@ def check_own_tags(lines: list[str], *markers: str) -> list[tuple[str | None, st
         if not any(marker in line for marker in markers):
             continue
         call_id, text = split_call_tag(line)
-        ids = set(_IDS_IN_TEXT.findall(text))
         if call_id is None:
             assert not _GIVEN_ID.search(text), f"untagged: {line!r}"
         else:
-            assert ids == {call_id}, f"line tagged {call_id!r}: {line!r}"
+            named = set(_IDS_IN_TEXT.findall(text))
+            assert named == {call_id}, f"line tagged {call_id!r}: {line!r}"
         found.append((call_id, text))
     return found
 
