@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +106,8 @@ def image_tag(function: str, version: str) -> str:
 
 
 DEV_SNAPSHOTS_KEPT = 4
+# Takes a stack build's code (image, stack, the context's app folder) for the pool.
+KeepCode = Callable[[str, str, Path], None]
 
 
 class ImageBuilder:
@@ -117,9 +119,15 @@ class ImageBuilder:
     """
 
     def __init__(
-        self, builder: Builder, work_dir: Path, env: Mapping[str, str], dev_dir: Path
+        self,
+        builder: Builder,
+        work_dir: Path,
+        env: Mapping[str, str],
+        dev_dir: Path,
+        keep_code: KeepCode | None = None,
     ) -> None:
         self.builder = builder
+        self.keep_code = keep_code
         self.work_dir = work_dir
         self.env = env
         self.dev_dir = dev_dir
@@ -367,6 +375,8 @@ class ImageBuilder:
             layers = plan.stack is None
             job = BuildJob(context, containerfile, tag, labels, volumes, build_args, layers)
             await self.builder.build(job, sink)
+            if plan.stack is not None and self.keep_code is not None:
+                await asyncio.to_thread(self.keep_code, tag, plan.stack_tag, context / "app")
         finally:
             await asyncio.to_thread(shutil.rmtree, target, True)
         if key:
@@ -409,13 +419,10 @@ class ImageBuilder:
 
 
 def prune_folders(folder: Path, keep: int) -> None:
-    """Keep the ``keep`` newest folders of ``folder`` (dev snapshots: the serving one and
-    those still draining; unpacked images). Names starting with "." are work in progress."""
-    snapshots = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
+    """Keep the ``keep`` newest dev snapshots of ``folder`` (the serving one and those
+    still draining). Names starting with "." are work in progress."""
+    snapshots = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    snapshots.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for old in snapshots[keep:]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -431,9 +438,8 @@ def _make_readable(root: Path) -> None:
 
 
 def _tree(root: Path) -> list[Path]:
-    return [
-        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    ]
+    files = (p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [p.relative_to(root) for p in files]
 
 
 async def _read_text(source: Path, entry: Entry) -> str:

@@ -1,6 +1,6 @@
 """The container driver as the daemon takes it: instances in hardened containers,
-images built with Buildah (or the engine), versions unpacked from their images
-for the pre-warmed pool."""
+images built with Buildah (or the engine), versions laid out from their builds
+(or unpacked from their images) for the pre-warmed pool."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def container_driver(
     home: Home, config: Config, env: Mapping[str, str], engine: EngineInfo
 ) -> Driver:
     builder = choose_builder(config, engine.name, engine.endpoint)
-    images = ImageBuilder(builder, home.builds_dir, env, home.root / "dev")
+    unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
+    images = ImageBuilder(builder, home.builds_dir, env, home.root / "dev", unpacker.adopt)
     daemon_id = home.daemon_id()
     secret_files = SecretFiles(SecretFiles.default_root(home.root, daemon_id, env=env))
     backend = ContainerBackend(
@@ -45,7 +46,6 @@ def container_driver(
         engine_name=engine.name,
         standby_networks=config.standby_networks,
     )
-    unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
     return Driver(
         backend, images, unpacker, link=True, closers=[unpacker.close, images.retention.wait]
     )
