@@ -64,7 +64,7 @@ class ImageUnpacker:
         self.root = root
         self._engine = Engine(endpoint, timeout=120)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._stacks: dict[str, str | None] = {}  # image folder name -> its stack image
+        self._stacks: dict[str, str] = {}  # image folder name -> its stack image
 
     def _image_folder(self, release: Release) -> Path:
         return self.root / _folder_name(release.image)
@@ -73,13 +73,15 @@ class ImageUnpacker:
         return self.root / STACKS / _folder_name(stack)
 
     def _stack_of(self, folder: Path) -> str | None:
-        """The stack image the laid-out image in ``folder`` was built on, if it was
-        laid out from its build (a small file, read once)."""
+        """The stack whose dependencies the laid-out image in ``folder`` uses: None
+        when it has its own (unpacked from the image) or none (a small file, read once)."""
+        if (folder / "deps").is_dir():
+            return None
         if folder.name not in self._stacks:
-            try:
-                self._stacks[folder.name] = (folder / "stack").read_text().strip() or None
-            except OSError:
+            stack = _read_stack(folder)
+            if stack is None:
                 return None
+            self._stacks[folder.name] = stack
         return self._stacks[folder.name]
 
     def layout(self, release: Release) -> Layout | None:
@@ -87,7 +89,7 @@ class ImageUnpacker:
         if not (folder / "done").exists():
             return None
         deps = folder / "deps"
-        stack = None if deps.is_dir() else self._stack_of(folder)
+        stack = self._stack_of(folder)
         if stack is not None:
             if not (self._stack_folder(stack) / "done").exists():
                 return None
@@ -131,7 +133,7 @@ class ImageUnpacker:
                         log.warning("laying out %s from its build: %s", release.image, exc)
                 if not (folder / "done").exists():
                     await self._unpack(release.image, folder, _APP_AND_DEPS)
-            stack = None if (folder / "deps").is_dir() else self._stack_of(folder)
+            stack = self._stack_of(folder)
             if stack is not None:
                 try:
                     await self._unpack_stack(stack)
@@ -204,14 +206,16 @@ def _folders(root: Path) -> list[Path]:
         return []
 
 
-def _staged_stacks(staged: Path) -> list[str]:
-    found = []
-    for folder in _folders(staged):
-        try:
-            found.append((folder / "stack").read_text().strip())
-        except OSError:
-            continue
-    return found
+def _read_stack(folder: Path) -> str | None:
+    """The stack image named in ``folder``'s ``stack`` file, if it has one."""
+    try:
+        return (folder / "stack").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _staged_stacks(staged: Path) -> list[str | None]:
+    return [_read_stack(folder) for folder in _folders(staged)]
 
 
 def _prune(staged: Path, before: float) -> None:
