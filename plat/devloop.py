@@ -63,6 +63,10 @@ class DevFilter(watchfiles.DefaultFilter):
         return not self.rules.excluded(rel.as_posix(), is_dir=os.path.isdir(path))
 
 
+# Build steps, and a dependency change's install without a build (its first line).
+SHOWN_LINES = ("STEP ", "install: ")
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -161,7 +165,7 @@ class DevSession:
                     done = event
                 elif event["type"] == "function":
                     self.url = event["function"].get("url")
-                elif event["type"] == "log" and event["line"].startswith("STEP "):
+                elif event["type"] == "log" and event["line"].startswith(SHOWN_LINES):
                     self.say(f"[dim]  build: {escape(event['line'][:100])}[/dim]")
                 elif event["type"] == "error":
                     self._failed(event)

@@ -142,16 +142,17 @@ class Deployer:
     async def _artifact(
         self, manifest: Manifest, source: Path, emit: Emit, *, force: bool, dev: bool
     ) -> BuildOutcome:
-        if dev and not force:
-            hot = await self.artifacts.hot(manifest, source)
-            if hot is not None:
-                await self._record(manifest, hot)
-                return hot
         lines: list[str] = []
 
         def on_line(line: str) -> None:
             lines.append(line)
             emit({"type": "log", "line": line})
+
+        if dev and not force:
+            hot = await self.artifacts.hot(manifest, source, on_line)
+            if hot is not None:
+                await self._record(manifest, hot)
+                return hot
 
         started = time.monotonic()
         try:

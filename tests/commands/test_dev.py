@@ -115,7 +115,9 @@ def test_reload_broken_save_recovery_and_ctrl_c(
     assert _body(plat, name) == "v2"
 
 
-def test_dependency_change_builds_the_image(dev: tuple[PlatRunner, Path, DevProcess]) -> None:
+def test_dependency_change_is_installed_without_a_build(
+    dev: tuple[PlatRunner, Path, DevProcess],
+) -> None:
     plat, folder, proc = dev
     name = _name(folder)
     (folder / "requirements.txt").write_text("humanize==4.17.0\n")
@@ -124,8 +126,16 @@ def test_dependency_change_builds_the_image(dev: tuple[PlatRunner, Path, DevProc
     )
     assert wait_for(lambda: _body(plat, name) == "1,234,567", timeout=240), proc.output()
     out = proc.output()
-    assert "build: STEP" in out  # a real image build ran
-    assert "(built)" in out
+    reload = out[out.index("changed:") :]
+    # Installed in a container of the function's image, and mounted: no build.
+    assert "build: install: in a container of localhost/plat/" in reload, out
+    assert "STEP" not in reload and "(hot)" in reload, out
+    # The new dependency stays in its folder when its code changes again.
+    (folder / "handler.py").write_text(
+        "import humanize\n\ndef handle(event, context):\n    return humanize.intcomma(7654321)\n"
+    )
+    assert wait_for(lambda: _body(plat, name) == "7,654,321", timeout=60), proc.output()
+    assert proc.output().count("build: install:") == 1, proc.output()
 
 
 @dataclass

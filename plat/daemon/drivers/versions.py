@@ -75,8 +75,11 @@ class Artifacts(Protocol):
         self, manifest: Manifest, source: Path, on_line: LineSink, *, force: bool = False
     ) -> BuildOutcome: ...
 
-    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
-        """A fast artifact for a code-only change, or None when a real build is needed."""
+    async def hot(
+        self, manifest: Manifest, source: Path, on_line: LineSink | None = None
+    ) -> BuildOutcome | None:
+        """A fast artifact for a `plat dev` change (one that needs no build), or None
+        when a real build is needed; work it does (an install) streams to ``on_line``."""
         ...
 
     async def forget(self, name: str) -> None:

@@ -25,8 +25,10 @@ from pathlib import Path
 from plat import baseimages
 from plat.daemon.drivers.container.anchors import LABEL_STACK
 from plat.daemon.drivers.container.builders import Builder, BuildJob
+from plat.daemon.drivers.container.devdeps import DepsInstaller, install_step
+from plat.daemon.drivers.container.hot import DevMounts, make_readable
 from plat.daemon.drivers.container.retention import ImageRetention
-from plat.daemon.drivers.versions import APP_DIR, BuildOutcome, LineSink
+from plat.daemon.drivers.versions import BuildOutcome, LineSink
 from plat.errors import BuildError
 from plat.ignore import (
     Entry,
@@ -72,6 +74,7 @@ class _Plan:
     # The stack's Containerfile and tag (None: one build, for `dockerfile`).
     stack: str | None = None
     stack_tag: str = ""
+    shim_digest: str = ""
 
 
 def split_stack(text: str) -> tuple[str, str] | None:
@@ -105,7 +108,6 @@ def image_tag(function: str, version: str) -> str:
     return f"localhost/plat/{function}:{version}"
 
 
-DEV_SNAPSHOTS_KEPT = 4
 # Takes a stack build's code (image, stack, the context's app folder) for the pool.
 KeepCode = Callable[[str, str, Path], None]
 
@@ -113,9 +115,10 @@ KeepCode = Callable[[str, str, Path], None]
 class ImageBuilder:
     """Container images from function folders (the container backend's ``Artifacts``).
 
-    ``hot`` serves `plat dev`: when only code changed since an image was built
-    here, the new code is snapshotted to ``dev_dir`` and mounted read-only over
-    the image's code, so no build is needed; a dependency change builds for real.
+    ``hot`` serves `plat dev` (see ``hot.DevMounts``): a code-only change is
+    snapshotted and mounted over the image's code; with an ``installer``, a
+    dependency change is installed in a container of the function's last image and
+    mounted over its dependencies too. Anything else builds for real.
     """
 
     def __init__(
@@ -125,24 +128,19 @@ class ImageBuilder:
         env: Mapping[str, str],
         dev_dir: Path,
         keep_code: KeepCode | None = None,
+        installer: DepsInstaller | None = None,
     ) -> None:
         self.builder = builder
         self.keep_code = keep_code
         self.work_dir = work_dir
         self.env = env
         self.dev_dir = dev_dir
-        self._images_by_deps: dict[tuple[str, str], str] = {}
-        self._verified: set[str] = set()
+        self.dev = DevMounts(builder, dev_dir, installer)
         self._pool_images: dict[str, str] = {}
         self._pool_lock = asyncio.Lock()
         self._stack_locks: dict[str, asyncio.Lock] = {}
         self._bases: dict[str, str] = {}
-        self.retention = ImageRetention(builder, self._removed)
-
-    def _removed(self, tag: str) -> None:
-        """``tag`` is being removed: no code-only change may be mounted on it."""
-        self._verified.discard(tag)
-        self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if v != tag}
+        self.retention = ImageRetention(builder, self.dev.removed)
 
     async def pool_image(self, runtime: str) -> str:
         """The image of the runtime's pool instances: its base and shim, no function.
@@ -189,53 +187,41 @@ class ImageBuilder:
 
         return await asyncio.to_thread(compute)
 
-    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
-        started = time.monotonic()
+    async def hot(
+        self, manifest: Manifest, source: Path, on_line: LineSink | None = None
+    ) -> BuildOutcome | None:
         entries = await asyncio.to_thread(IgnoreRules(source).entries)
         key = await self.deps_key(manifest, source, entries)
-        image = self._images_by_deps.get((manifest.name, key)) if key else None
-        if key is None or image is None:
+        if key is None:
             return None
-        if image not in self._verified:
-            if not await self.builder.image_exists(image):
-                return None
-            self._verified.add(image)
-
-        def snapshot() -> tuple[str, Path, bool]:
-            version = digest_files(source, entries, f"dev\0{key}".encode())[:12]
-            target = self.dev_dir / manifest.name / version
-            if target.is_dir():
-                os.utime(target)  # serving again: newest, so pruning keeps it
-                return version, target, True
-            tmp = target.with_name(f".{version}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            copy_entries(source, entries, tmp)
-            _make_readable(tmp)
-            tmp.rename(target)
-            prune_folders(target.parent, keep=DEV_SNAPSHOTS_KEPT)
-            return version, target, False
-
-        version, target, cached = await asyncio.to_thread(snapshot)
-        return BuildOutcome(
-            version,
-            image,
-            cached,
-            time.monotonic() - started,
-            "dev-mount",
-            f"code-only change: {target} mounted read-only at {APP_DIR} on {image}",
-            mounts={str(target): APP_DIR},
+        outcome = await self.dev.code_only(manifest, source, entries, key)
+        if outcome is not None or self.dev.installer is None:
+            return outcome
+        plan = await self._plan(manifest, source)
+        step = install_step(plan.stack, plan.shim_digest) if plan.stack else None
+        if step is None:
+            return None
+        volumes, build_args = self._build_settings(plan)
+        return await self.dev.dependencies(
+            manifest,
+            source,
+            entries,
+            key,
+            step,
+            plan.dependencies,
+            volumes,
+            build_args,
+            on_line or (lambda line: None),
         )
 
     async def forget(self, name: str) -> None:
         """Delete ``name``'s dev snapshots, build contexts and images (not the stacks it
         shares with other functions)."""
-        self._images_by_deps = {k: v for k, v in self._images_by_deps.items() if k[0] != name}
         await self.retention.remove_all(name)
         context = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{12}}(\.tmp)?")
 
         def remove() -> None:
-            shutil.rmtree(self.dev_dir / name, ignore_errors=True)
+            self.dev.forget(name)
             if self.work_dir.is_dir():
                 for entry in self.work_dir.iterdir():
                     if context.fullmatch(entry.name):
@@ -299,7 +285,7 @@ class ImageBuilder:
         digest = await asyncio.to_thread(digest_files, source, entries, extra)
         if stack is None:
             return _Plan(runtime, entries, dependencies, text, digest[:12])
-        return _Plan(runtime, entries, dependencies, built, digest[:12], stack, tag)
+        return _Plan(runtime, entries, dependencies, built, digest[:12], stack, tag, shim_digest)
 
     def _prepare(self, plan: _Plan, source: Path, target: Path) -> tuple[Path, Path]:
         """Lay out the build context; returns (context, containerfile)."""
@@ -319,7 +305,7 @@ class ImageBuilder:
             context = app = target
             app.mkdir(parents=True)
         copy_entries(source, plan.entries, app)
-        _make_readable(context)
+        make_readable(context)
         containerfile = context / GENERATED_CONTAINERFILE
         containerfile.unlink(missing_ok=True)  # the function's own file of that name, or link
         containerfile.write_text(plan.containerfile)
@@ -345,8 +331,7 @@ class ImageBuilder:
         key = await self.deps_key(manifest, source, plan.entries)
         if not force and await self.builder.image_exists(tag):
             sink(f"image {tag} is up to date (no changes since it was built)")
-            if key:
-                self._images_by_deps[(manifest.name, key)] = tag
+            self.dev.built(manifest.name, key, tag, self._upper(plan))
             return BuildOutcome(
                 plan.version,
                 tag,
@@ -357,11 +342,7 @@ class ImageBuilder:
             )
         target = self.work_dir / f"{manifest.name}-{plan.version}"
         context, containerfile = await asyncio.to_thread(self._prepare, plan, source, target)
-        volumes = {}
-        ca = host_ca_bundle(self.env)
-        if ca and plan.runtime.containerfile:
-            volumes[ca] = CA_TARGET
-        build_args = {k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)}
+        volumes, build_args = self._build_settings(plan)
         # A --label is one more step after the code; the code step of a stack is built
         # without layers, as one commit with its label (and so is the stack).
         labels = {"plat.function": manifest.name}
@@ -379,12 +360,24 @@ class ImageBuilder:
                 await asyncio.to_thread(self.keep_code, tag, plan.stack_tag, context / "app")
         finally:
             await asyncio.to_thread(shutil.rmtree, target, True)
-        if key:
-            self._images_by_deps[(manifest.name, key)] = tag
+        self.dev.built(manifest.name, key, tag, self._upper(plan))
         self.retention.built(manifest.name, tag)
         return BuildOutcome(
             plan.version, tag, False, time.monotonic() - started, self.builder.name, "\n".join(log)
         )
+
+    def _build_settings(self, plan: _Plan) -> tuple[dict[str, str], dict[str, str]]:
+        """The read-only mounts (the host's CA bundle) and build arguments of an install."""
+        volumes = {}
+        ca = host_ca_bundle(self.env)
+        if ca and plan.runtime.containerfile:
+            volumes[ca] = CA_TARGET
+        return volumes, {k: self.env[k] for k in PASSED_BUILD_ARGS if self.env.get(k)}
+
+    @staticmethod
+    def _upper(plan: _Plan) -> str | None:
+        step = install_step(plan.stack, plan.shim_digest) if plan.stack else None
+        return step.upper if step else None
 
     async def _build_stack(
         self,
@@ -416,25 +409,6 @@ class ImageBuilder:
                 layers=False,
             )
             await self.builder.build(job, sink)
-
-
-def prune_folders(folder: Path, keep: int) -> None:
-    """Keep the ``keep`` newest dev snapshots of ``folder`` (the serving one and those
-    still draining). Names starting with "." are work in progress."""
-    snapshots = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    snapshots.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in snapshots[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _make_readable(root: Path) -> None:
-    """COPY keeps modes; instances run as an unprivileged user that must read the code."""
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):  # a kept link's target is made readable itself
-                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
 
 
 def _tree(root: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from plat.daemon.drivers.container.build import ImageBuilder
 from plat.daemon.drivers.container.builders import Builder
 from plat.daemon.drivers.container.builders.buildah import BuildahBuilder, buildah_available
 from plat.daemon.drivers.container.builders.engine import EngineBuilder
+from plat.daemon.drivers.container.devdeps import DepsInstaller
 from plat.daemon.drivers.container.firewall import Firewall
 from plat.daemon.drivers.container.unpack import ImageUnpacker
 from plat.daemon.drivers.secretfiles import SecretFiles
@@ -34,7 +35,10 @@ def container_driver(
 ) -> Driver:
     builder = choose_builder(config, engine.name, engine.endpoint)
     unpacker = ImageUnpacker(engine.endpoint, home.root / "unpacked")
-    images = ImageBuilder(builder, home.builds_dir, env, home.root / "dev", unpacker.adopt)
+    installer = DepsInstaller(engine.endpoint, env)
+    images = ImageBuilder(
+        builder, home.builds_dir, env, home.root / "dev", unpacker.adopt, installer
+    )
     daemon_id = home.daemon_id()
     secret_files = SecretFiles(SecretFiles.default_root(home.root, daemon_id, env=env))
     backend = ContainerBackend(

@@ -96,6 +96,8 @@ class ImageUnpacker:
             deps = self._stack_folder(stack) / "deps"
         mounted = {target: host for host, target in release.mounts.items()}
         app = Path(mounted[APP_DIR]) if APP_DIR in mounted else folder / "app"
+        if DEPS_DIR in mounted:  # a `plat dev` dependency change's own install
+            deps = Path(mounted[DEPS_DIR])
         return Layout(app, deps if deps.is_dir() else None)
 
     def adopt(self, image: str, stack: str, app: Path) -> None:

@@ -45,7 +45,7 @@ from plat.daemon.drivers.process.layout import (
     image_ref,
     rename_into_place,
 )
-from plat.daemon.drivers.versions import BuildOutcome, Layout, Release
+from plat.daemon.drivers.versions import BuildOutcome, Layout, LineSink, Release
 from plat.errors import PlatError
 from plat.ignore import IgnoreRules, content_entries, copy_entries, digest_files
 from plat.manifest import Manifest
@@ -263,7 +263,9 @@ class ProcessArtifacts:
             version, ref, cached, time.monotonic() - started, self.name, "\n".join(log)
         )
 
-    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+    async def hot(
+        self, manifest: Manifest, source: Path, on_line: LineSink | None = None
+    ) -> BuildOutcome | None:
         return await self.build(manifest, source, lambda _line: None)
 
     async def forget(self, name: str) -> None:

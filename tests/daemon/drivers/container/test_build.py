@@ -258,7 +258,7 @@ async def test_a_pruned_image_is_never_the_base_of_a_code_only_change(
         await builder.build(manifest, folder, print)
         await builder.retention.wait()
     (folder / "requirements.txt").unlink()
-    assert first.image not in builder._verified
+    assert first.image not in builder.dev._verified
     assert (await builder.hot(manifest, folder)) is None  # a real build, not a mount
 
 
