@@ -192,6 +192,9 @@ async def test_a_dependency_change_is_installed_and_mounted_on_the_last_image(ri
     back = await rig.images.hot(rig.manifest, function(rig.tmp_path, "# nothing yet\n"))
     assert back is not None and list(back.mounts.values()) == [APP_DIR]
 
+    await rig.images.forget("fn")  # `plat rm`: the installs go with the snapshots
+    assert rig.deps_folders() == [] and not (rig.tmp_path / "dev" / "fn").exists()
+
 
 @pytest.mark.container
 async def test_a_failed_install_names_the_error_and_leaves_nothing(rig: Rig) -> None:
