@@ -128,7 +128,8 @@ def test_dependency_change_is_installed_without_a_build(
     out = proc.output()
     reload = out[out.index("changed:") :]
     # Installed in a container of the function's image, and mounted: no build.
-    assert "build: install: in a container of localhost/plat/" in reload, out
+    shown = "build: install: the stack's install step, in a container of localhost/plat/"
+    assert shown in reload, out
     assert "STEP" not in reload and "(hot)" in reload, out
     # The new dependency stays in its folder when its code changes again.
     (folder / "handler.py").write_text(

@@ -337,7 +337,9 @@ class FakeArtifacts:
             version, image_of(manifest.name, version), cached, 0.0, "fake", f"built {version}"
         )
 
-    async def hot(self, manifest: Manifest, source: Path) -> BuildOutcome | None:
+    async def hot(
+        self, manifest: Manifest, source: Path, on_line: LineSink | None = None
+    ) -> BuildOutcome | None:
         if not self.hot_mounts:
             return None
         version = "dev-" + self.version_of(manifest, source)
