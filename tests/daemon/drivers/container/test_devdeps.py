@@ -228,6 +228,29 @@ async def test_a_superseded_install_is_stopped_and_removed(rig: Rig) -> None:
 
 
 @pytest.mark.container
+async def test_a_node_dependency_change_is_installed_by_npm(rig: Rig) -> None:
+    folder = rig.tmp_path / "src" / "js"
+    folder.mkdir(parents=True)
+    (folder / "handler.js").write_text("module.exports = async () => 'js';\n")
+    (folder / "package.json").write_text('{"name": "js", "private": true}\n')
+    manifest = Manifest(name="js", runtime="node")
+    built = await rig.images.build(manifest, folder, print)
+    rig.tags.append(built.image)
+    (folder / "package.json").write_text(
+        '{"name": "js", "private": true, "dependencies": {"is-number": "7.0.0"}}\n'
+    )
+    lines: list[str] = []
+    outcome = await rig.images.hot(manifest, folder, lines.append)
+    assert outcome is not None and outcome.image == built.image, lines
+    cmd = ["podman", "run", "--rm", "--read-only", "--user", "10001:10001", "--network", "none"]
+    for host, target in outcome.mounts.items():
+        cmd += ["-v", f"{host}:{target}:ro"]
+    cmd += [built.image, "node", "-e", "console.log(require('is-number')(5))"]
+    assert subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip() == "true"
+    assert installs_left() == []
+
+
+@pytest.mark.container
 async def test_another_handler_is_built_not_mounted(rig: Rig) -> None:
     await rig.build("# nothing yet\n")
     folder = function(rig.tmp_path, f"{PACKAGE}\n")
