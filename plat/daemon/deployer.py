@@ -148,14 +148,14 @@ class Deployer:
             lines.append(line)
             emit({"type": "log", "line": line})
 
-        if dev and not force:
-            hot = await self.artifacts.hot(manifest, source, on_line)
-            if hot is not None:
-                await self._record(manifest, hot)
-                return hot
-
         started = time.monotonic()
         try:
+            if dev and not force:
+                # A code-only change is mounted; a dependency change may be installed.
+                hot = await self.artifacts.hot(manifest, source, on_line)
+                if hot is not None:
+                    await self._record(manifest, hot)
+                    return hot
             outcome = await self.artifacts.build(manifest, source, on_line, force=force)
         except BuildError:
             self.metrics.build_finished("failed", time.monotonic() - started)

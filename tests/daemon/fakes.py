@@ -342,6 +342,10 @@ class FakeArtifacts:
     ) -> BuildOutcome | None:
         if not self.hot_mounts:
             return None
+        if self.failure is not None:  # as a dependency change's install that failed
+            if on_line is not None:
+                on_line(self.failure)
+            raise BuildError("installing the dependencies failed", log_tail=self.failure)
         version = "dev-" + self.version_of(manifest, source)
         image = image_of(manifest.name, "base")
         return BuildOutcome(version, image, True, 0.0, "hot", "", {str(source): "/home/app"})

@@ -196,6 +196,21 @@ async def test_a_dev_deploy_of_a_code_change_is_served_from_a_mount_without_a_bu
     assert built["hot"] is True
 
 
+async def test_a_failed_dev_install_is_recorded_as_a_failed_build(
+    rig: Rig, tmp_path: Path, source: Path
+) -> None:
+    await rig.deploy(source)
+    old = rig.serving()
+    rig.artifacts.hot_mounts = True
+    rig.artifacts.failure = "ERROR: No matching distribution found for nope==9"
+    with pytest.raises(BuildError):
+        await rig.deploy(write_source(tmp_path, "newer"), dev=True)
+    assert rig.serving() == old
+    [failure] = [v for v in await rig.store.list_versions("fn") if v.status == "failed"]
+    log = await rig.store.build_log("fn", failure.version)
+    assert log is not None and "No matching distribution" in log
+
+
 async def test_remove_removes_the_function_and_forgets_its_artifacts(
     rig: Rig, source: Path
 ) -> None:
