@@ -197,7 +197,7 @@ class ImageBuilder:
         outcome = await self.dev.code_only(manifest, source, entries, key)
         if outcome is not None or self.dev.installer is None:
             return outcome
-        plan = await self._plan(manifest, source)
+        plan = await self._plan(manifest, source, entries)
         step = install_step(plan.stack, plan.shim_digest) if plan.stack else None
         if step is None:
             return None
@@ -238,10 +238,13 @@ class ImageBuilder:
         base = self._bases[runtime.name] = await baseimages.resolve_base(runtime)
         return base
 
-    async def _plan(self, manifest: Manifest, source: Path) -> _Plan:
+    async def _plan(
+        self, manifest: Manifest, source: Path, entries: list[Entry] | None = None
+    ) -> _Plan:
+        """What to build for ``source`` (``entries``: its files, when already scanned)."""
         runtime = get_runtime(manifest.runtime)
-        rules = IgnoreRules(source)
-        entries = await asyncio.to_thread(rules.entries)
+        if entries is None:
+            entries = await asyncio.to_thread(IgnoreRules(source).entries)
         dependencies = content_entries(entries, runtime.dependencies)
         stack: str | None = None
         if runtime.containerfile:

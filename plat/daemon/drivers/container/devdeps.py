@@ -16,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from plat.daemon.drivers.container.engine import Engine
 from plat.daemon.drivers.versions import DEPS_DIR, LineSink
 from plat.errors import BuildError, EngineError
-
-log = logging.getLogger(__name__)
 
 DEPS_STEP = f"COPY deps/ {DEPS_DIR}/"
 # Passed on to the install when set on the host, as buildah passes them to a RUN.
@@ -163,8 +160,12 @@ class DepsInstaller:
                 async for line in engine.follow(ref):
                     keep(line.text)
                 state = (await engine.inspect(ref) or {}).get("State") or {}
-                while state.get("Running"):  # the log ended a moment before the process
-                    await asyncio.sleep(0.02)
+                pause = 0.02
+                # The log ends a moment before the process (or at once, when the
+                # engine refuses to stream it): wait for the exit, less often.
+                while state.get("Running"):
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
                     state = (await engine.inspect(ref) or {}).get("State") or {}
             except EngineError as exc:
                 raise BuildError(
