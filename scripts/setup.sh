@@ -32,9 +32,10 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 
 # --- (a) system packages ------------------------------------------------------
 # Container tooling and the Debian base image builder, with apt's recommends
-# (slirp4netns, fuse-overlayfs, ...) as measured in HOST.md; then tools that
-# later tests use, without recommends (no exporters or daemons they do not need).
-container_packages=(buildah podman runc mmdebstrap uidmap catatonit ca-certificates)
+# (fuse-overlayfs, ...) as measured in HOST.md; then tools that later tests use,
+# without recommends (no exporters or daemons they do not need). slirp4netns is
+# named: `plat dev` installs dependency changes on its user-mode network.
+container_packages=(buildah podman runc mmdebstrap uidmap catatonit slirp4netns ca-certificates)
 tool_packages=(prometheus wrk nginx nodejs chromium chromium-driver git sqlite3)
 # The Kubernetes tests: an OCI registry, etcd, and what builds kube-apiserver (f).
 k8s_packages=(docker-registry etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev)
