@@ -405,6 +405,15 @@ def _section(
         "still holds one live object, and the burst's objects are spread over many "
         "(docs/benchmarks-dev.md, 'Memory after a burst').",
     ]
+    if len(walls) >= 20:
+        tenths = [walls[len(walls) * i // 10 : len(walls) * (i + 1) // 10] for i in range(10)]
+        notes.append(
+            "Median wall of each tenth of the parallel deploys, in order: "
+            + ", ".join(fmt(median(part), "s") for part in tenths)
+            + ". The first instances to scale to zero stop about 10 s into the burst; "
+            "from then on each deploy shares the machine with those stops and the "
+            "standby containers prepared after them (docs/benchmarks-dev.md, 'Builds')."
+        )
     if deploys.replaced:
         notes.append(
             f"During the deploys the daemon logged {deploys.replaced} 'instance ... died; "

@@ -108,6 +108,17 @@ def connect(
     return client
 
 
+def running_local(env: Mapping[str, str] | None = None) -> DaemonClient | None:
+    """A client of the local daemon when one answers now and PLAT_URL is not set;
+    None otherwise (nothing is started)."""
+    env = dict(os.environ if env is None else env)
+    target = Target.from_env(env)
+    if target.url is not None:
+        return None
+    client = DaemonClient(Home.from_env(env), tenant=target.tenant)
+    return client if client.ping() else None
+
+
 @dataclass(frozen=True)
 class Gateway:
     """Where and as whom the CLI calls functions: the gateway's base URL and the

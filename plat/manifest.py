@@ -336,7 +336,7 @@ def _allowed_keys(parent: str | None) -> list[str]:
         model = Scale
     elif parent == "slo":
         model = Slo
-    return list(model.model_fields)
+    return [field.alias or key for key, field in model.model_fields.items()]
 
 
 def validate_manifest(

@@ -50,6 +50,12 @@ BAD_MANIFESTS = [
         id="unknown-key-lists-allowed",
     ),
     pytest.param(
+        HEAD + "asynch: {retries: 2}\n",
+        "'asynch'",
+        "slo, async, schedule, adapter",  # the key as written in plat.yaml, not async_
+        id="unknown-key-lists-keys-as-written",
+    ),
+    pytest.param(
         HEAD + "resources: {memory: 256Mi, gpu: 1}\n",
         "'resources.gpu'",
         "allowed keys under resources: memory, cpu, pids",

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from plat.client import DaemonClient
 
 PROGRESS_FROM = 4 * 1024**2  # uploads from this size show their progress
+MAX_NAME_READ = 64 * 1024  # plat.yaml's own limit is checked where it is validated
+NAME_SHOWN = 63  # a valid name's longest
 
 
 def _fail(event: ErrorEvent) -> None:
@@ -92,21 +94,30 @@ def deploy(
         raise typer.BadParameter(f"{', '.join(given)} {verb} --target k8s", param_hint="--target")
     from rich.markup import escape
 
-    from plat.connect import connect, gateway
+    from plat.connect import connect, gateway, running_local
     from plat.console import err, out
     from plat.ignore import scan
-    from plat.manifest import load_manifest
     from plat.units import format_duration
 
     started = time.monotonic()
-    manifest = load_manifest(path)  # validated here, before anything is sent
+    running = running_local()
+    if running is None:
+        # Validated here, before a daemon is started or an upload is sent.
+        from plat.manifest import load_manifest
+
+        name = load_manifest(path).name
+    else:
+        # The running daemon validates plat.yaml with the same code before anything
+        # else, and its error names what is wrong; the CLI is spared pydantic's import
+        # (about half of its CPU time per deploy).
+        name = _declared_name(path)
     scan(path)  # links that leave the folder, special files (the daemon checks again)
-    client = connect()
+    client = running or connect()
     done: DoneEvent | None = None
     function: FunctionSummary | None = None
-    with err.status(f"building {manifest.name}...", spinner="dots") as status:
+    with err.status(f"building {name}...", spinner="dots") as status:
         if client.remote:
-            events = _upload(client, path, force, manifest.name, status)
+            events = _upload(client, path, force, name, status)
         else:
             events = client.stream(
                 "POST", "/v1/functions", {"path": str(path.resolve()), "force": force}
@@ -118,14 +129,14 @@ def deploy(
                 if verbose:
                     err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
                 elif line.startswith("STEP "):
-                    status.update(f"building {manifest.name}: {escape(line[:90])}")
+                    status.update(f"building {name}: {escape(line[:90])}")
             elif event["type"] == "built":
                 what = "unchanged, reused" if event["cached"] else "built"
                 err.print(
                     f"[green]✓[/green] image {escape(event['image'])} {what} "
                     f"in {format_duration(event['seconds'])}"
                 )
-                status.update(f"starting {manifest.name}...")
+                status.update(f"starting {name}...")
             elif event["type"] == "event":
                 if verbose:
                     err.print(f"[dim]{escape(event['message'])}[/dim]")
@@ -157,6 +168,26 @@ def deploy(
         out.print(f"  curl: curl -u admin:$(plat auth password) {shlex.quote(url)}")
     flag = f"--tenant {tenant} " if tenant != DEFAULT_TENANT and not client.remote else ""
     out.print(f'  or:   plat {flag}invoke {fn["name"]} -d \'{{"name": "Ada"}}\'')
+
+
+def _declared_name(folder: Path) -> str:
+    """The ``name`` plat.yaml declares, escaped for the status line: the folder's name
+    when the file cannot be read as a mapping with a name (the daemon says why)."""
+    import yaml
+    from rich.markup import escape
+
+    name: object = None
+    try:
+        with (folder / "plat.yaml").open("rb") as fh:
+            text = fh.read(MAX_NAME_READ + 1)
+        if len(text) <= MAX_NAME_READ:
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            name = data.get("name") if isinstance(data, dict) else None
+    except (OSError, yaml.YAMLError, ValueError):
+        pass
+    if not isinstance(name, str) or not name:
+        name = folder.resolve().name
+    return escape(name[:NAME_SHOWN])
 
 
 def _upload(
