@@ -101,8 +101,9 @@ def deploy(
 
     started = time.monotonic()
     running = running_local()
-    if running is None:
-        # Validated here, before a daemon is started or an upload is sent.
+    if running is None or not (path / "plat.yaml").is_file():
+        # Validated here, before a daemon is started, an upload is sent or a folder
+        # without plat.yaml (a home folder, say) is scanned.
         from plat.manifest import load_manifest
 
         name = load_manifest(path).name

@@ -59,3 +59,12 @@ def test_missing_manifest_hints_at_init(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "no plat.yaml" in proc.stderr
     assert "plat init" in proc.stderr
+
+
+def test_a_running_daemon_and_a_folder_without_manifest(plat: PlatRunner, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a function\n")
+    proc = plat.run("deploy", str(tmp_path), check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "no plat.yaml" in proc.stderr
+    assert "plat init" in proc.stderr
