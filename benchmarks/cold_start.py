@@ -220,7 +220,7 @@ def run(ctx: Context) -> Section:
             "ms",
             "podman run → first 200",
             median(baseline) * 1000,
-            note=f"p95 {p95(plain) * 1000:.0f} ms; pool {standby}; target ≤ 350 ms",
+            note=f"p95 {p95(plain) * 1000:.0f} ms; pool {standby}; target ≤ 200 ms",
         )
     )
     return section
