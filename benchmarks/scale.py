@@ -410,9 +410,11 @@ def _section(
         notes.append(
             "Median wall of each tenth of the parallel deploys, in order: "
             + ", ".join(fmt(median(part), "s") for part in tenths)
-            + ". The first instances to scale to zero stop about 10 s into the burst; "
-            "from then on each deploy shares the machine with those stops and the "
-            "standby containers prepared after them (docs/benchmarks-dev.md, 'Builds')."
+            + ". A step after the first tenths is the first instances scaling to zero "
+            "(about 10 s into the burst; from then on each deploy shares the machine with "
+            "those stops and the standby containers prepared after them); a rise over "
+            "every tenth is a cost that grows with the functions deployed "
+            "(docs/benchmarks-dev.md, 'Later deploys in a burst')."
         )
     if deploys.replaced:
         notes.append(
