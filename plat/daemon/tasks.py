@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,8 +40,8 @@ class Finishing:
     def __init__(self) -> None:
         self._running: set[asyncio.Future[Any]] = set()
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.ensure_future(coro)
+    async def run(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return await asyncio.shield(task)

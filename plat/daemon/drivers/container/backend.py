@@ -33,6 +33,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from plat.daemon.drivers.base import (
     LABEL_DAEMON,
@@ -115,6 +116,7 @@ class ContainerBackend:
         self._standby: dict[str, _Standby] = {}
         self._held = 0 if engine_name != "podman" or self.direct else standby_networks
         self._preparing = Finishing()
+        self._prepares: dict[str, set[asyncio.Task[Any]]] = {}  # under way, by function
         # Containers (ids, or names when a create's answer was lost) whose removal
         # failed while the engine was away; ``sweep`` removes them once it answers.
         self._unremoved: set[str] = set()
@@ -249,11 +251,24 @@ class ContainerBackend:
         """Create the container of the next start of ``spec`` (a standby).
 
         Runs to its end even when the caller is cancelled, so that what it creates is
-        known (and removed by ``close``)."""
-        await self._preparing.run(self._prepare(spec, instance_id))
+        known (and removed by ``close``); ``unprepare`` waits for it."""
+        task = asyncio.ensure_future(self._prepare(spec, instance_id))
+        preparing = self._prepares.setdefault(spec.function, set())
+        preparing.add(task)
+
+        def done(_: object) -> None:
+            preparing.discard(task)
+            if not preparing and self._prepares.get(spec.function) is preparing:
+                del self._prepares[spec.function]
+
+        task.add_done_callback(done)
+        await self._preparing.run(task)
 
     async def _prepare(self, spec: InstanceSpec, instance_id: str) -> None:
-        await self.unprepare(spec.function)
+        await self._drop_standby(spec.function)
+        await self._prepare_standby(spec, instance_id)
+
+    async def _prepare_standby(self, spec: InstanceSpec, instance_id: str) -> None:
         holder = None
         try:
             if len(self.holders.names) < self._held:  # counted before any await: no race
@@ -269,6 +284,14 @@ class ContainerBackend:
             await self._discard(stale.ref, stale.instance_id)
 
     async def unprepare(self, function: str) -> None:
+        """Remove ``function``'s standby, after any preparation of one still under way
+        (else it would be made after this returns: ``plat rm`` would leave it)."""
+        preparing = self._prepares.get(function)
+        if preparing:
+            await asyncio.wait(set(preparing))
+        await self._drop_standby(function)
+
+    async def _drop_standby(self, function: str) -> None:
         standby = self._standby.pop(function, None)
         if standby is not None:
             await self._discard(standby.ref, standby.instance_id)

@@ -14,8 +14,9 @@ tries it again. Stack images are shared by functions and stay.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from plat.daemon.drivers.container.builders import Builder, Image
 
@@ -25,9 +26,20 @@ KEEP = 3
 LABEL = "plat.function"
 
 
-def surplus(images: list[Image], keep: int, spare: str) -> list[str]:
-    """The tags to remove: all but the ``keep`` newest images, never ``spare`` (pure)."""
-    newest = sorted(images, key=lambda image: image.created, reverse=True)
+def surplus(
+    images: list[Image], keep: int, spare: str, order: Mapping[str, int] | None = None
+) -> list[str]:
+    """The tags to remove: all but the ``keep`` newest images, never ``spare`` (pure).
+
+    ``order`` (tag -> a number that grows with each build) settles images created in
+    the same second: the engine's listing gives whole seconds, and two deploys can
+    come that close."""
+    seen = order or {}
+
+    def age(image: Image) -> tuple[float, int]:
+        return image.created, max((seen.get(tag, 0) for tag in image.tags), default=0)
+
+    newest = sorted(images, key=age, reverse=True)
     kept = 1 if any(spare in image.tags for image in images) else 0
     drop: list[str] = []
     for image in newest:
@@ -52,9 +64,12 @@ class ImageRetention:
         self.keep = keep
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._order: dict[str, int] = {}  # tags built by this daemon, in build order
+        self._builds = itertools.count(1)
 
     def built(self, name: str, tag: str) -> None:
         """``tag`` was just built for ``name``: prune the older ones, off the deploy's path."""
+        self._order[tag] = next(self._builds)
         task = asyncio.create_task(self._prune(name, tag), name=f"prune-images-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -71,7 +86,8 @@ class ImageRetention:
         async with lock:
             try:
                 images = await self.builder.labelled(f"{LABEL}={name}")
-                for tag in surplus(images, keep, spare):
+                for tag in surplus(images, keep, spare, self._order):
+                    self._order.pop(tag, None)
                     self.on_removed(tag)
                     await self.builder.remove_image(tag)
             except Exception:  # images left behind, nothing worse: never fails a deploy or rm

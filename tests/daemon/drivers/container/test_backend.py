@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -136,30 +137,51 @@ async def test_a_prepared_container_of_another_version_is_removed_not_started(
     assert [(i.id, i.version) for i in await backend.list()] == [("i-v2", "v2")]
 
 
+@contextlib.asynccontextmanager
+async def own_service(tmp_path: Path) -> AsyncIterator[ContainerBackend]:
+    """A backend on a Podman service of its own, closed (then the service) after."""
+    service = PodmanService(tmp_path / "engine.sock")
+    info = await service.start()
+    backend = ContainerBackend(info.endpoint, f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await service.stop()
+
+
 @pytest.mark.container
 async def test_unprepare_and_close_remove_prepared_containers(
     tmp_path: Path, server_image: str
 ) -> None:
-    service = PodmanService(tmp_path / "engine.sock")
-    info = await service.start()
-    daemon = f"test-{uuid.uuid4().hex[:8]}"
-    backend = ContainerBackend(info.endpoint, daemon)
-    try:
+    async with own_service(tmp_path) as backend:
         await backend.prepare(spec_of(server_image), "i-one")
         assert len(await backend.list()) == 1
         await backend.unprepare("engine")
         assert await backend.list() == []
         await backend.prepare(spec_of(server_image), "i-two")
-    finally:
-        await backend.close()
-        await service.stop()
     left = subprocess.run(
-        ["podman", "ps", "-aq", "--filter", f"label={LABEL_DAEMON}={daemon}"],
+        ["podman", "ps", "-aq", "--filter", f"label={LABEL_DAEMON}={backend.daemon_id}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert left.strip() == ""
+
+
+@pytest.mark.container
+async def test_unprepare_during_a_prepare_leaves_no_standby(
+    tmp_path: Path, server_image: str
+) -> None:
+    # What `plat rm` does when the function scaled to zero a moment before: the
+    # standby being made then must not outlive the removal.
+    async with own_service(tmp_path) as backend:
+        preparing = asyncio.ensure_future(backend.prepare(spec_of(server_image), "i-one"))
+        await asyncio.sleep(0)  # the prepare has begun: its create is on its way
+        await backend.unprepare("engine")
+        assert await backend.list() == []
+        await preparing
+        assert await backend.list() == []
 
 
 @pytest.mark.container

@@ -10,10 +10,12 @@ mounted packages import in the image as the instance's user.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 import pytest
 
@@ -208,20 +210,39 @@ async def test_a_failed_install_names_the_error_and_leaves_nothing(rig: Rig) -> 
     assert installs_left() == []
 
 
+def silent_index() -> tuple[socket.socket, SplitResult]:
+    """A listening socket on the host's outbound address that accepts nothing (the
+    kernel completes the handshake; no answer ever comes), and an index URL on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this picks the route
+        address = probe.getsockname()[0]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((address, 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    return listener, urlsplit(f"http://{address}:{port}/simple")
+
+
 @pytest.mark.container
 async def test_a_superseded_install_is_stopped_and_removed(rig: Rig) -> None:
     await rig.build("# nothing yet\n")
-    # An index nobody answers: pip waits on it for far longer than the test.
-    folder = function(rig.tmp_path, f"--index-url http://10.255.255.1/simple\n{PACKAGE}\n")
+    # An index that takes the connection and never answers: pip waits on it for far
+    # longer than the test. On the host's own address (slirp4netns reaches it, not its
+    # loopback), as some networks answer any address on port 80 themselves.
+    silent, index = silent_index()
+    lines = f"--trusted-host {index.hostname}\n--index-url {index.geturl()}\n{PACKAGE}\n"
+    folder = function(rig.tmp_path, lines)
     task = asyncio.ensure_future(rig.images.hot(rig.manifest, folder, lambda line: None))
     deadline = time.monotonic() + 60
     while not installs_left():
         assert time.monotonic() < deadline and not task.done(), "no install container started"
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)  # pip is running (or starting) in it
+    assert not task.done(), "the install ended before it could be superseded"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    silent.close()
     assert installs_left() == []
     assert rig.deps_folders() == []
     assert not list((rig.tmp_path / "dev" / DEPS_FOLDER / "fn").glob(".*"))

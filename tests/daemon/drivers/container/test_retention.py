@@ -25,6 +25,17 @@ def test_the_image_just_built_stays_even_when_its_clock_is_older() -> None:
     assert surplus(images, 2, "localhost/plat/fn:new") == ["localhost/plat/fn:b"]
 
 
+def test_images_of_the_same_second_go_in_the_order_they_were_built() -> None:
+    # The engine lists whole seconds: deploys under a second apart tie on the clock.
+    images = [image("v2", 7), image("v1", 7), image("v3", 7), image("v4", 7), image("v0", 6)]
+    order = {f"localhost/plat/fn:v{n}": n for n in range(1, 5)}
+    assert surplus(images, 2, "localhost/plat/fn:v4", order) == [
+        "localhost/plat/fn:v2",
+        "localhost/plat/fn:v1",
+        "localhost/plat/fn:v0",
+    ]
+
+
 def test_every_tag_of_a_surplus_image_goes_and_untagged_ones_are_skipped() -> None:
     images = [Image(("x:1", "x:2"), 1), Image((), 0), image("keep", 5)]
     assert surplus(images, 1, "") == ["x:1", "x:2"]
