@@ -255,12 +255,22 @@ def kill_container(name: str) -> None:
 
 
 def kill_random_instance(chaos: Chaos, name: str, rng: random.Random) -> str:
-    """SIGKILL one running instance of ``name``, chosen at random; returns its id."""
-    victims = chaos.running_containers(name)
-    assert victims, f"{name} has no running instance to kill"
-    victim = rng.choice(sorted(victims))
-    kill_container(victim)
-    return victim.rsplit("-", 1)[1]
+    """SIGKILL one running instance of ``name``, chosen at random; returns its id.
+
+    One that stops between the listing and the kill (the autoscaler scaling the
+    function in) is no victim: another is chosen."""
+    for _ in range(5):
+        victims = chaos.running_containers(name)
+        assert victims, f"{name} has no running instance to kill"
+        victim = rng.choice(sorted(victims))
+        try:
+            kill_container(victim)
+        except subprocess.CalledProcessError:
+            if victim in chaos.running_containers(name):
+                raise
+            continue
+        return victim.rsplit("-", 1)[1]
+    raise AssertionError(f"every instance of {name} chosen stopped before it was killed")
 
 
 def sigkill(pid: int, timeout: float = 10.0) -> None:
